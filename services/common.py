@@ -1,0 +1,102 @@
+"""Plumbing both services share: the error envelope handlers and the /metrics route.
+
+Every error leaves a service as ``{"error": {"type", "message", "param", "code"}}``: domain
+errors with their own status, validation errors as 422 naming the field path, unknown
+exceptions as 500 (never 400).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rlmec.shared.errors import ErrorBody, ErrorEnvelope, RlmecError
+
+logger = logging.getLogger("rlmec.services")
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope, "description": desc}
+    for code, desc in {
+        401: "Missing or invalid API key.",
+        413: "Input exceeds a size limit.",
+        422: "Invalid request; `param` names the field.",
+        429: "Saturated or over quota; retry after `Retry-After` seconds.",
+        503: "A dependency is not ready.",
+    }.items()
+}
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorEnvelope(error=ErrorBody(type=type_, message=message, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+async def _rlmec_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RlmecError)
+    return error_response(
+        exc.status_code, exc.type, exc.message, param=exc.param, code=exc.code,
+        headers=exc.headers,
+    )  # fmt: skip
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    param = _loc_to_param(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        message = f"request body is not valid JSON: {first.get('msg')}"
+    else:
+        message = f"{param}: {first.get('msg')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more error(s))"
+    return error_response(422, "invalid_request", message, param=param, code=first.get("type"))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed", 401: "authentication_error"}
+    return error_response(
+        exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail),
+        headers=getattr(exc, "headers", None),
+    )  # fmt: skip
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RlmecError, _rlmec_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+    """``GET /metrics`` in Prometheus text format. Each app owns its registry, so several
+    apps in one process (tests) never clash on metric names."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

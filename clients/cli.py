@@ -1,0 +1,272 @@
+"""``rlmec client ...``: score a JSONL file, push rollouts, follow a batch, list GRM models.
+
+Only the SDK, httpx and tqdm are imported, so these commands work in a torch-free install.
+Exit codes: 0 done, 1 the service refused or could not be reached, 2 bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rlmec.clients._jsonl import InputFileError, count_lines, read_samples
+from rlmec.clients.errors import RlmecClientError
+from rlmec.clients.sync import Client, GrmClient
+from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample
+
+URL_ENV = "RLMEC_URL"
+GRM_URL_ENV = "RLMEC_GRM_URL"
+TERMINAL_STATUSES = frozenset({"scored", "dead_lettered"})
+
+
+def _batch_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch-size {value!r} is not a whole number") from None
+    if not 1 <= size <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(
+            f"--batch-size {size} is out of range; use 1..{MAX_BATCH} (the service's limit)"
+        )
+    return size
+
+
+def _add_connection(p: argparse.ArgumentParser, *, url_env: str = URL_ENV) -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get(url_env),
+        help=f"service base URL, e.g. http://localhost:8000 (default: ${url_env})",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="team API key, sent as 'Authorization: Bearer KEY' (default: $RLMEC_API_KEY)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per request (default: 120)"
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="retries on 429/503 with backoff, honouring Retry-After (default: 3)",
+    )
+
+
+def _add_scoring(p: argparse.ArgumentParser, default_batch: int) -> None:
+    p.add_argument(
+        "--input", required=True, type=Path, help="JSONL, one Sample per line (see README)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=default_batch,
+        help=f"samples per request (default: {default_batch}, max {MAX_BATCH})",
+    )
+    p.add_argument(
+        "--policy-tokenizer", default=None, help="registered policy tokenizer to project onto"
+    )
+    p.add_argument("--threshold", type=float, default=None, help="§3.1 threshold (0.5)")
+    p.add_argument("--floor", type=float, default=None, help="§3.1 floor of wrong answers (-0.1)")
+    p.add_argument("--cap", type=float, default=None, help="§3.1 cap of correct answers (0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Register ``score``, ``push``, ``status``, ``grm-models`` and ``health`` under the
+    ``client`` parser given by ``rlmec.cli``."""
+    sub = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
+
+    score = sub.add_parser(
+        "score",
+        help="score a JSONL file of samples into a JSONL file of results",
+        description="POST batches of samples to /v1/token-rewards and write one ScoredSample "
+        "JSON per line, in input order. Input lines are all validated before anything is sent.",
+    )
+    _add_connection(score)
+    _add_scoring(score, default_batch=32)
+    score.add_argument("--output", required=True, type=Path, help="JSONL of results")
+    score.add_argument(
+        "--resume",
+        action="store_true",
+        help="append to --output, skipping as many input samples as it already holds",
+    )
+    score.set_defaults(func=_run_score)
+
+    push = sub.add_parser(
+        "push",
+        help="push samples to the rollout queue (asynchronous scoring)",
+        description="POST batches of samples to /v1/rollouts; prints one JSON line per "
+        "accepted batch (batch_id, status). A full queue is retried, then reported.",
+    )
+    _add_connection(push)
+    _add_scoring(push, default_batch=256)
+    push.add_argument(
+        "--batch-id-prefix",
+        default=None,
+        help="name batches PREFIX-00000, PREFIX-00001, ... (default: the service names them)",
+    )
+    push.add_argument("--skip", type=int, default=0, help="skip the first N samples (resume)")
+    push.set_defaults(func=_run_push)
+
+    status = sub.add_parser(
+        "status",
+        help="status of a pushed batch",
+        description="GET /v1/rollouts/BATCH_ID: queued, scoring, scored or dead_lettered.",
+    )
+    _add_connection(status)
+    status.add_argument("batch_id", metavar="BATCH_ID")
+    status.add_argument("--wait", action="store_true", help="poll until scored/dead_lettered")
+    status.add_argument("--poll-interval", type=float, default=2.0, help="seconds (default: 2)")
+    status.add_argument(
+        "--wait-timeout", type=float, default=600.0, help="give up after (default: 600 s)"
+    )
+    status.set_defaults(func=_run_status)
+
+    models = sub.add_parser(
+        "grm-models", help="list the GRM service's models", description="GET /v1/models."
+    )
+    _add_connection(models, url_env=GRM_URL_ENV)
+    models.set_defaults(func=_run_grm_models)
+
+    health = sub.add_parser("health", help="GET /health of a service")
+    _add_connection(health)
+    health.set_defaults(func=_run_health)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"rlmec client: error: {message}", file=sys.stderr)
+    return code
+
+
+def _guarded(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Turn the SDK's and the input reader's exceptions into a message and an exit code."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        if not args.url:
+            env = GRM_URL_ENV if args.client_command == "grm-models" else URL_ENV
+            return _fail(f"no service URL: pass --url http://HOST:PORT or set ${env}", 2)
+        try:
+            return run(args)
+        except (InputFileError, ValueError) as exc:
+            return _fail(str(exc), 2)
+        except RlmecClientError as exc:
+            return _fail(str(exc), 1)
+
+    return wrapper
+
+
+def _client(args: argparse.Namespace, cls: type[Client] | type[GrmClient] = Client) -> Any:
+    return cls(args.url, api_key=args.api_key, timeout=args.timeout, max_retries=args.max_retries)
+
+
+def _params(args: argparse.Namespace) -> RewardParams:
+    given = {k: getattr(args, k) for k in ("threshold", "floor", "cap")}
+    return RewardParams(**{k: v for k, v in given.items() if v is not None})
+
+
+def _progress(total: int, initial: int, quiet: bool, unit: str) -> Any:
+    return tqdm(total=total, initial=initial, unit=unit, disable=quiet, file=sys.stderr)
+
+
+@_guarded
+def _run_score(args: argparse.Namespace) -> int:
+    samples = read_samples(args.input)
+    params = _params(args)
+    done = count_lines(args.output) if args.resume else 0
+    if done > len(samples):
+        return _fail(
+            f"{args.output} already holds {done} results but {args.input} has only "
+            f"{len(samples)} samples; pick another --output or drop --resume",
+            2,
+        )
+    mode = "a" if args.resume else "w"
+    with (
+        _client(args) as client,
+        args.output.open(mode, encoding="utf-8") as out,
+        _progress(len(samples), done, args.quiet, "sample") as bar,
+    ):
+        for start in range(done, len(samples), args.batch_size):
+            batch = samples[start : start + args.batch_size]
+            try:
+                response = client.token_rewards(
+                    batch, params=params, policy_tokenizer=args.policy_tokenizer
+                )
+            except RlmecClientError as exc:
+                exc.args = (f"{exc} ({start} results in {args.output}; rerun with --resume)",)
+                raise
+            # One write per batch, flushed: a crash loses at most the batch in flight,
+            # and --resume picks up exactly after the last complete one.
+            out.write("".join(r.model_dump_json() + "\n" for r in response.results))
+            out.flush()
+            bar.update(len(batch))
+    return 0
+
+
+@_guarded
+def _run_push(args: argparse.Namespace) -> int:
+    samples: list[Sample] = read_samples(args.input)
+    if not 0 <= args.skip <= len(samples):
+        return _fail(f"--skip {args.skip} is out of range; use 0..{len(samples)}", 2)
+    params = _params(args)
+    with _client(args) as client, _progress(len(samples), args.skip, args.quiet, "sample") as bar:
+        for start in range(args.skip, len(samples), args.batch_size):
+            batch = samples[start : start + args.batch_size]
+            batch_id = None
+            if args.batch_id_prefix:
+                batch_id = f"{args.batch_id_prefix}-{start // args.batch_size:05d}"
+            try:
+                accepted = client.push_rollouts(
+                    batch, batch_id=batch_id, params=params, policy_tokenizer=args.policy_tokenizer
+                )
+            except RlmecClientError as exc:
+                exc.args = (f"{exc} ({start} samples pushed; rerun with --skip {start})",)
+                raise
+            print(accepted.model_dump_json(), flush=True)
+            bar.update(len(batch))
+    return 0
+
+
+@_guarded
+def _run_status(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.wait_timeout
+    with _client(args) as client:
+        while True:
+            batch = client.rollout_status(args.batch_id)
+            if not args.wait or batch.status in TERMINAL_STATUSES:
+                break
+            if time.monotonic() + args.poll_interval > deadline:
+                print(batch.model_dump_json())
+                return _fail(
+                    f"batch {args.batch_id} still {batch.status} after {args.wait_timeout} s; "
+                    "raise --wait-timeout or check the workers",
+                    1,
+                )
+            time.sleep(args.poll_interval)
+    print(batch.model_dump_json())
+    return 1 if batch.status == "dead_lettered" else 0
+
+
+@_guarded
+def _run_grm_models(args: argparse.Namespace) -> int:
+    with _client(args, GrmClient) as client:
+        models = client.models()
+    print(json.dumps(models.model_dump(mode="json"), indent=2))
+    return 0
+
+
+@_guarded
+def _run_health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(json.dumps(client.health()))
+    return 0

@@ -1,0 +1,180 @@
+"""Blocking clients: :class:`Client` (reward service) and :class:`GrmClient` (GRM service)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from rlmec.clients import _calls
+from rlmec.clients._base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Call,
+    ClientCore,
+    status_error,
+    transport_error,
+)
+from rlmec.clients._calls import (
+    GrmSampleLike,
+    ParamsLike,
+    RewriteLike,
+    RolloutBatch,
+    SampleLike,
+    ScoreItemLike,
+)
+from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.schemas import TokenRewardsResponse
+
+T = TypeVar("T")
+
+
+class _SyncBase:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_base: float = 0.5,
+        max_backoff: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            max_backoff=max_backoff,
+            headers=headers,
+        )
+        self._http = httpx.Client(
+            base_url=self._core.base_url,
+            headers=self._core.headers,
+            timeout=self._core.timeout,
+            transport=transport,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def _send(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, json=call.body)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, self._core.url(call.path)) from exc
+            if response.is_success:
+                return call.parse(response)
+            delay = self._core.retry.delay(response, attempt)
+            if delay is None:
+                raise status_error(response, is_push=call.is_push)
+            response.close()
+            time.sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Client(_SyncBase):
+    """Blocking client of the reward service.
+
+    >>> with Client("http://localhost:8000", api_key="team-key") as client:  # doctest: +SKIP
+    ...     result = client.token_rewards([sample]).results[0]
+
+    Retries 429 and 503 up to ``max_retries`` times with exponential backoff and jitter,
+    waiting ``Retry-After`` when the server sends it; every other error is raised at once
+    (see :mod:`rlmec.clients.errors`). ``api_key`` defaults to ``$RLMEC_API_KEY``.
+    """
+
+    def token_rewards(
+        self,
+        samples: Sequence[SampleLike],
+        *,
+        params: ParamsLike = None,
+        policy_tokenizer: str | None = None,
+    ) -> TokenRewardsResponse:
+        """RLMEC token rewards and imitation weights (§3) for up to 1024 samples."""
+        return self._send(_calls.token_rewards(samples, params, policy_tokenizer))
+
+    def get_reward(
+        self,
+        query: Sequence[str],
+        *,
+        prompts: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """OpenRLHF remote reward: ``{"rewards", "scores", "extra_logs"}``."""
+        return self._send(_calls.get_reward(query, prompts, labels))
+
+    def push_rollouts(
+        self,
+        samples: Sequence[SampleLike],
+        *,
+        batch_id: str | None = None,
+        params: ParamsLike = None,
+        policy_tokenizer: str | None = None,
+    ) -> RolloutBatch:
+        """Enqueue a batch for scoring; raises :class:`QueueFullError` when the team's queue
+        stays full through the retries."""
+        return self._send(_calls.push_rollouts(samples, batch_id, params, policy_tokenizer))
+
+    def rollout_status(self, batch_id: str) -> RolloutBatch:
+        return self._send(_calls.rollout_status(batch_id))
+
+    def health(self) -> dict[str, Any]:
+        return self._send(_calls.health())
+
+
+class GrmClient(_SyncBase):
+    """Blocking client of the GRM service (``/v1/locate``, ``/v1/rewrite``, ``/v1/score``,
+    ``/v1/models``); same retries and errors as :class:`Client`."""
+
+    def locate(
+        self, samples: Sequence[GrmSampleLike], *, max_new_tokens: int = 32
+    ) -> LocateResponse:
+        return self._send(_calls.locate(samples, max_new_tokens))
+
+    def rewrite(
+        self,
+        samples: Sequence[RewriteLike],
+        *,
+        max_new_tokens: int = 512,
+        locate_max_new_tokens: int = 32,
+    ) -> RewriteResponse:
+        return self._send(_calls.rewrite(samples, max_new_tokens, locate_max_new_tokens))
+
+    def score(
+        self,
+        *,
+        items: Sequence[ScoreItemLike] | None = None,
+        samples: Sequence[GrmSampleLike] | None = None,
+        add_eos: bool = True,
+    ) -> ScoreResponse:
+        return self._send(_calls.score(items, samples, add_eos))
+
+    def models(self) -> ModelList:
+        return self._send(_calls.models())
+
+    def health(self) -> dict[str, Any]:
+        return self._send(_calls.health())

@@ -1,0 +1,130 @@
+"""The GRM service app: ``create_app(settings, *, engine=None)``.
+
+The lifespan starts the engine (built from settings unless one is given), and on shutdown
+refuses new work, waits up to ``shutdown_grace_s`` for in-flight requests, then closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from rlmec.services.common import add_metrics_route, install_error_handlers
+from rlmec.services.grm.admission import Admission
+from rlmec.services.grm.engine import Engine
+from rlmec.services.grm.metrics import GrmMetrics
+from rlmec.services.grm.routes import router
+from rlmec.services.grm.service import GrmService
+from rlmec.services.grm.settings import GrmSettings
+
+logger = logging.getLogger("rlmec.services.grm")
+
+Scope = MutableMapping[str, Any]
+_ENDPOINTS = frozenset({"locate", "rewrite", "score", "models"})
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+def build_engine(settings: GrmSettings) -> Engine:
+    """The engine named by ``settings.engine``; heavy imports happen only for that one."""
+    if settings.engine == "vllm":
+        from rlmec.services.grm.vllm_engine import VllmEngine
+
+        return VllmEngine(settings)
+    if settings.engine == "remote":
+        from rlmec.services.grm.remote_engine import RemoteEngine
+
+        return RemoteEngine(settings)
+    from rlmec.services.grm.hf_engine import HfEngine
+
+    return HfEngine(settings)
+
+
+def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAPI:
+    """The GRM HTTP app. ``engine`` (tests, custom runtimes) replaces the one the settings
+    name; either way the app's lifespan starts and closes it."""
+    metrics = GrmMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = engine if engine is not None else build_engine(settings)
+        admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests)
+        app.state.admission = admission
+        await runtime.start()
+        metrics.track_queue_depth(runtime.queue_depth)
+        metrics.in_flight.set_function(lambda: float(admission.active))
+        metrics.waiting.set_function(lambda: float(admission.waiting))
+        app.state.service = GrmService(
+            runtime, max_request_tokens=settings.max_request_tokens, metrics=metrics
+        )
+        try:
+            yield
+        finally:
+            if not await admission.drain(settings.shutdown_grace_s):
+                logger.warning(
+                    "shutdown: %d request(s) still running after %.0f s; closing the engine",
+                    admission.active, settings.shutdown_grace_s,
+                )  # fmt: skip
+            app.state.service = None
+            await runtime.close()
+
+    app = FastAPI(
+        title="rlmec GRM service",
+        version="1",
+        summary="Locate, rewrite and score with a generative reward model (RLMEC).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    install_error_handlers(app)
+    _count_validation_errors(app, metrics)
+    app.include_router(router)
+    add_metrics_route(app, metrics.registry)
+    app.add_middleware(_RequestMetrics, metrics=metrics)
+    return app
+
+
+def _count_validation_errors(app: FastAPI, metrics: GrmMetrics) -> None:
+    handler: Any = app.exception_handlers[RequestValidationError]
+
+    async def counted(request: Any, exc: Exception) -> Any:
+        metrics.errors.labels("invalid_request").inc()
+        return await handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, counted)
+
+
+class _RequestMetrics:
+    """Pure ASGI middleware (not BaseHTTPMiddleware, which breaks disconnect detection):
+    counts every /v1 request by status, validation errors included, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: GrmMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = path.removeprefix("/v1/")
+            endpoint = endpoint if endpoint in _ENDPOINTS else "other"  # bounded label set
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -1,0 +1,124 @@
+"""The engine interface the GRM service talks to, and what all engines share.
+
+Three implementations (``hf``, ``vllm``, ``remote``) sit behind :class:`Engine`; the service
+layer builds token ids and never knows which one runs. Token ids go in, so every engine sees the
+exact same prompt tokens: the tokenizer always comes from the local model directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rlmec.shared.errors import ServiceUnavailableError
+
+# Files whose bytes define the model's behaviour: the revision hashes exactly these.
+_REVISION_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy continuation. ``text`` stops before the first stop string (vLLM's default,
+    which the ``hf`` engine reproduces); ``num_tokens`` counts generated tokens."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model_id: str
+    revision: str
+    tokenizer: str
+    max_model_len: int
+    engine: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the service needs from a model runtime.
+
+    ``score`` returns, for each pair, the teacher-forced log-prob of every ``output_ids`` token
+    given ``prompt_ids`` and the output tokens before it (rlmec-method.md §3.1)."""
+
+    name: str
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def queue_depth(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+    ) -> list[Generation]: ...
+
+    async def score(
+        self, prompt_ids: list[list[int]], output_ids: list[list[int]]
+    ) -> list[list[float]]: ...
+
+
+def model_revision(model_dir: str | Path) -> str:
+    """sha256 over the config, tokenizer and weight files (names and bytes), first 16 hex.
+
+    Content, not mtime: two copies of the same weights report the same revision, which is
+    what a reward cache keyed by model version needs."""
+    root = Path(model_dir)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _REVISION_SUFFIXES)
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """The model is always a local HF directory (no hub): fail early with the fix."""
+    path = Path(model_dir).expanduser()
+    if not (path / "config.json").is_file():
+        raise ServiceUnavailableError(
+            f"model directory {str(path)!r} has no config.json; point RLMEC_GRM_MODEL (--model) "
+            "at a local Hugging Face model directory (e.g. `rlmec grm convert-smollm2`)"
+        )
+    return path
+
+
+def config_max_len(model_dir: Path) -> int:
+    """The model's own context length from config.json (``max_position_embeddings``)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return 2048
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.eos_token_id is None:
+        raise ServiceUnavailableError(
+            f"the tokenizer in {str(model_dir)!r} has no EOS token; the scoring prompt (§3.1) "
+            "scores EOS, so set eos_token in its tokenizer_config.json"
+        )
+    return tokenizer
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text before the earliest stop string (excluded, as vLLM does), and whether one hit."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,63 @@
+"""The GRM HTTP API on the hf engine, against a real server on loopback."""
+
+from __future__ import annotations
+
+import httpx
+
+from rlmec.shared import prompts
+from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from tests.services.grm.conftest import SAMPLE
+
+
+def test_models_reports_card(hf_client: httpx.Client) -> None:
+    models = ModelList.model_validate(hf_client.get("/v1/models").json())
+    card = models.data[0]
+    assert card.engine == "hf"
+    assert card.max_model_len == 4096
+    assert len(card.revision) == 16
+    assert card.eos_token == "<|endoftext|>"
+
+
+def test_health_and_ready(hf_client: httpx.Client) -> None:
+    assert hf_client.get("/health").json() == {"status": "ok"}
+    ready = hf_client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["engine"] == "hf"
+
+
+def test_locate_returns_one_result_per_sample(hf_client: httpx.Client) -> None:
+    resp = hf_client.post("/v1/locate", json={"samples": [SAMPLE, SAMPLE], "max_new_tokens": 8})
+    assert resp.status_code == 200, resp.text
+    body = LocateResponse.model_validate(resp.json())
+    assert len(body.results) == 2
+    expected_prompt = prompts.locate_prompt(
+        SAMPLE["question"], SAMPLE["reference_solution"], SAMPLE["prediction"]
+    )
+    for result in body.results:
+        assert 1 <= result.completion_tokens <= 8
+        assert result.prompt_tokens > len(expected_prompt) // 8
+        assert result.raw == body.results[0].raw  # greedy: same input, same reply
+
+
+def test_rewrite_with_given_step_keeps_prefix_verbatim(hf_client: httpx.Client) -> None:
+    sample = {**SAMPLE, "step": 1}
+    resp = hf_client.post("/v1/rewrite", json={"samples": [sample], "max_new_tokens": 6})
+    assert resp.status_code == 200, resp.text
+    result = RewriteResponse.model_validate(resp.json()).results[0]
+    assert result.status == "rewritten"
+    assert result.locate is None
+    assert result.located_step == 1
+    assert result.prefix == "Natalia sold 48*2 = 96 clips in May."
+    assert result.rewrite is not None and result.rewrite.startswith(result.prefix + "\n")
+
+
+def test_score_rlmec_lines_up_tokens_with_characters(hf_client: httpx.Client) -> None:
+    resp = hf_client.post("/v1/score", json={"mode": "rlmec", "samples": [SAMPLE]})
+    assert resp.status_code == 200, resp.text
+    result = ScoreResponse.model_validate(resp.json()).results[0]
+    pred = SAMPLE["prediction"]
+    assert result.tokens[-1] == "<|endoftext|>"
+    assert result.offsets[-1] == (len(pred), len(pred))
+    assert "".join(pred[a:b] for a, b in result.offsets) == pred
+    assert len(result.logprobs) == len(result.token_ids) == len(result.tokens)
+    assert all(lp <= 0.0 for lp in result.logprobs)

@@ -235,7 +235,9 @@ def answers_match(predicted: str | None, reference: str, task: TaskType) -> bool
         return True
     pred_value, ref_value = _to_number(predicted), _to_number(reference)
     if pred_value is not None and ref_value is not None:
-        return math.isclose(pred_value, ref_value, rel_tol=1e-9, abs_tol=NUMERIC_TOLERANCE)
+        # Absolute tolerance: a relative one would let 100000 match 100001 (GSM8K sizes); the
+        # tiny relative term only absorbs float rounding of huge values.
+        return math.isclose(pred_value, ref_value, rel_tol=1e-12, abs_tol=NUMERIC_TOLERANCE)
     return _symbolic_match(predicted, reference)
 
 

@@ -174,7 +174,8 @@ def policy_prompt(task: TaskType, problem: str) -> str:
 LocateStatus = Literal["located", "no_error", "unparsed", "out_of_range"]
 
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
-_NUMBER = re.compile(r"(?<![\w.])(\d+)(?![\w.])")
+# A number ending a sentence ("step 4.") counts; one inside a decimal ("1.5") does not.
+_NUMBER = re.compile(r"(?<![\w.])(\d+)(?!\w|\.\d)")
 _NO_ERROR = re.compile(
     r"\b(no (wrong|error|incorrect|mistake)\w*|(is|are|all) (correct|right)|"
     r"there is no (first )?(wrong|error))",

@@ -7,7 +7,6 @@
 """
 
 from rlmec.clients._base import RetryPolicy, parse_retry_after
-from rlmec.clients._calls import RolloutBatch
 from rlmec.clients.async_ import AsyncClient, AsyncGrmClient
 from rlmec.clients.errors import (
     APIConnectionError,
@@ -25,6 +24,7 @@ from rlmec.clients.errors import (
     ServiceUnavailableError,
 )
 from rlmec.clients.sync import Client, GrmClient
+from rlmec.shared.queue import BatchStatus, PushResult
 
 __all__ = [
     "APIConnectionError",
@@ -35,16 +35,17 @@ __all__ = [
     "AsyncGrmClient",
     "AuthenticationError",
     "BadRequestError",
+    "BatchStatus",
     "Client",
     "GrmClient",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PushResult",
     "QueueFullError",
     "RateLimitError",
     "RetryPolicy",
     "RlmecClientError",
-    "RolloutBatch",
     "ServiceUnavailableError",
     "parse_retry_after",
 ]

@@ -177,8 +177,11 @@ def status_error(response: httpx.Response, *, is_push: bool = False) -> errors.A
         message += f" (param: {body.param})"
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
+        # The queue marks a full queue with code "queue_full" (shared/queue.py); a push
+        # refused without a code is treated the same, a quota refusal keeps its own type.
+        queue_full = body.code == "queue_full" or (is_push and body.code is None)
         cls: type[errors.RateLimitError] = (
-            errors.QueueFullError if is_push else errors.RateLimitError
+            errors.QueueFullError if queue_full else errors.RateLimitError
         )
         return cls(message, response=response, error=body, retry_after=retry_after)
     by_status: dict[int, type[errors.APIStatusError]] = {

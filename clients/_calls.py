@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from rlmec.clients._base import Call, dict_parser, model_parser
 from rlmec.shared.grm_api import (
@@ -23,21 +23,11 @@ from rlmec.shared.grm_api import (
     ScoreRequest,
     ScoreResponse,
 )
+from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import RewardParams, Sample, TokenRewardsRequest, TokenRewardsResponse
 
 SampleLike = Sample | Mapping[str, Any]
 ParamsLike = RewardParams | Mapping[str, Any] | None
-
-
-class RolloutBatch(BaseModel):
-    """What ``POST /v1/rollouts`` (202) and ``GET /v1/rollouts/{batch_id}`` answer. Fields
-    beyond ``batch_id`` and ``status`` are kept as sent (``extra="allow"``), so a newer
-    service's additions reach the caller."""
-
-    model_config = ConfigDict(extra="allow")
-
-    batch_id: str = Field(description="Id of the pushed batch.")
-    status: str = Field(description="queued, scoring, scored or dead_lettered.")
 
 
 def _body(model: BaseModel) -> dict[str, Any]:
@@ -83,7 +73,7 @@ def push_rollouts(
     batch_id: str | None,
     params: ParamsLike,
     policy_tokenizer: str | None,
-) -> Call[RolloutBatch]:
+) -> Call[PushResult]:
     # Same sample/params validation as token_rewards: a batch is rejected here, not after
     # it sat in the queue.
     request = TokenRewardsRequest.model_validate(
@@ -92,14 +82,14 @@ def push_rollouts(
     body = _body(request)
     if batch_id is not None:
         body["batch_id"] = batch_id
-    return Call("POST", "/v1/rollouts", model_parser(RolloutBatch), body, is_push=True)
+    return Call("POST", "/v1/rollouts", model_parser(PushResult), body, is_push=True)
 
 
-def rollout_status(batch_id: str) -> Call[RolloutBatch]:
+def rollout_status(batch_id: str) -> Call[BatchStatus]:
     if not batch_id:
         raise ValueError("batch_id is empty; pass the id push_rollouts returned")
     path = f"/v1/rollouts/{quote(batch_id, safe='')}"
-    return Call("GET", path, model_parser(RolloutBatch))
+    return Call("GET", path, model_parser(BatchStatus))
 
 
 def health() -> Call[dict[str, Any]]:

@@ -23,11 +23,11 @@ from rlmec.clients._calls import (
     GrmSampleLike,
     ParamsLike,
     RewriteLike,
-    RolloutBatch,
     SampleLike,
     ScoreItemLike,
 )
 from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import TokenRewardsResponse
 
 T = TypeVar("T")
@@ -135,12 +135,12 @@ class AsyncClient(_AsyncBase):
         batch_id: str | None = None,
         params: ParamsLike = None,
         policy_tokenizer: str | None = None,
-    ) -> RolloutBatch:
+    ) -> PushResult:
         """Enqueue a batch for scoring; raises :class:`QueueFullError` when the team's queue
         stays full through the retries."""
         return await self._send(_calls.push_rollouts(samples, batch_id, params, policy_tokenizer))
 
-    async def rollout_status(self, batch_id: str) -> RolloutBatch:
+    async def rollout_status(self, batch_id: str) -> BatchStatus:
         return await self._send(_calls.rollout_status(batch_id))
 
     async def health(self) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from rlmec.clients._calls import (
     GrmSampleLike,
     ParamsLike,
     RewriteLike,
-    RolloutBatch,
     SampleLike,
     ScoreItemLike,
 )
 from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import TokenRewardsResponse
 
 T = TypeVar("T")
@@ -134,12 +134,12 @@ class Client(_SyncBase):
         batch_id: str | None = None,
         params: ParamsLike = None,
         policy_tokenizer: str | None = None,
-    ) -> RolloutBatch:
+    ) -> PushResult:
         """Enqueue a batch for scoring; raises :class:`QueueFullError` when the team's queue
         stays full through the retries."""
         return self._send(_calls.push_rollouts(samples, batch_id, params, policy_tokenizer))
 
-    def rollout_status(self, batch_id: str) -> RolloutBatch:
+    def rollout_status(self, batch_id: str) -> BatchStatus:
         return self._send(_calls.rollout_status(batch_id))
 
     def health(self) -> dict[str, Any]:

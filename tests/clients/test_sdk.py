@@ -130,15 +130,26 @@ def test_push_429_is_queue_full_with_retry_after() -> None:
     assert "full" in str(info.value)
 
 
+def test_push_429_with_another_code_stays_a_rate_limit() -> None:
+    body = {"error": {"type": "rate_limited", "message": "quota", "param": None,
+                      "code": "team_quota"}}  # fmt: skip
+    rec = Recorder(httpx.Response(429, headers={"Retry-After": "600"}, json=body))
+    with client(rec) as c, pytest.raises(RateLimitError) as info:
+        c.push_rollouts([SAMPLE])
+    assert type(info.value) is RateLimitError
+
+
 def test_push_and_status_round_trip() -> None:
     rec = Recorder(
-        httpx.Response(202, json={"batch_id": "b/1", "status": "queued", "size": 1}),
-        httpx.Response(200, json={"batch_id": "b/1", "status": "scored"}),
+        httpx.Response(
+            202, json={"batch_id": "b/1", "team": "t", "status": "queued", "n_samples": 1}
+        ),
+        httpx.Response(200, json={"batch_id": "b/1", "team": "t", "status": "scored"}),
     )
     with client(rec) as c:
         pushed = c.push_rollouts([SAMPLE], batch_id="b/1")
         status = c.rollout_status(pushed.batch_id)
-    assert pushed.status == "queued" and pushed.model_extra == {"size": 1}
+    assert pushed.status == "queued" and pushed.n_samples == 1 and not pushed.duplicate
     assert rec.body(0)["batch_id"] == "b/1"
     assert rec.requests[1].url.raw_path == b"/v1/rollouts/b%2F1"
     assert status.status == "scored"

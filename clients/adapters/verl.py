@@ -1,0 +1,96 @@
+"""veRL custom reward function backed by the RLMEC reward service.
+
+veRL config::
+
+    custom_reward_function:
+      path: /path/to/site-packages/rlmec/clients/adapters/verl.py  # or a file importing it
+      name: compute_score
+      reward_kwargs: {score_mode: correctness}   # optional
+
+Environment: ``RLMEC_URL`` (required, e.g. ``http://reward:8000``), ``RLMEC_API_KEY``,
+``RLMEC_TIMEOUT`` (seconds, default 180), ``RLMEC_POLICY_TOKENIZER``.
+
+veRL passes ``ground_truth`` (the reference answer) and ``extra_info``; its GSM8K/MATH
+preprocessing puts the raw ``question`` (and for GSM8K the worked ``answer``) there. The
+question is required: RLMEC scores a solution against its problem.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from rlmec.clients.adapters._common import check_mode, scalar, summarize
+from rlmec.clients.adapters._samples import build_sample
+from rlmec.clients.async_ import AsyncClient
+from rlmec.shared.prompts import TaskType
+
+URL_ENV = "RLMEC_URL"
+QA_SOURCES = ("ecqa", "qasc", "openbookqa", "arc", "commonsense")
+
+
+def _task_of(data_source: str, extra_info: dict[str, Any]) -> TaskType:
+    task = extra_info.get("task")
+    if task in ("math", "qa"):
+        return task
+    return "qa" if any(s in data_source.lower() for s in QA_SOURCES) else "math"
+
+
+def _question(extra_info: dict[str, Any]) -> str:
+    for key in ("question", "problem", "query"):
+        value = extra_info.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise ValueError(
+        "extra_info has no 'question' (or 'problem'/'query'); RLMEC needs the problem text: "
+        "add it to extra_info in your veRL data preprocessing"
+    )
+
+
+async def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict[str, Any] | None = None,
+    *,
+    score_mode: str = "correctness",
+    transport: httpx.AsyncBaseTransport | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``{"score": float, "rlmec_correct", "rlmec_scored", "rlmec_mean_token_reward",
+    "rlmec_kept_fraction"}``. ``score`` follows ``score_mode`` (see
+    :func:`rlmec.clients.adapters.trl.make_reward_func`); when a token-based mode has no
+    value (unscored sample) the score falls back to 0/1 correctness, since veRL needs a
+    number. Every key is always present (veRL gathers them into per-key lists)."""
+    mode = check_mode(score_mode)
+    url = os.environ.get(URL_ENV)
+    if not url:
+        raise ValueError(f"${URL_ENV} is not set; export {URL_ENV}=http://HOST:PORT")
+    info = dict(extra_info or {})
+    task = _task_of(data_source, info)
+    worked = info.get("answer") if isinstance(info.get("answer"), str) else None
+    sample = build_sample(
+        question=_question(info),
+        prediction=solution_str,
+        reference=str(ground_truth),
+        task=task,
+        solution=worked if worked and worked.strip() != str(ground_truth).strip() else None,
+        sample_id=str(info["index"]) if "index" in info else None,
+    )
+    async with AsyncClient(
+        url,
+        api_key=os.environ.get("RLMEC_API_KEY") or None,
+        timeout=float(os.environ.get("RLMEC_TIMEOUT", "180")),
+        transport=transport,
+    ) as client:
+        response = await client.token_rewards(
+            [sample], policy_tokenizer=os.environ.get("RLMEC_POLICY_TOKENIZER") or None
+        )
+    result = response.results[0]
+    value = scalar(result, mode)
+    summary = summarize(result)
+    out: dict[str, Any] = {"score": summary["correct"] if value is None else value}
+    out.update({f"rlmec_{k}": v for k, v in summary.items()})
+    return out

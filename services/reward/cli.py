@@ -1,0 +1,116 @@
+"""``rlmec reward serve|hash-key``. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+# flag -> (settings field, type, help); flags override RLMEC_REWARD_* environment variables.
+_SERVE_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--redis-url": ("redis_url", str, "Redis for cache, quotas and usage"),
+    "--teams-file": ("teams_file", str, "JSON/YAML file with the teams and key hashes"),
+    "--host": ("host", str, "bind address (default 127.0.0.1)"),
+    "--port": ("port", int, "bind port (default 8002)"),
+    "--cache-ttl-s": ("cache_ttl_s", int, "lifetime of a cached result"),
+    "--cache-max-entries": ("cache_max_entries", int, "cache size bound (entries)"),
+}
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="reward_command", metavar="SUBCOMMAND", required=True)
+    serve = sub.add_parser("serve", help="run the token-reward HTTP service")
+    serve.add_argument(
+        "--grm-url", action="append", default=None, metavar="URL",
+        help="GRM service base URL (repeat for several serving the same model)",
+    )  # fmt: skip
+    for flag, (_, kind, help_text) in _SERVE_FLAGS.items():
+        serve.add_argument(flag, type=kind, default=None, help=help_text)
+    serve.add_argument(
+        "--policy-tokenizer", action="append", default=None, metavar="NAME=DIR",
+        help="register a policy tokenizer (local directory) under NAME; repeatable",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-anonymous", action="store_true", default=None,
+        help="serve requests without a key as team 'anonymous' (private networks only)",
+    )  # fmt: skip
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve.set_defaults(func=_serve)
+
+    hash_key = sub.add_parser(
+        "hash-key", help="generate an API key and print it with its sha256 for the teams config"
+    )
+    hash_key.add_argument("--team", default="my-team", help="team name for the printed entry")
+    hash_key.add_argument(
+        "--key", default=None, help="hash this existing key instead of generating one"
+    )
+    hash_key.set_defaults(func=_hash_key)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for flag, (field, _, _) in _SERVE_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out[field] = value
+    if args.grm_url:
+        out["grm_urls"] = args.grm_url
+    if args.allow_anonymous:
+        out["allow_anonymous"] = True
+    if args.policy_tokenizer:
+        tokenizers: dict[str, str] = {}
+        for entry in args.policy_tokenizer:
+            name, sep, path = entry.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--policy-tokenizer {entry!r} must look like NAME=DIR")
+            tokenizers[name] = path
+        out["policy_tokenizers"] = tokenizers
+    return out
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from rlmec.services.reward.app import create_app
+    from rlmec.services.reward.settings import get_settings
+
+    try:
+        settings = get_settings(**_overrides(args))
+    except ValueError as exc:
+        problems = (
+            [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            if isinstance(exc, ValidationError)
+            else [("", str(exc))]
+        )
+        for where, msg in problems:
+            print(f"rlmec reward serve: {where or 'settings'}: {msg} (flag or RLMEC_REWARD_* "
+                  "variable)", file=sys.stderr)  # fmt: skip
+        return 2
+    if not settings.teams and not settings.allow_anonymous:
+        print(
+            "rlmec reward serve: no teams configured, so every request would get 401; set "
+            "RLMEC_REWARD_TEAMS / --teams-file (see `rlmec reward hash-key`) or pass "
+            "--allow-anonymous on a private network",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level
+    )
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from rlmec.services.reward.teams import generate_key, hash_key
+
+    if args.key is not None:
+        key, digest = args.key, hash_key(args.key)
+    else:
+        key, digest = generate_key()
+    print(f"key:    {key}")
+    print(f"sha256: {digest}")
+    print("teams entry (store the hash, give the key to the team):")
+    print(json.dumps({"name": args.team, "key_sha256": [digest]}))
+    return 0

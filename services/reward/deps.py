@@ -1,0 +1,107 @@
+"""FastAPI dependencies: the caller's team (Bearer key), and the resources the lifespan put
+on ``app.state``. Routes declare them with the ``*Dep`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from rlmec.services.reward.metrics import RewardMetrics
+from rlmec.services.reward.pipeline import RewardPipeline
+from rlmec.services.reward.quotas import QuotaGate
+from rlmec.services.reward.settings import RewardSettings
+from rlmec.services.reward.teams import Team, TeamDirectory
+from rlmec.shared.errors import AuthenticationError, ServiceUnavailableError
+
+__all__ = [
+    "MetricsDep",
+    "PipelineDep",
+    "QuotaDep",
+    "RedisDep",
+    "SettingsDep",
+    "Team",
+    "TeamDep",
+    "current_team",
+]
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _state(request: Request, name: str) -> object:
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise ServiceUnavailableError(f"the reward service is starting ({name} not open yet)")
+    return value
+
+
+def get_settings_dep(request: Request) -> RewardSettings:
+    settings = _state(request, "settings")
+    assert isinstance(settings, RewardSettings)
+    return settings
+
+
+def get_redis(request: Request) -> Redis:
+    redis = _state(request, "redis")
+    assert isinstance(redis, Redis)
+    return redis
+
+
+def get_pipeline(request: Request) -> RewardPipeline:
+    pipeline = _state(request, "pipeline")
+    assert isinstance(pipeline, RewardPipeline)
+    return pipeline
+
+
+def get_quotas(request: Request) -> QuotaGate:
+    quotas = _state(request, "quotas")
+    assert isinstance(quotas, QuotaGate)
+    return quotas
+
+
+def get_metrics(request: Request) -> RewardMetrics:
+    metrics = request.app.state.metrics
+    assert isinstance(metrics, RewardMetrics)
+    return metrics
+
+
+def current_team(request: Request) -> Team:
+    """The team owning the Bearer key; 401 without a valid one (unless the operator allowed
+    key-less access, and then only when no key is sent: a wrong key is always 401)."""
+    directory = request.app.state.teams
+    assert isinstance(directory, TeamDirectory)
+    header = request.headers.get("authorization")
+    if header is None:
+        if directory.anonymous is not None:
+            request.state.team = directory.anonymous.name
+            return directory.anonymous
+        raise AuthenticationError(
+            "missing API key; send 'Authorization: Bearer <key>' (ask the operator for a key)",
+            code="missing_api_key",
+            headers=_CHALLENGE,
+        )
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError(
+            "malformed Authorization header; use 'Authorization: Bearer <key>'",
+            code="malformed_authorization",
+            headers=_CHALLENGE,
+        )
+    team = directory.by_key(key.strip())
+    if team is None:
+        raise AuthenticationError(
+            "invalid API key; check the key or ask the operator for a new one",
+            code="invalid_api_key",
+            headers=_CHALLENGE,
+        )
+    request.state.team = team.name
+    return team
+
+
+TeamDep = Annotated[Team, Depends(current_team)]
+SettingsDep = Annotated[RewardSettings, Depends(get_settings_dep)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+PipelineDep = Annotated[RewardPipeline, Depends(get_pipeline)]
+QuotaDep = Annotated[QuotaGate, Depends(get_quotas)]
+MetricsDep = Annotated[RewardMetrics, Depends(get_metrics)]

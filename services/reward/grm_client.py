@@ -1,0 +1,205 @@
+"""Async HTTP client of the GRM service (wire schemas in ``shared/grm_api.py``).
+
+Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
+``max_concurrency`` calls in flight, round-robin over the GRM URLs). A GRM that cannot be
+reached, times out or answers 503 is a :class:`ServiceUnavailableError` naming its URL: the
+whole request fails and nothing is cached. Any other error answer marks only the samples of
+that chunk, isolated one by one for 4xx so one bad sample does not sink its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.grm_api import (
+    GrmSampleInput,
+    ModelCard,
+    ModelList,
+    RewriteInput,
+    RewriteRequest,
+    RewriteResponse,
+    RewriteResult,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
+
+T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class GrmFailure:
+    """A sample the GRM answered with an error for (becomes ``unscored/grm_error``)."""
+
+    message: str
+
+
+class GrmClient:
+    """Talks to one or more GRM services. ``busy_seconds`` accumulates the wall time during
+    which at least one GRM call was in flight (for the "time outside the GRM" figure)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 300.0,
+        batch_size: int = 64,
+        max_concurrency: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.urls = list(urls)
+        self.batch_size = batch_size
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._next_url = itertools.cycle(self.urls)
+        self._in_flight = 0
+        self._busy_since = 0.0
+        self.busy_seconds = 0.0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- busy-time accounting ---------------------------------------------------------------
+
+    def _enter(self) -> None:
+        if self._in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.busy_seconds += time.perf_counter() - self._busy_since
+
+    # --- raw calls ------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
+        url = next(self._next_url) + path
+        async with self._slots:
+            self._enter()
+            try:
+                payload = body.model_dump(mode="json", exclude_none=True) if body else None
+                response = await self._http.request(method, url, json=payload)
+            except httpx.TimeoutException as exc:
+                raise ServiceUnavailableError(
+                    f"the GRM at {url} did not answer in time ({type(exc).__name__}); check the "
+                    "GRM service or raise RLMEC_REWARD_GRM_TIMEOUT_S",
+                    code="grm_timeout",
+                ) from exc
+            except httpx.TransportError as exc:
+                raise ServiceUnavailableError(
+                    f"the GRM at {url} is unreachable ({type(exc).__name__}: {exc}); start it "
+                    "or fix RLMEC_REWARD_GRM_URLS",
+                    code="grm_unreachable",
+                ) from exc
+            finally:
+                self._leave()
+        if response.status_code == 503:
+            raise ServiceUnavailableError(
+                f"the GRM at {url} is not ready (503: {_error_text(response)}); retry later",
+                code="grm_not_ready",
+            )
+        return response
+
+    async def model_card(self) -> ModelCard:
+        """The first model of the first GRM that answers ``/v1/models``."""
+        response = await self._call("GET", "/v1/models")
+        if response.status_code != 200:
+            raise ServiceUnavailableError(
+                f"GRM /v1/models answered {response.status_code}: {_error_text(response)}",
+                code="grm_error",
+            )
+        models = ModelList.model_validate_json(response.content)
+        if not models.data:
+            raise ServiceUnavailableError("the GRM serves no model", code="grm_error")
+        return models.data[0]
+
+    # --- batched calls --------------------------------------------------------------------------
+
+    async def rewrite(
+        self, samples: Sequence[RewriteInput], *, max_new_tokens: int
+    ) -> list[RewriteResult | GrmFailure]:
+        async def send(chunk: list[RewriteInput]) -> httpx.Response:
+            req = RewriteRequest(samples=chunk, max_new_tokens=max_new_tokens)
+            return await self._call("POST", "/v1/rewrite", req)
+
+        return await self._batched(samples, send, RewriteResponse, "/v1/rewrite")
+
+    async def score_rlmec(
+        self, samples: Sequence[GrmSampleInput]
+    ) -> list[ScoreResult | GrmFailure]:
+        """§3.1 teacher-forced log-probs of each prediction (+EOS) in the scoring prompt."""
+
+        async def send(chunk: list[GrmSampleInput]) -> httpx.Response:
+            req = ScoreRequest(mode="rlmec", samples=chunk, add_eos=True)
+            return await self._call("POST", "/v1/score", req)
+
+        return await self._batched(samples, send, ScoreResponse, "/v1/score")
+
+    async def score_raw(self, items: Sequence[ScoreItem]) -> list[ScoreResult | GrmFailure]:
+        """Token ids/offsets (and log-probs) of each output after its prompt, EOS last."""
+
+        async def send(chunk: list[ScoreItem]) -> httpx.Response:
+            return await self._call("POST", "/v1/score", ScoreRequest(mode="raw", items=chunk))
+
+        return await self._batched(items, send, ScoreResponse, "/v1/score")
+
+    async def _batched(
+        self,
+        inputs: Sequence[T],
+        send: Callable[[list[T]], Awaitable[httpx.Response]],
+        response_type: type[Any],
+        path: str,
+    ) -> list[Any]:
+        size = self.batch_size
+        chunks = [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
+        parts = await asyncio.gather(
+            *(self._chunk(chunk, send, response_type, path) for chunk in chunks)
+        )
+        return [result for part in parts for result in part]
+
+    async def _chunk(
+        self,
+        chunk: list[T],
+        send: Callable[[list[T]], Awaitable[httpx.Response]],
+        response_type: type[Any],
+        path: str,
+    ) -> list[Any]:
+        response = await send(chunk)
+        if response.status_code == 200:
+            try:
+                results = response_type.model_validate_json(response.content).results
+            except ValidationError as exc:
+                return [GrmFailure(f"GRM {path} sent an unreadable answer: {exc}")] * len(chunk)
+            if len(results) != len(chunk):
+                msg = f"GRM {path} answered {len(results)} results for {len(chunk)} inputs"
+                return [GrmFailure(msg)] * len(chunk)
+            return list(results)
+        if 400 <= response.status_code < 500 and len(chunk) > 1:
+            # One oversized or odd sample fails the whole chunk: retry one by one so only the
+            # culprit is marked.
+            singles = await asyncio.gather(
+                *(self._chunk([item], send, response_type, path) for item in chunk)
+            )
+            return [part[0] for part in singles]
+        msg = f"GRM {path} answered {response.status_code}: {_error_text(response)}"
+        return [GrmFailure(msg)] * len(chunk)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]

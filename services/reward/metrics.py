@@ -1,0 +1,57 @@
+"""Prometheus metrics of one app instance (own registry, so apps in one process never clash).
+Labelled by team: samples scored, cache hits, latency, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from rlmec.shared.schemas import ScoredSample
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class RewardMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.samples = Counter(
+            "rlmec_reward_samples",
+            "Samples answered, by team and status (scored/unscored).",
+            ["team", "status"],
+            registry=self.registry,
+        )
+        self.unscored = Counter(
+            "rlmec_reward_unscored",
+            "Unscored samples by team and reason.",
+            ["team", "reason"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "rlmec_reward_cache_hits", "Samples answered from the cache.", ["team"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.requests = Counter(
+            "rlmec_reward_requests", "Requests by team, route and HTTP status.",
+            ["team", "route", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "rlmec_reward_errors", "Failed requests by team, route and error type.",
+            ["team", "route", "type"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "rlmec_reward_request_seconds", "Request latency by team and route.",
+            ["team", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def record_results(self, team: str, results: Sequence[ScoredSample]) -> None:
+        for status in ("scored", "unscored"):
+            n = sum(r.status == status for r in results)
+            if n:
+                self.samples.labels(team, status).inc(n)
+        for r in results:
+            if r.reason:
+                self.unscored.labels(team, r.reason).inc()
+        hits = sum(r.cached for r in results)
+        if hits:
+            self.cache_hits.labels(team).inc(hits)

@@ -1,0 +1,314 @@
+"""The RLMEC scoring pipeline (rlmec-method.md §3, §4, §6), without FastAPI.
+
+Per batch: cache lookup; answer check of every miss (§4); one batched ``/v1/rewrite`` for the
+wrong predictions without a given rewrite, concurrently with one batched ``/v1/score`` (mode
+``rlmec``) for every prediction; a check that each rewrite reaches the reference; one batched
+``/v1/score`` (mode ``raw``) for the accepted rewrites' token ids; then rewards (§3.1),
+imitation weights (§3.3), spans and the policy projection (§6). Samples that cannot be scored
+come back ``unscored`` with a reason. The API and the queue workers both call :meth:`score`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from rlmec.services.reward import assemble
+from rlmec.services.reward.assemble import Item
+from rlmec.services.reward.cache import RewardCache, cache_key
+from rlmec.services.reward.grm_client import GrmClient, GrmFailure
+from rlmec.services.reward.policy_tokenizers import PolicyTokenizer, TokenizerRegistry
+from rlmec.services.reward.redis_guard import redis_guard
+from rlmec.services.reward.settings import RewardSettings
+from rlmec.services.reward.usage import add_usage
+from rlmec.shared.answers import check_prediction, reference_answer
+from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.grm_api import GrmSampleInput, RewriteInput, RewriteResult, ScoreItem
+from rlmec.shared.prompts import scoring_prompt
+from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
+
+# Deterministic outcomes are cached; a GRM error may not repeat, so it is not.
+CACHEABLE_REASONS = {None, "rewrite_incorrect", "grm_out_of_range", "no_reference_answer"}
+
+
+@dataclass
+class _Stages:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, started: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
+
+class RewardPipeline:
+    def __init__(
+        self,
+        grm: GrmClient,
+        cache: RewardCache,
+        tokenizers: TokenizerRegistry,
+        *,
+        redis: Redis,
+        prefix: str = "rlmec:reward",
+        max_new_tokens: int = 512,
+        grm_info_ttl_s: float = 30.0,
+    ) -> None:
+        self.grm = grm
+        self.cache = cache
+        self.tokenizers = tokenizers
+        self.redis = redis
+        self.prefix = prefix
+        self.max_new_tokens = max_new_tokens
+        self.grm_info_ttl_s = grm_info_ttl_s
+        self._grm_info: GrmInfo | None = None
+        self._grm_info_at = 0.0
+        self._info_lock = asyncio.Lock()
+
+    async def grm_info(self) -> GrmInfo:
+        """Model id and revision of the GRM (the cache key needs them). Refetched after
+        ``grm_info_ttl_s``; while the GRM is down the last known one keeps serving cache hits."""
+        async with self._info_lock:
+            fresh = time.monotonic() - self._grm_info_at < self.grm_info_ttl_s
+            if self._grm_info is not None and fresh:
+                return self._grm_info
+            try:
+                card = await self.grm.model_card()
+            except ServiceUnavailableError:
+                if self._grm_info is not None:
+                    return self._grm_info
+                raise
+            self._grm_info = GrmInfo(
+                model_id=card.id, revision=card.revision, tokenizer=card.tokenizer
+            )
+            self._grm_info_at = time.monotonic()
+            return self._grm_info
+
+    async def score(
+        self,
+        samples: list[Sample],
+        params: RewardParams,
+        *,
+        policy_tokenizer: str | None = None,
+        team: str | None = None,
+    ) -> list[ScoredSample]:
+        """Score ``samples`` in order; cached results come back with ``cached=True``."""
+        started = time.perf_counter()
+        tokenizer = self.tokenizers.get(policy_tokenizer) if policy_tokenizer else None
+        grm = await self.grm_info()
+        keys = [cache_key(s, params, grm, policy_tokenizer, prefix=self.prefix) for s in samples]
+        async with redis_guard(self.redis):
+            hits = await self.cache.get_many(keys)
+        lookup = time.perf_counter() - started
+        misses = [i for i, hit in enumerate(hits) if hit is None]
+        fresh = await self._score_misses([samples[i] for i in misses], params, grm, tokenizer)
+        keep = [(keys[i], r) for i, r in zip(misses, fresh, strict=True) if _cacheable(r)]
+        async with redis_guard(self.redis):
+            await self.cache.put_many(keep)
+        out: list[ScoredSample] = []
+        by_index = dict(zip(misses, fresh, strict=True))
+        for i, (sample, hit) in enumerate(zip(samples, hits, strict=True)):
+            if hit is not None:
+                out.append(_echo(hit, sample, cached=True, timings={"cache": lookup}))
+            else:
+                result = by_index[i]
+                result.timings["total"] = time.perf_counter() - started
+                out.append(result)
+        if team is not None:
+            async with redis_guard(self.redis):
+                await add_usage(self.redis, self.prefix, team, _usage_counts(out))
+        return out
+
+    async def _score_misses(
+        self,
+        samples: list[Sample],
+        params: RewardParams,
+        grm: GrmInfo,
+        tokenizer: PolicyTokenizer | None,
+    ) -> list[ScoredSample]:
+        if not samples:
+            return []
+        stages = _Stages()
+        items = [Item(sample=s) for s in samples]
+        t0 = time.perf_counter()
+        await asyncio.to_thread(_check_answers, items)
+        stages.add("answer_check", t0)
+        await self._grm_rewrite_and_score(items, stages)
+        await self._check_rewrites(items, stages)
+        await self._tokenize_rewrites(items, stages)
+        t0 = time.perf_counter()
+        results = await asyncio.to_thread(
+            assemble.finish_all, items, params=params, grm=grm, tokenizer=tokenizer
+        )
+        stages.add("assemble", t0)
+        for result in results:
+            result.timings.update(stages.timings)
+        return results
+
+    async def _grm_rewrite_and_score(self, items: list[Item], stages: _Stages) -> None:
+        """One batched rewrite (wrong predictions without a given rewrite) and, at the same
+        time, one batched §3.1 scoring of every prediction that has a reference answer."""
+        to_score = [it for it in items if it.result is None]
+        to_rewrite = [it for it in to_score if not it.correct and it.sample.rewrite is None]
+        for it in to_score:
+            if not it.correct:
+                it.rewrite = it.sample.rewrite
+        rewrite_inputs = [RewriteInput(**_grm_input(it).model_dump()) for it in to_rewrite]
+        t0 = time.perf_counter()
+        score_task = self.grm.score_rlmec([_grm_input(it) for it in to_score])
+        rewrite_task = self.grm.rewrite(rewrite_inputs, max_new_tokens=self.max_new_tokens)
+        scores, rewrites = await asyncio.gather(score_task, rewrite_task)
+        stages.add("grm", t0)
+        for it, rw in zip(to_rewrite, rewrites, strict=True):
+            _apply_rewrite(it, rw)
+        for it, sc in zip(to_score, scores, strict=True):
+            if isinstance(sc, GrmFailure):
+                it.result = it.result or assemble.unscored(it, "grm_error", sc.message)
+            elif it.result is None:
+                it.score = sc
+
+    async def _check_rewrites(self, items: list[Item], stages: _Stages) -> None:
+        t0 = time.perf_counter()
+        pending = [it for it in items if it.result is None and not it.correct]
+
+        def run() -> None:
+            for it in pending:
+                assert it.rewrite is not None and it.reference is not None
+                check = check_prediction(it.rewrite, it.reference, it.sample.task)
+                if not check.correct:
+                    got = check.predicted_answer
+                    what = f"answer {got!r}" if got is not None else "lack of a final answer"
+                    it.result = assemble.unscored(
+                        it,
+                        "rewrite_incorrect",
+                        f"the rewrite's {what} does not reach the reference answer "
+                        f"{it.reference!r}; the paper drops such samples (§3.1)",
+                    )
+
+        await asyncio.to_thread(run)
+        stages.add("answer_check", t0)
+
+    async def _tokenize_rewrites(self, items: list[Item], stages: _Stages) -> None:
+        """GRM token ids and offsets of the accepted rewrites (+EOS), via ``/v1/score`` raw in
+        the scoring prompt, so both sequences share the GRM tokenizer for §3.3."""
+        pending = [it for it in items if it.result is None and not it.correct]
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        scores = await self.grm.score_raw(
+            [
+                ScoreItem(
+                    prompt=scoring_prompt(
+                        it.sample.question, it.sample.reference_solution, it.sample.prediction
+                    ),
+                    output=it.rewrite or "",
+                )
+                for it in pending
+            ]
+        )
+        stages.add("grm", t0)
+        for it, sc in zip(pending, scores, strict=True):
+            if isinstance(sc, GrmFailure):
+                it.result = assemble.unscored(it, "grm_error", sc.message)
+            else:
+                it.rewrite_score = sc
+
+
+def _cacheable(result: ScoredSample) -> bool:
+    return result.reason in CACHEABLE_REASONS
+
+
+def _grm_input(item: Item) -> GrmSampleInput:
+    s = item.sample
+    return GrmSampleInput(
+        question=s.question, reference_solution=s.reference_solution, prediction=s.prediction
+    )
+
+
+def _check_answers(items: list[Item]) -> None:
+    """§4 for every item (in a worker thread: math-verify may take a while)."""
+    for it in items:
+        s = it.sample
+        given = s.reference_answer if s.reference_answer and s.reference_answer.strip() else None
+        it.reference = given or reference_answer(s.reference_solution, s.task)
+        if it.reference is None:
+            it.result = assemble.unscored(
+                it,
+                "no_reference_answer",
+                "no reference answer: reference_solution states none; send reference_answer",
+            )
+            continue
+        it.check = check_prediction(s.prediction, it.reference, s.task)
+
+
+def _apply_rewrite(item: Item, rw: RewriteResult | GrmFailure) -> None:
+    if isinstance(rw, GrmFailure):
+        item.result = assemble.unscored(item, "grm_error", rw.message)
+    elif rw.status == "out_of_range" or rw.rewrite is None:
+        item.located_step = rw.located_step
+        item.result = assemble.unscored(
+            item, "grm_out_of_range", rw.message or "the GRM located a step out of range"
+        )
+    else:
+        item.rewrite = rw.rewrite
+        item.located_step = rw.located_step
+
+
+def _echo(
+    result: ScoredSample, sample: Sample, *, cached: bool, timings: dict[str, float]
+) -> ScoredSample:
+    return result.model_copy(
+        update={
+            "id": sample.id,
+            "prompt": sample.prompt,
+            "metadata": sample.metadata,
+            "behaviour_logprobs": sample.behaviour_logprobs,
+            "cached": cached,
+            "timings": timings,
+        }
+    )
+
+
+def _usage_counts(results: list[ScoredSample]) -> dict[str, int]:
+    return {
+        "samples": len(results),
+        "scored": sum(r.status == "scored" for r in results),
+        "unscored": sum(r.status == "unscored" for r in results),
+        "cache_hits": sum(r.cached for r in results),
+        "grm_errors": sum(r.reason == "grm_error" for r in results),
+    }
+
+
+@asynccontextmanager
+async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipeline]:
+    """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
+    tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
+    redis = Redis.from_url(settings.redis_url)
+    grm = GrmClient(
+        settings.grm_urls,
+        timeout=settings.grm_timeout_s,
+        batch_size=settings.grm_batch_size,
+        max_concurrency=settings.grm_max_concurrency,
+    )
+    cache = RewardCache(
+        redis,
+        prefix=settings.redis_prefix,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        enabled=settings.cache_enabled,
+    )
+    try:
+        yield RewardPipeline(
+            grm,
+            cache,
+            tokenizers,
+            redis=redis,
+            prefix=settings.redis_prefix,
+            max_new_tokens=settings.grm_max_new_tokens,
+            grm_info_ttl_s=settings.grm_info_ttl_s,
+        )
+    finally:
+        await grm.aclose()
+        await redis.aclose()

@@ -1,0 +1,74 @@
+"""Policy tokenizers registered by the operator (local directories), for the §6 projection.
+
+Loaded once when the pipeline opens (transformers is imported only here, lazily). Each gives
+token ids, token strings and character offsets of a text, followed by its EOS at
+``(len(text), len(text))``, the layout of :class:`rlmec.shared.schemas.TokenValues`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlmec.shared.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+
+
+class PolicyTokenizer:
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"policy tokenizer {name!r} is not a fast tokenizer; character offsets need a "
+                "tokenizer.json (save it with transformers' PreTrainedTokenizerFast)"
+            )
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"policy tokenizer {name!r} has no EOS token; set eos_token")
+        self.name = name
+        self._tok = tokenizer
+
+    @classmethod
+    def load(cls, name: str, path: Path) -> PolicyTokenizer:
+        from transformers import AutoTokenizer  # heavy: only at startup
+
+        return cls(name, AutoTokenizer.from_pretrained(str(path), use_fast=True))
+
+    def encode(self, text: str) -> Tokenized:
+        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = [int(i) for i in enc["input_ids"]]
+        offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+        eos = int(self._tok.eos_token_id)
+        tokens = [str(t) for t in self._tok.convert_ids_to_tokens([*ids, eos])]
+        return Tokenized([*ids, eos], tokens, [*offsets, (len(text), len(text))])
+
+
+class TokenizerRegistry:
+    def __init__(self, tokenizers: Mapping[str, PolicyTokenizer]) -> None:
+        self._by_name = dict(tokenizers)
+
+    @classmethod
+    def load(cls, dirs: Mapping[str, Path]) -> TokenizerRegistry:
+        return cls({name: PolicyTokenizer.load(name, path) for name, path in dirs.items()})
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def get(self, name: str) -> PolicyTokenizer:
+        tokenizer = self._by_name.get(name)
+        if tokenizer is None:
+            known = ", ".join(self.names) or "none"
+            raise InvalidRequestError(
+                f"policy_tokenizer {name!r} is not registered (registered: {known}); use one of "
+                "them or ask the operator to add it to RLMEC_REWARD_POLICY_TOKENIZERS",
+                param="policy_tokenizer",
+                code="unknown_policy_tokenizer",
+            )
+        return tokenizer

@@ -1,0 +1,115 @@
+"""Per-team rate limit and concurrency quota in Redis (shared by every API replica).
+
+Rate limit: a fixed window per team counting *samples*; a request that would pass the limit
+is refused whole (nothing is counted) with the seconds left in the window as ``Retry-After``.
+Concurrency: a sorted set of lease ids scored by their expiry time; a request takes a lease if
+fewer than ``max_concurrency`` unexpired leases exist and gives it back when done. A replica
+that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. Both checks are Lua
+scripts, atomic on the server, and use the server clock so replicas need no synced clocks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from rlmec.services.reward.redis_guard import redis_guard
+from rlmec.services.reward.teams import Team
+from rlmec.services.reward.usage import add_usage
+from rlmec.shared.errors import RateLimitedError
+
+_RATE_LUA = """
+local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + n > limit then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = window * 1000 end
+  return {0, used, ttl}
+end
+used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('PEXPIRE', KEYS[1], window * 1000) end
+return {1, used, redis.call('PTTL', KEYS[1])}
+"""
+
+_LEASE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+if held >= tonumber(ARGV[2]) then
+  return {0, held}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]) * 1000, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 1000)
+return {1, held + 1}
+"""
+
+
+class QuotaGate:
+    def __init__(self, redis: Redis, *, prefix: str, lease_ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.lease_ttl_s = lease_ttl_s
+        self._rate = redis.register_script(_RATE_LUA)
+        self._lease = redis.register_script(_LEASE_LUA)
+
+    async def charge(self, team: Team, samples: int) -> None:
+        """Count ``samples`` against the team's window or raise 429."""
+        if samples > team.rate_limit:
+            raise RateLimitedError(
+                f"a batch of {samples} samples exceeds team {team.name!r}'s rate limit of "
+                f"{team.rate_limit} samples per {team.rate_window_s} s; split the batch",
+                retry_after=team.rate_window_s,
+                code="batch_over_rate_limit",
+            )
+        key = f"{self.prefix}:rate:{team.name}"
+        ok, used, ttl_ms = await self._rate(
+            keys=[key], args=[samples, team.rate_limit, team.rate_window_s]
+        )
+        if not ok:
+            raise RateLimitedError(
+                f"team {team.name!r} used {used} of {team.rate_limit} samples in this "
+                f"{team.rate_window_s} s window; retry after the window resets",
+                retry_after=max(1.0, int(ttl_ms) / 1000),
+                code="rate_limit",
+            )
+
+    @asynccontextmanager
+    async def slot(self, team: Team) -> AsyncIterator[None]:
+        """Hold one of the team's concurrency slots for the body, or raise 429."""
+        key = f"{self.prefix}:inflight:{team.name}"
+        lease = uuid.uuid4().hex
+        ok, held = await self._lease(
+            keys=[key], args=[lease, team.max_concurrency, self.lease_ttl_s]
+        )
+        if not ok:
+            raise RateLimitedError(
+                f"team {team.name!r} already has {held} requests in flight (limit "
+                f"{team.max_concurrency}); wait for one to finish or send bigger batches",
+                retry_after=1.0,
+                code="concurrency_limit",
+            )
+        try:
+            yield
+        finally:
+            await self.redis.zrem(key, lease)
+
+
+@asynccontextmanager
+async def admit(gate: QuotaGate, team: Team, samples: int) -> AsyncIterator[None]:
+    """A concurrency slot and ``samples`` charged to the team's window for the body; a 429
+    also counts in the team's usage (``rate_limited``). Redis down is a 503."""
+    async with redis_guard(gate.redis):
+        try:
+            async with gate.slot(team):
+                await gate.charge(team, samples)
+                await add_usage(gate.redis, gate.prefix, team.name, {"requests": 1})
+                yield
+        except RateLimitedError:
+            await add_usage(gate.redis, gate.prefix, team.name, {"rate_limited": 1})
+            raise

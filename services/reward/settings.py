@@ -1,0 +1,179 @@
+"""Settings of the token-reward service (env prefix ``RLMEC_REWARD_``).
+
+Teams come from ``RLMEC_REWARD_TEAMS`` (a JSON list) or a JSON/YAML file named by
+``RLMEC_REWARD_TEAMS_FILE``. Keys are stored only as their sha256 (``rlmec reward hash-key``
+makes a key and prints its hash), so a leaked config file grants no access.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rlmec.shared.schemas import RewardParams
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ANONYMOUS = "anonymous"
+
+
+class TeamConfig(BaseModel):
+    """One team: its key hashes and quotas. ``rate_limit`` counts samples (not requests) per
+    ``rate_window_s`` so a batch of 512 costs what 512 single-sample calls cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Team name: letters, digits, '_', '.', '-'.")
+    key_sha256: list[str] = Field(
+        default_factory=list, description="sha256 hex digests of the team's API keys."
+    )
+    rate_limit: int = Field(10_000, ge=1, description="Samples per rate window.")
+    rate_window_s: int = Field(60, ge=1, le=86_400, description="Rate window in seconds.")
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
+    queue_max_len: int = Field(100_000, ge=1, description="Rollouts the team may keep queued.")
+    queue_max_pending: int = Field(
+        10_000, ge=1, description="Rollouts delivered to workers but not yet acknowledged."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not _TEAM_NAME.match(value):
+            raise ValueError(
+                f"team name {value!r} is invalid; use 1-64 letters, digits, '_', '.' or '-'"
+            )
+        return value
+
+    @field_validator("key_sha256", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digests(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if not _SHA256.match(digest):
+                raise ValueError(
+                    f"key_sha256 entry {digest[:12]!r}... is not a lowercase sha256 hex digest; "
+                    "store the hash printed by `rlmec reward hash-key`, never the key itself"
+                )
+        return value
+
+
+def load_teams_file(path: Path) -> list[TeamConfig]:
+    """Teams from a JSON or YAML file: a list of teams, or ``{"teams": [...]}``."""
+    if not path.is_file():
+        raise ValueError(f"teams_file {str(path)!r} does not exist; fix RLMEC_REWARD_TEAMS_FILE")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        # Imported by name: PyYAML ships no type stubs, and only YAML team files need it.
+        data = importlib.import_module("yaml").safe_load(text)
+    else:
+        data = json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("teams", [])
+    if not isinstance(data, list):
+        raise ValueError(f"teams_file {str(path)!r} must hold a list of teams or {{'teams': []}}")
+    return [TeamConfig.model_validate(item) for item in data]
+
+
+class RewardSettings(BaseSettings):
+    """Everything the reward service and its workers read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RLMEC_REWARD_", extra="forbid")
+
+    grm_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8001"],
+        description="Base URLs of GRM services serving the same model (JSON list in env); "
+        "batches are spread over them round-robin.",
+    )
+    grm_timeout_s: float = Field(300.0, gt=0, description="Timeout of one GRM call.")
+    grm_batch_size: int = Field(64, ge=1, le=1024, description="Samples per GRM call.")
+    grm_max_concurrency: int = Field(8, ge=1, le=256, description="GRM calls in flight.")
+    grm_max_new_tokens: int = Field(512, ge=1, le=8192, description="Rewrite budget.")
+    grm_info_ttl_s: float = Field(
+        30.0, ge=0, description="How long the GRM model id/revision is trusted before refetch."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Cache, quotas, usage.")
+    redis_prefix: str = Field("rlmec:reward", description="Prefix of every Redis key.")
+    teams: list[TeamConfig] = Field(default_factory=list, description="Teams (JSON in env).")
+    teams_file: Path | None = Field(None, description="JSON/YAML file with the teams.")
+    allow_anonymous: bool = Field(
+        False, description="Serve requests without a key as team 'anonymous' (private nets)."
+    )
+    anonymous_rate_limit: int = Field(10_000, ge=1, description="Samples/window, anonymous.")
+    anonymous_max_concurrency: int = Field(4, ge=1, description="In flight, anonymous.")
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(7 * 86_400, ge=1, description="Lifetime of a cached result.")
+    cache_max_entries: int = Field(
+        1_000_000, ge=1, description="Oldest entries are evicted beyond this many."
+    )
+    policy_tokenizers: dict[str, Path] = Field(
+        default_factory=dict, description="Policy tokenizer name -> local directory."
+    )
+    reward_params: RewardParams = Field(
+        default_factory=RewardParams, description="Defaults of OpenRLHF requests."
+    )
+    openrlhf_task: str = Field("math", pattern="^(math|qa)$", description="/get_reward task.")
+    lease_ttl_s: int = Field(
+        900, ge=10, description="A concurrency slot frees itself after this if never released."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8002, ge=1, le=65_535)
+
+    @field_validator("grm_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(
+                "grm_urls is empty; set RLMEC_REWARD_GRM_URLS='[\"http://host:port\"]'"
+            )
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"grm_urls entry {url!r} must start with http:// or https://")
+        return [u.rstrip("/") for u in value]
+
+    @field_validator("policy_tokenizers")
+    @classmethod
+    def _dirs(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name, path in value.items():
+            if not Path(path).is_dir():
+                raise ValueError(
+                    f"policy_tokenizers[{name!r}] = {str(path)!r} is not a directory; give a "
+                    "local tokenizer directory (there is no model hub)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _merge_teams(self) -> RewardSettings:
+        if self.teams_file is not None:
+            self.teams = [*self.teams, *load_teams_file(self.teams_file)]
+        names = [t.name for t in self.teams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"team names {dupes} appear more than once; make them unique")
+        if ANONYMOUS in names:
+            raise ValueError(f"team name {ANONYMOUS!r} is reserved for key-less access")
+        hashes = [h for t in self.teams for h in t.key_sha256]
+        if len(hashes) != len(set(hashes)):
+            raise ValueError("one key hash is given to two teams; every key belongs to one team")
+        return self
+
+    def anonymous_team(self) -> TeamConfig:
+        return TeamConfig(
+            name=ANONYMOUS,
+            rate_limit=self.anonymous_rate_limit,
+            max_concurrency=self.anonymous_max_concurrency,
+        )
+
+
+def get_settings(**overrides: Any) -> RewardSettings:
+    """Build the settings from the environment (never at import time)."""
+    return RewardSettings(**overrides)

@@ -1,0 +1,68 @@
+"""Teams and API keys, without FastAPI. A key is checked by hashing it (sha256) and looking
+the digest up; keys themselves are never stored or logged."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from rlmec.services.reward.settings import RewardSettings, TeamConfig
+
+KEY_PREFIX = "rlmec-"
+
+
+@dataclass(frozen=True)
+class Team:
+    """The caller of a request, with its quotas (see :class:`TeamConfig` for the meaning)."""
+
+    name: str
+    rate_limit: int
+    rate_window_s: int
+    max_concurrency: int
+    queue_max_len: int
+    queue_max_pending: int
+    anonymous: bool = False
+
+    @classmethod
+    def from_config(cls, config: TeamConfig, *, anonymous: bool = False) -> Team:
+        return cls(
+            name=config.name,
+            rate_limit=config.rate_limit,
+            rate_window_s=config.rate_window_s,
+            max_concurrency=config.max_concurrency,
+            queue_max_len=config.queue_max_len,
+            queue_max_pending=config.queue_max_pending,
+            anonymous=anonymous,
+        )
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A new random API key and its sha256 (the only thing the config stores)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+class TeamDirectory:
+    def __init__(self, settings: RewardSettings) -> None:
+        self._by_hash = {
+            digest: Team.from_config(team) for team in settings.teams for digest in team.key_sha256
+        }
+        self._by_name = {team.name: Team.from_config(team) for team in settings.teams}
+        self.anonymous = (
+            Team.from_config(settings.anonymous_team(), anonymous=True)
+            if settings.allow_anonymous
+            else None
+        )
+
+    def by_key(self, key: str) -> Team | None:
+        # Looking up the digest (not the key) leaks nothing useful through timing: learning
+        # a stored digest does not give a key that hashes to it.
+        return self._by_hash.get(hash_key(key))
+
+    def by_name(self, name: str) -> Team | None:
+        return self._by_name.get(name)

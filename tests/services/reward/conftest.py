@@ -1,0 +1,92 @@
+"""Reward-service fixtures: a real GRM service (hf engine, tiny model) on loopback shared by a
+module, and a reward app on loopback with three teams and a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from rlmec.services.grm.app import create_app as create_grm_app
+from rlmec.services.grm.settings import GrmSettings
+from rlmec.services.reward.app import create_app
+from rlmec.services.reward.settings import RewardSettings, TeamConfig
+from rlmec.services.reward.teams import hash_key
+from rlmec.shared.redis_server import LocalRedis
+from tests.servers import serve_app
+
+KEYS = {"alpha": "key-alpha-0123456789", "beta": "key-beta-0123456789", "gamma": "key-gamma-01234"}
+
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?"
+)
+REFERENCE = (
+    "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April "
+    "and May.\n#### 72"
+)
+CORRECT = "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is: 72"
+WRONG = "Natalia sold 48*2 = 96 clips in May.\nShe sold 48+96 = 144 clips.\nThe answer is: 144"
+REWRITE = "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is: 72"
+
+
+def sample(prediction: str, **extra: Any) -> dict[str, Any]:
+    return {"question": QUESTION, "reference_solution": REFERENCE, "prediction": prediction,
+            **extra}  # fmt: skip
+
+
+def auth(team: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[team]}"}
+
+
+def teams() -> list[TeamConfig]:
+    return [
+        TeamConfig(name="alpha", key_sha256=[hash_key(KEYS["alpha"])]),
+        TeamConfig(name="beta", key_sha256=[hash_key(KEYS["beta"])], rate_limit=3),
+        TeamConfig(name="gamma", key_sha256=[hash_key(KEYS["gamma"])], max_concurrency=1),
+    ]
+
+
+def reward_settings(grm_url: str, redis_url: str, **overrides: Any) -> RewardSettings:
+    values: dict[str, Any] = {
+        "grm_urls": [grm_url],
+        "redis_url": redis_url,
+        "teams": teams(),
+        "grm_max_new_tokens": 12,
+        "grm_timeout_s": 60.0,
+        **overrides,
+    }
+    return RewardSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def grm_url(tiny_model_dir: Path) -> Iterator[str]:
+    """The real GRM service (hf engine on the tiny random model) on loopback."""
+    app = create_grm_app(GrmSettings(model=str(tiny_model_dir), engine="hf"))
+    with serve_app(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def reward_app(
+    grm_url: str, redis_server: LocalRedis, tiny_model_dir: Path
+) -> Iterator[tuple[FastAPI, str]]:
+    """The reward service on loopback; the tiny model's tokenizer is registered as the
+    policy tokenizer 'tiny' (same tokenizer as the GRM)."""
+    settings = reward_settings(
+        grm_url, redis_server.url, policy_tokenizers={"tiny": tiny_model_dir}
+    )
+    app = create_app(settings)
+    with serve_app(app) as url:
+        yield app, url
+
+
+@pytest.fixture
+def client(reward_app: tuple[FastAPI, str], redis_url: str) -> Iterator[httpx.Client]:
+    """A client of the module's reward service over a freshly flushed Redis."""
+    with httpx.Client(base_url=reward_app[1], timeout=120) as c:
+        yield c

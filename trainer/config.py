@@ -1,0 +1,190 @@
+"""The training configuration: one pydantic model, loaded from YAML or JSON with clear errors.
+
+``configs/paper.yaml`` holds the paper's settings (§5); ``configs/tiny-cpu.yaml`` a CPU demo.
+Any field can be overridden on the command line with ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from rlmec.trainer.loss import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, Normalization
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+PathStr = Annotated[str, AfterValidator(os.path.expanduser)]
+
+
+class ConfigError(ValueError):
+    """An unusable configuration; the message names the value and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LossConfig(_Section):
+    epsilon: float = Field(DEFAULT_EPSILON, gt=0.0, lt=1.0, description="Ratio clip range ε.")
+    imitation_coef: float = Field(
+        DEFAULT_IMITATION_COEF, ge=0.0, description="λ, weight of the imitation term L_IM."
+    )
+    normalization: Normalization = Field(
+        "step",
+        description="'step': divide by N_r/N_c of the whole optimizer step (all micro-batches "
+        "and ranks; the loss does not depend on the split). 'micro_batch': per micro-batch "
+        "counts, averaged over accumulation steps and ranks (paper-exact).",
+    )
+
+
+class OnlineConfig(_Section):
+    redis_url: str = Field(description="Redis holding the scored stream, redis://host:port/db.")
+    team: str = Field(min_length=1, description="Team whose scored stream is read.")
+    group: str = Field("trainer", min_length=1, description="Consumer group name.")
+    consumer: str = Field(
+        "trainer", min_length=1, description="Consumer name; '-<rank>' is appended per rank."
+    )
+    block_ms: int = Field(1000, ge=1, le=60_000, description="Wait per pull.")
+    claim_idle_ms: int = Field(60_000, ge=1, description="Reclaim others' pending entries after.")
+    idle_timeout_s: float = Field(
+        600.0, gt=0, description="Stop (after a final checkpoint) when no data came this long."
+    )
+    ack_after: Literal["step", "checkpoint"] = Field(
+        "step",
+        description="Acknowledge deliveries after the optimizer step that used them, or only "
+        "once a checkpoint holding that step is written (exactly-once across crashes).",
+    )
+
+
+class DataConfig(_Section):
+    mode: Literal["offline", "online"] = Field("offline", description="JSONL file or stream.")
+    train_file: PathStr | None = Field(None, description="JSONL records (offline mode).")
+    online: OnlineConfig | None = Field(None, description="Stream settings (online mode).")
+    max_length: int = Field(2048, ge=8, le=1_000_000, description="Prompt + response tokens.")
+    padding_side: Literal["left", "right"] = Field("right", description="Collation padding.")
+
+    @model_validator(mode="after")
+    def _source(self) -> DataConfig:
+        if self.mode == "offline" and not self.train_file:
+            raise ValueError("data.mode is 'offline' but data.train_file is not set; give a JSONL")
+        if self.mode == "online" and self.online is None:
+            raise ValueError("data.mode is 'online' but data.online is missing; add redis_url/team")
+        return self
+
+
+class OptimConfig(_Section):
+    lr: float = Field(5e-6, gt=0, description="Peak learning rate (paper: 5e-6).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (paper: 0).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of all steps.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
+    epochs: int = Field(3, ge=1, description="Passes over the JSONL file (offline).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (required online)."
+    )
+    global_batch_size: int = Field(128, ge=1, description="Samples per optimizer step.")
+    micro_batch_size: int = Field(4, ge=1, description="Samples per forward pass per rank.")
+
+
+class EngineConfig(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Training precision.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+    reference_model: PathStr | None = Field(
+        None, description="Frozen reference for samples without ref log-probs; default: model."
+    )
+
+
+class TrainConfig(_Section):
+    model: PathStr = Field(description="Local HF model directory of the initial policy.")
+    output_dir: PathStr = Field(description="Checkpoints, TensorBoard logs and final/ go here.")
+    seed: int = Field(42, description="Shuffling and init seed.")
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    save_every_steps: int = Field(0, ge=0, description="Checkpoint period; 0 = only at the end.")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir.")
+    log_every_steps: int = Field(1, ge=1, description="Console/TensorBoard period.")
+
+    @model_validator(mode="after")
+    def _online_needs_steps(self) -> TrainConfig:
+        if self.data.mode == "online" and self.optim.max_steps is None:
+            raise ValueError(
+                "online training needs optim.max_steps (the stream has no end, and the "
+                "cosine schedule needs a length); set e.g. --set optim.max_steps=1000"
+            )
+        return self
+
+    def accumulation_steps(self, world_size: int) -> int:
+        per_step = self.optim.micro_batch_size * world_size
+        if self.optim.global_batch_size % per_step:
+            raise ConfigError(
+                f"optim.global_batch_size ({self.optim.global_batch_size}) is not a multiple of "
+                f"micro_batch_size ({self.optim.micro_batch_size}) × ranks ({world_size}); "
+                "change one of them"
+            )
+        return self.optim.global_batch_size // per_step
+
+
+def _coerce(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-5", "engine.zero_stage=2"]`` → nested updates (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE; write e.g. optim.lr=1e-5")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = _coerce(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML/JSON config (relative paths inside resolve against the CWD)."""
+    path = Path(path)
+    if not path.is_file() and (CONFIG_DIR / path.name).is_file() and not path.parent.parts:
+        path = CONFIG_DIR / path.name  # `--config paper.yaml` finds the shipped configs
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; give a YAML or JSON file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"{path}: invalid settings:\n" + "\n".join(lines)) from exc

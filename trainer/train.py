@@ -1,0 +1,354 @@
+"""The RLMEC training recipe (rlmec-method.md §5) on DeepSpeed, read top to bottom.
+
+``train(config)``: join the process group → tokenizer, data source (JSONL or scored stream)
+→ policy on a DeepSpeed engine (ZeRO 0-3, bf16/fp32, AdamW, cosine schedule with warmup) →
+resume from the newest checkpoint → per optimizer step: pre-count the step's tokens on every
+rank (``normalization="step"``), then for each micro-batch fill missing reference log-probs
+with the frozen reference model, one forward pass over predictions and regular sequences,
+the RLMEC loss, backward; ``engine.step()`` → acknowledge what the step used → log, checkpoint
+→ final ``save_pretrained`` directory.
+
+Runs as one process on CPU, or under ``deepspeed``/``torchrun`` on several ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_final
+from rlmec.trainer.config import TrainConfig
+from rlmec.trainer.data import RlmecBatch, Tokenized, TrainSample, collate, read_jsonl
+from rlmec.trainer.distributed import all_reduce_sum, init_process_group
+from rlmec.trainer.loss import RlmecLossOutput, rlmec_loss, token_logprobs
+from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource
+
+log = logging.getLogger("rlmec.trainer")
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """One optimizer step, aggregated over its micro-batches and all ranks."""
+
+    step: int
+    loss: float
+    rl_loss: float
+    imitation_loss: float
+    mean_reward: float
+    mean_ratio: float
+    clip_fraction: float
+    lr: float
+    tokens: int
+    tokens_per_s: float
+    step_time_s: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[StepMetrics] = field(default_factory=list)
+    final_dir: Path | None = None
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+
+def deepspeed_config(cfg: TrainConfig, accumulation: int, world: int) -> dict[str, Any]:
+    micro = cfg.optim.micro_batch_size
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro * accumulation * world,
+        "zero_optimization": {"stage": cfg.engine.zero_stage},
+        "bf16": {"enabled": cfg.engine.precision == "bf16"},
+        # AdamW from torch: DeepSpeed's own Adam JIT-compiles for 40+ s on CPU.
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+    }
+    if cfg.optim.max_grad_norm > 0:
+        ds["gradient_clipping"] = cfg.optim.max_grad_norm
+    return ds
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out: any id will do
+    return tokenizer
+
+
+def build_engine(cfg: TrainConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
+    import deepspeed
+    from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+
+    keep_alive = None
+    if cfg.engine.zero_stage == 3:
+        # Makes from_pretrained partition the weights as they load (zero.Init) instead of
+        # materialising the whole model on every rank.
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_config)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+    if cfg.engine.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
+    )
+    warmup = math.ceil(o.warmup_ratio * total_steps)
+
+    def scheduler(opt: torch.optim.Optimizer) -> Any:
+        return get_cosine_schedule_with_warmup(opt, warmup, total_steps)
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+    )
+    del keep_alive
+    return engine
+
+
+class ReferencePolicy:
+    """The frozen reference π_ref (§3.2) for samples without reference log-probs: the initial
+    policy, loaded on first use, evaluated without gradients."""
+
+    def __init__(self, path: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.path, self.device, self.dtype = path, device, dtype
+        self.model: Any = None
+
+    def fill(self, batch: RlmecBatch) -> RlmecBatch:
+        if bool(batch.ref_known.all()):
+            return batch
+        if self.model is None:
+            from transformers import AutoModelForCausalLM
+
+            log.info("loading the frozen reference model from %s", self.path)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+            self.model.to(self.device).eval().requires_grad_(False)
+        p = batch.prediction
+        with torch.no_grad():
+            logits = self.model(
+                input_ids=p.input_ids, attention_mask=p.attention_mask, position_ids=p.position_ids
+            ).logits
+            computed = token_logprobs(logits, p.input_ids)
+        known = batch.ref_known[:, None]
+        ref = torch.where(known, batch.ref_logprobs, computed.to(batch.ref_logprobs.dtype))
+        return RlmecBatch(batch.prediction, batch.regular, ref, torch.ones_like(batch.ref_known))
+
+
+def policy_logprobs(model: Any, batch: RlmecBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over predictions and regular sequences together (§5 uses two passes of
+    the same policy; stacking them is the same computation). Returns ``[batch, seq]`` each."""
+    p, r = batch.prediction, batch.regular
+    ids = torch.cat([p.input_ids, r.input_ids])
+    logits = model(
+        input_ids=ids,
+        attention_mask=torch.cat([p.attention_mask, r.attention_mask]),
+        position_ids=torch.cat([p.position_ids, r.position_ids]),
+        use_cache=False,
+    ).logits
+    lp = token_logprobs(logits, ids)
+    return lp[: batch.size], lp[batch.size :]
+
+
+def micro_batch_loss(
+    model: Any, batch: RlmecBatch, cfg: TrainConfig, counts: tuple[float, float] | None
+) -> RlmecLossOutput:
+    pred_lp, reg_lp = policy_logprobs(model, batch)
+    p, r = batch.prediction, batch.regular
+    return rlmec_loss(
+        pred_lp, batch.ref_logprobs, p.values, p.loss_mask, reg_lp, r.values, r.loss_mask,
+        epsilon=cfg.loss.epsilon, imitation_coef=cfg.loss.imitation_coef,
+        num_reward_tokens=None if counts is None else counts[0],
+        num_imitation_tokens=None if counts is None else counts[1],
+    )  # fmt: skip
+
+
+# --- one optimizer step -------------------------------------------------------------------
+
+
+def train_step(
+    engine: Any,
+    micro: list[list[TrainSample]],
+    cfg: TrainConfig,
+    *,
+    reference: ReferencePolicy,
+    pad_id: int,
+    world: int,
+) -> list[float]:
+    """Forward/backward over this rank's micro-batches and the optimizer step. Returns the
+    all-reduced sums ``[loss, rl, im, ratio·n, clipped·n, n_scored, reward·n, n_resp, tokens]``.
+    """
+    device = engine.device
+    batches = [collate(m, pad_id, cfg.data.padding_side).to(device) for m in micro]
+    step_mode = cfg.loss.normalization == "step"
+    counts = None
+    if step_mode:
+        # N_r and N_c of the whole step, all ranks, before any loss (so any split adds up).
+        local = [sum(b.counts()[0] for b in batches), sum(b.counts()[1] for b in batches)]
+        n_r, n_c = all_reduce_sum(local, device)
+        counts = (n_r, n_c)
+    sums = [0.0] * 9
+    for batch in batches:
+        out = micro_batch_loss(engine, reference.fill(batch), cfg, counts)
+        if step_mode:
+            # Each micro-batch loss is already its share of the step's loss: no division by
+            # the accumulation steps, and × world to undo DeepSpeed's gradient averaging.
+            engine.backward(out.loss * world, scale_wrt_gas=False)
+        else:
+            engine.backward(out.loss)  # paper: mean over accumulation steps and ranks
+        engine.step()
+        n_s, n_resp = float(out.num_reward_tokens), float(batch.prediction.loss_mask.sum())
+        parts = [
+            out.loss.item(), out.rl_loss.item(), out.imitation_loss.item(),
+            out.mean_ratio.item() * n_s, out.clip_fraction.item() * n_s, n_s,
+            out.mean_reward.item() * n_resp, n_resp, float(batch.num_tokens()),
+        ]  # fmt: skip
+        sums = [a + b for a, b in zip(sums, parts, strict=True)]
+    return all_reduce_sum(sums, device)
+
+
+def _metrics(
+    step: int, sums: list[float], cfg: TrainConfig, n_micro: int, lr: float, dt: float
+) -> StepMetrics:
+    scale = 1.0 if cfg.loss.normalization == "step" else 1.0 / n_micro
+    return StepMetrics(
+        step=step,
+        loss=sums[0] * scale,
+        rl_loss=sums[1] * scale,
+        imitation_loss=sums[2] * scale,
+        mean_ratio=sums[3] / max(sums[5], 1.0),
+        clip_fraction=sums[4] / max(sums[5], 1.0),
+        mean_reward=sums[6] / max(sums[7], 1.0),
+        lr=lr,
+        tokens=int(sums[8]),
+        tokens_per_s=sums[8] / dt if dt > 0 else 0.0,
+        step_time_s=dt,
+    )
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+def build_source(
+    cfg: TrainConfig, tok: Tokenized, rank: int, world: int, acc: int, device: torch.device
+) -> StepSource:
+    if cfg.data.mode == "offline":
+        assert cfg.data.train_file is not None  # the config validator guarantees it
+        return OfflineSource(
+            read_jsonl(cfg.data.train_file, tok),
+            global_batch=cfg.optim.global_batch_size, micro_batch=cfg.optim.micro_batch_size,
+            epochs=cfg.optim.epochs, max_steps=cfg.optim.max_steps, seed=cfg.seed,
+            rank=rank, world=world,
+        )  # fmt: skip
+    assert cfg.data.online is not None
+    return StreamSource(
+        cfg.data.online, tok, per_rank=cfg.optim.micro_batch_size * acc,
+        micro_batch=cfg.optim.micro_batch_size, rank=rank, device=device,
+    )  # fmt: skip
+
+
+class _Reporter:
+    """Console progress bar, TensorBoard and ``metrics.jsonl`` on rank 0."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, start: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.on = rank == 0
+        self.every = cfg.log_every_steps
+        self.bar = tqdm(total=total, initial=start, disable=not self.on, desc="rlmec train")
+        self.writer: Any = None
+        self.path = Path(cfg.output_dir) / "metrics.jsonl"
+        if self.on:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"))
+
+    def report(self, m: StepMetrics) -> None:
+        if not self.on:
+            return
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{m.loss:.4f}", reward=f"{m.mean_reward:.3f}")
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(m)) + "\n")
+        if m.step % self.every == 0:
+            for name, value in asdict(m).items():
+                if name != "step":
+                    self.writer.add_scalar(f"train/{name}", value, m.step)
+            self.bar.write(
+                f"step {m.step} loss {m.loss:.4f} (rl {m.rl_loss:.4f} im {m.imitation_loss:.4f}) "
+                f"reward {m.mean_reward:.4f} ratio {m.mean_ratio:.4f} clip {m.clip_fraction:.3f} "
+                f"lr {m.lr:.2e} tok/s {m.tokens_per_s:.0f}"
+            )
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run the whole recipe; returns the metrics of the steps this call ran."""
+    rank, world, device = init_process_group()
+    acc = cfg.accumulation_steps(world)
+    torch.manual_seed(cfg.seed)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(cfg.model)
+    source = build_source(cfg, Tokenized(tokenizer, cfg.data.max_length), rank, world, acc, device)
+    total = source.total_steps or cfg.optim.max_steps or 0
+    engine = build_engine(cfg, deepspeed_config(cfg, acc, world), total)
+    dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
+    reference = ReferencePolicy(cfg.engine.reference_model or cfg.model, device, dtype)
+    step = 0
+    if cfg.resume and (state := load_checkpoint(engine, cfg.output_dir)) is not None:
+        step = int(state["step"])
+        source.load_state(state["data"])
+    result, saved = TrainResult(steps=step), step
+    reporter = _Reporter(cfg, rank, step, total)
+    try:
+        while step < total and (micro := source.next_step(step)) is not None:
+            t0 = time.perf_counter()
+            lr = float(engine.get_lr()[0])
+            sums = train_step(
+                engine, micro, cfg, reference=reference, pad_id=tokenizer.pad_token_id, world=world
+            )
+            source.after_step()
+            step += 1
+            m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0)
+            result.history.append(m)
+            reporter.report(m)
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save_checkpoint(
+                    engine,
+                    cfg.output_dir,
+                    step,
+                    {"step": step, "data": source.state()},
+                    keep=cfg.keep_checkpoints,
+                )
+                source.after_checkpoint()
+                saved = step
+    finally:
+        reporter.close()
+    if step > saved:
+        save_checkpoint(
+            engine,
+            cfg.output_dir,
+            step,
+            {"step": step, "data": source.state()},
+            keep=cfg.keep_checkpoints,
+        )
+        source.after_checkpoint()
+    result.steps = step
+    result.final_dir = save_final(
+        engine, tokenizer, Path(cfg.output_dir) / "final", zero_stage=cfg.engine.zero_stage
+    )
+    return result

@@ -18,10 +18,11 @@ Guarantees:
 * Duplicates are harmless: the status hash makes a second scoring of the same batch a no-op, and
   the trainer's reader drops batch ids its group already acknowledged.
 * Backpressure: a push is refused with :class:`QueueFullError` (HTTP 429 + ``Retry-After``) when
-  the team's rollouts or scored stream holds ``max_rollouts``/``max_scored`` entries. Streams are
-  trimmed only below the oldest entry that some consumer group has not acknowledged, so unconsumed
-  entries are never dropped. A consumer group that is abandoned therefore stops trimming and the
-  team's pushes get 429 until it is deleted (``XGROUP DESTROY``): visible, never silent loss.
+  the team already has ``max_queued_samples`` samples waiting to be scored, or
+  ``max_scored_samples`` scored samples no trainer acknowledged yet. Two counters per team, kept
+  by the same Lua scripts that move the entries, measure this. Streams are trimmed only below the
+  oldest entry that some consumer group has not acknowledged, so unconsumed entries are never
+  dropped (a consumer group that is abandoned stops trimming: delete it with ``XGROUP DESTROY``).
 
 Keys put the team inside a Redis Cluster hash tag (``rlmec:{T}:...``) so one team's streams and
 status hashes live in one slot and the Lua scripts may touch them together.
@@ -93,6 +94,9 @@ class StreamKeys:
     scored: str
     dead: str
 
+    queued_samples: str
+    scored_samples: str
+
     def status(self, batch_id: str) -> str:
         return f"rlmec:{{{self.team}}}:batch:{batch_id}"
 
@@ -104,7 +108,10 @@ def keys_for(team: str) -> StreamKeys:
     except ValueError as exc:
         raise InvalidRequestError(str(exc), param="team", code="invalid_team") from None
     tag = f"rlmec:{{{team}}}"
-    return StreamKeys(team, f"{tag}:rollouts", f"{tag}:scored", f"{tag}:dead")
+    return StreamKeys(
+        team, f"{tag}:rollouts", f"{tag}:scored", f"{tag}:dead",
+        f"{tag}:queued_samples", f"{tag}:scored_samples",
+    )  # fmt: skip
 
 
 class RolloutBatch(StrictModel):
@@ -149,6 +156,11 @@ class BatchStatus(StrictModel):
     consumed: bool = Field(False, description="A trainer acknowledged the scored batch.")
 
 
+class QueueDepth(StrictModel):
+    queued_samples: int = Field(description="Pushed, not yet scored or dead-lettered.")
+    scored_samples: int = Field(description="Scored, not yet acknowledged by a trainer.")
+
+
 class PushResult(StrictModel):
     batch_id: str
     team: str
@@ -161,8 +173,9 @@ class QueueFullError(RateLimitedError):
     """The team's queue is at its bound; retry after ``retry_after`` seconds (HTTP 429)."""
 
     def __init__(self, team: str, stream: str, length: int, limit: int, retry_after: float):
+        what = "waiting to be scored" if stream == "rollouts" else "scored and not yet trained on"
         super().__init__(
-            f"the {stream} queue of team {team!r} holds {length} batches, its bound is {limit}; "
+            f"team {team!r} has {length} samples {what}, its bound is {limit}; "
             f"retry after {max(1, round(retry_after))} s, or let the "
             + ("reward workers" if stream == "rollouts" else "trainer")
             + " catch up",
@@ -175,10 +188,12 @@ class QueueFullError(RateLimitedError):
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """Per-team bounds (batches per stream), status retention and dead-letter cap."""
+    """Per-team bounds (in samples), status retention and dead-letter cap. A batch is refused
+    when it would take the queued samples past the bound (unless nothing is queued, so one
+    batch larger than the bound is never refused forever)."""
 
-    max_rollouts: int = 1000
-    max_scored: int = 1000
+    max_queued_samples: int = 100_000
+    max_scored_samples: int = 100_000
     retry_after_s: float = 2.0
     status_ttl_s: int = 7 * 24 * 3600
     dead_maxlen: int = 10_000
@@ -218,17 +233,19 @@ def new_batch_id() -> str:
 # --- Lua scripts: each one is atomic, so a crash between its steps cannot happen. -------------
 
 _PUSH = """
-local st = redis.call('HGET', KEYS[3], 'status')
-if st then return {'duplicate', st, redis.call('HGET', KEYS[3], 'n_samples') or '0'} end
-local q = redis.call('XLEN', KEYS[1])
-if q >= tonumber(ARGV[4]) then return {'full', 'rollouts', tostring(q)} end
-local s = redis.call('XLEN', KEYS[2])
+local st = redis.call('HGET', KEYS[2], 'status')
+if st then return {'duplicate', st, redis.call('HGET', KEYS[2], 'n_samples') or '0'} end
+local n = tonumber(ARGV[8])
+local q = tonumber(redis.call('GET', KEYS[3]) or '0')
+if q > 0 and q + n > tonumber(ARGV[4]) then return {'full', 'rollouts', tostring(q)} end
+local s = tonumber(redis.call('GET', KEYS[4]) or '0')
 if s >= tonumber(ARGV[5]) then return {'full', 'scored', tostring(s)} end
 local id = redis.call('XADD', KEYS[1], '*', 'batch_id', ARGV[1], 'sample_ids', ARGV[2],
                       'batch', ARGV[3])
-redis.call('HSET', KEYS[3], 'status', 'queued', 'n_samples', ARGV[8], 'attempts', 0,
+redis.call('HSET', KEYS[2], 'status', 'queued', 'n_samples', ARGV[8], 'attempts', 0,
            'created_at', ARGV[6], 'updated_at', ARGV[6], 'rollout_entry', id)
-redis.call('EXPIRE', KEYS[3], ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('INCRBY', KEYS[3], n)
 return {'ok', id}
 """
 
@@ -256,6 +273,9 @@ local id = redis.call('XADD', KEYS[2], '*', 'batch_id', ARGV[3], 'sample_ids', A
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], 'status', 'scored', 'updated_at', ARGV[6], 'scored_entry', id)
 redis.call('EXPIRE', KEYS[3], ARGV[7])
+local n = tonumber(redis.call('HGET', KEYS[3], 'n_samples') or '0')
+if redis.call('DECRBY', KEYS[4], n) < 0 then redis.call('SET', KEYS[4], 0) end
+redis.call('INCRBY', KEYS[5], n)
 return id
 """
 
@@ -271,6 +291,8 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'batch_id',
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], 'status', 'dead_lettered', 'reason', ARGV[6], 'updated_at', ARGV[8])
 redis.call('EXPIRE', KEYS[3], ARGV[9])
+local n = tonumber(redis.call('HGET', KEYS[3], 'n_samples') or '0')
+if redis.call('DECRBY', KEYS[4], n) < 0 then redis.call('SET', KEYS[4], 0) end
 return id
 """
 
@@ -282,6 +304,20 @@ if st ~= 'scoring' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', ARGV[1], 'updated_at', ARGV[2])
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 return 1
+"""
+
+# The trainer's acknowledgement: the first group to acknowledge a batch frees its samples from
+# the team's scored bound (HSETNX makes a repeated ack free nothing twice).
+_ACK = """
+for i = 3, #KEYS do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('HSET', KEYS[i], 'acked_by:' .. ARGV[1], ARGV[2])
+  if redis.call('HSETNX', KEYS[i], 'consumed', ARGV[2]) == 1 then
+    local n = tonumber(redis.call('HGET', KEYS[i], 'n_samples') or '0')
+    if redis.call('DECRBY', KEYS[2], n) < 0 then redis.call('SET', KEYS[2], 0) end
+  end
+end
+return #KEYS - 2
 """
 
 # Trim below the oldest entry some group still needs: per group, its oldest pending entry, or
@@ -318,10 +354,11 @@ def _push_call(
 ) -> tuple[list[str], list[Any]]:
     sample_ids = json.dumps([s.id for s in batch.samples])
     return (
-        [keys.rollouts, keys.scored, keys.status(batch.batch_id)],
+        [keys.rollouts, keys.status(batch.batch_id), keys.queued_samples, keys.scored_samples],
         [
-            batch.batch_id, sample_ids, batch.model_dump_json(), limits.max_rollouts,
-            limits.max_scored, repr(batch.created_at), limits.status_ttl_s, len(batch.samples),
+            batch.batch_id, sample_ids, batch.model_dump_json(), limits.max_queued_samples,
+            limits.max_scored_samples, repr(batch.created_at), limits.status_ttl_s,
+            len(batch.samples),
         ],
     )  # fmt: skip
 
@@ -360,7 +397,7 @@ def _make_batch(
 
 def _full_error(team: str, full: tuple[str, int], limits: QueueLimits) -> QueueFullError:
     stream, length = full
-    limit = limits.max_rollouts if stream == "rollouts" else limits.max_scored
+    limit = limits.max_queued_samples if stream == "rollouts" else limits.max_scored_samples
     return QueueFullError(team, stream, length, limit, limits.retry_after_s)
 
 
@@ -377,7 +414,7 @@ def _status(team: str, batch_id: str, raw: Mapping[Any, Any]) -> BatchStatus | N
         n_samples=int(f["n_samples"]) if "n_samples" in f else None,
         attempts=int(f.get("attempts", "0")), created_at=num("created_at"),
         updated_at=num("updated_at"), reason=f.get("reason"),
-        consumed=any(k.startswith("acked_by:") for k in f),
+        consumed="consumed" in f,
     )  # fmt: skip
 
 
@@ -398,20 +435,23 @@ class RolloutQueue:
         params: RewardParams | None = None,
         policy_tokenizer: str | None = None,
         batch_id: str | None = None,
+        limits: QueueLimits | None = None,
     ) -> PushResult:
         """Queue one batch. Same ``batch_id`` twice: the second push is a no-op (idempotent
-        retries). Raises :class:`QueueFullError` at the team's bound."""
+        retries). Raises :class:`QueueFullError` at the team's bound (``limits`` overrides the
+        queue's for this team)."""
         batch = _make_batch(team, samples, params, policy_tokenizer, batch_id)
-        keys = keys_for(team)
-        call = _push_call(batch, keys, self.limits)
-        result = _push_result(batch, self._push(*call))
-        if isinstance(result, tuple):  # full: trim what every group consumed, then retry once
-            self.trim(team)
-            result = _push_result(batch, self._push(*call))
-            if isinstance(result, tuple):
-                raise _full_error(team, result, self.limits)
+        limits = limits or self.limits
+        result = _push_result(batch, self._push(*_push_call(batch, keys_for(team), limits)))
+        if isinstance(result, tuple):
+            raise _full_error(team, result, limits)
         self.client.sadd(TEAMS_KEY, team)
         return result
+
+    def depth(self, team: str) -> QueueDepth:
+        keys = keys_for(team)
+        queued, scored = self.client.mget(keys.queued_samples, keys.scored_samples)
+        return QueueDepth(queued_samples=int(queued or 0), scored_samples=int(scored or 0))
 
     def trim(self, team: str) -> int:
         keys = keys_for(team)
@@ -439,18 +479,21 @@ class AsyncRolloutQueue:
         params: RewardParams | None = None,
         policy_tokenizer: str | None = None,
         batch_id: str | None = None,
+        limits: QueueLimits | None = None,
     ) -> PushResult:
         batch = _make_batch(team, samples, params, policy_tokenizer, batch_id)
-        keys = keys_for(team)
-        call = _push_call(batch, keys, self.limits)
+        limits = limits or self.limits
+        call = _push_call(batch, keys_for(team), limits)
         result = _push_result(batch, await self._push(*call))
         if isinstance(result, tuple):
-            await self.trim(team)
-            result = _push_result(batch, await self._push(*call))
-            if isinstance(result, tuple):
-                raise _full_error(team, result, self.limits)
+            raise _full_error(team, result, limits)
         await self.client.sadd(TEAMS_KEY, team)
         return result
+
+    async def depth(self, team: str) -> QueueDepth:
+        keys = keys_for(team)
+        queued, scored = await self.client.mget(keys.queued_samples, keys.scored_samples)
+        return QueueDepth(queued_samples=int(queued or 0), scored_samples=int(scored or 0))
 
     async def trim(self, team: str) -> int:
         keys = keys_for(team)
@@ -648,7 +691,10 @@ class RolloutConsumer:
         )  # fmt: skip
         keys = keys_for(d.team)
         entry = await self._complete(
-            keys=[keys.rollouts, keys.scored, keys.status(d.batch_id)],
+            keys=[
+                keys.rollouts, keys.scored, keys.status(d.batch_id), keys.queued_samples,
+                keys.scored_samples,
+            ],
             args=[
                 self.group, d.entry_id, d.batch_id, d.sample_ids, scored.model_dump_json(),
                 repr(scored.scored_at), self.limits.status_ttl_s,
@@ -675,7 +721,7 @@ class RolloutConsumer:
     async def dead_letter(self, d: RolloutDelivery, reason: str, attempts: int) -> None:
         keys = keys_for(d.team)
         await self._dead(
-            keys=[keys.rollouts, keys.dead, keys.status(d.batch_id)],
+            keys=[keys.rollouts, keys.dead, keys.status(d.batch_id), keys.queued_samples],
             args=[
                 self.group, d.entry_id, d.batch_id, d.sample_ids, d.payload, reason[:2000],
                 attempts, repr(time.time()), self.limits.status_ttl_s, self.limits.dead_maxlen,
@@ -739,6 +785,7 @@ class ScoredBatchReader:
         self._outstanding: dict[str, str] = {}  # entry id -> batch id, handed out, not acked
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._trim = client.register_script(_TRIM)
+        self._ack = client.register_script(_ACK)
         self._ensure_group()
 
     def _ensure_group(self) -> None:
@@ -831,12 +878,13 @@ class ScoredBatchReader:
                     f"delivery {d.entry_id} belongs to team {d.batch.team!r}, not {self.team!r}; "
                     "acknowledge it with that team's reader"
                 )
-        now = repr(time.time())
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.keys.scored, self.group, *[d.entry_id for d in deliveries])
-        for d in deliveries:
-            pipe.hset(self.keys.status(d.batch.batch_id), f"acked_by:{self.group}", now)
-        pipe.execute()
+        self._ack(
+            keys=[
+                self.keys.scored, self.keys.scored_samples,
+                *[self.keys.status(d.batch.batch_id) for d in deliveries],
+            ],
+            args=[self.group, repr(time.time()), *[d.entry_id for d in deliveries]],
+        )  # fmt: skip
         for d in deliveries:
             self._outstanding.pop(d.entry_id, None)
             self._acked[d.batch.batch_id] = None

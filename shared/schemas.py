@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rlmec.shared.prompts import TaskType
 
@@ -32,9 +32,15 @@ def check_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(check_text)]
+def _check_raw_text(value: Any) -> Any:
+    """Runs before pydantic's own str validation, which rejects a lone surrogate with a
+    message that names neither the character nor its index."""
+    return check_text(value) if isinstance(value, str) else value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), BeforeValidator(_check_raw_text)]
 NonEmptyText = Annotated[
-    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(check_text)
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), BeforeValidator(_check_raw_text)
 ]
 
 

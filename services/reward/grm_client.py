@@ -47,7 +47,8 @@ class GrmFailure:
 
 class GrmClient:
     """Talks to one or more GRM services. ``busy_seconds`` accumulates the wall time during
-    which at least one GRM call was in flight (for the "time outside the GRM" figure)."""
+    which at least one GRM call was in flight (for the "time outside the GRM" figure);
+    ``calls`` counts HTTP calls made."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class GrmClient:
         self._in_flight = 0
         self._busy_since = 0.0
         self.busy_seconds = 0.0
+        self.calls = 0
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -87,6 +89,7 @@ class GrmClient:
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
         url = next(self._next_url) + path
         async with self._slots:
+            self.calls += 1
             self._enter()
             try:
                 payload = body.model_dump(mode="json", exclude_none=True) if body else None

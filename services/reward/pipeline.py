@@ -102,20 +102,23 @@ class RewardPipeline:
         async with redis_guard(self.redis):
             hits = await self.cache.get_many(keys)
         lookup = time.perf_counter() - started
-        misses = [i for i, hit in enumerate(hits) if hit is None]
+        # Identical samples in one batch (same key) are scored once.
+        first_of = {k: i for i, k in reversed(list(enumerate(keys))) if hits[i] is None}
+        misses = sorted(first_of.values())
         fresh = await self._score_misses([samples[i] for i in misses], params, grm, tokenizer)
         keep = [(keys[i], r) for i, r in zip(misses, fresh, strict=True) if _cacheable(r)]
         async with redis_guard(self.redis):
             await self.cache.put_many(keep)
-        out: list[ScoredSample] = []
         by_index = dict(zip(misses, fresh, strict=True))
+        total = time.perf_counter() - started
+        out: list[ScoredSample] = []
         for i, (sample, hit) in enumerate(zip(samples, hits, strict=True)):
             if hit is not None:
                 out.append(_echo(hit, sample, cached=True, timings={"cache": lookup}))
-            else:
-                result = by_index[i]
-                result.timings["total"] = time.perf_counter() - started
-                out.append(result)
+                continue
+            result = by_index[first_of[keys[i]]]
+            timings = {**result.timings, "total": total}
+            out.append(_echo(result, sample, cached=False, timings=timings))
         if team is not None:
             async with redis_guard(self.redis):
                 await add_usage(self.redis, self.prefix, team, _usage_counts(out))

@@ -58,6 +58,7 @@ def reward_settings(grm_url: str, redis_url: str, **overrides: Any) -> RewardSet
         "teams": teams(),
         "grm_max_new_tokens": 12,
         "grm_timeout_s": 60.0,
+        "grm_info_ttl_s": 3600.0,
         **overrides,
     }
     return RewardSettings(**values)

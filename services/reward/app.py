@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 
 from rlmec.services.common import add_metrics_route, install_error_handlers
+from rlmec.services.reward import rollouts
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
 from rlmec.services.reward.quotas import QuotaGate
@@ -85,4 +86,5 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     add_metrics_route(app, metrics.registry)
     app.middleware("http")(_metrics_middleware(metrics))
     app.include_router(router)
+    app.include_router(rollouts.router)
     return app

@@ -47,6 +47,13 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     hash_key.set_defaults(func=_hash_key)
 
+    # The worker module is light (redis, pydantic); the pipeline loads only when it runs.
+    from rlmec.services.reward import worker
+
+    score_worker = sub.add_parser("worker", help="score queued rollouts (Redis Streams consumer)")
+    worker.add_worker_arguments(score_worker)
+    score_worker.set_defaults(func=worker.run_worker_command)
+
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,6 +42,9 @@ from rlmec.shared.queue import (
     check_team,
 )
 from rlmec.shared.schemas import ScoredSample
+
+if TYPE_CHECKING:
+    from rlmec.services.reward.settings import RewardSettings
 
 logger = logging.getLogger("rlmec.reward.worker")
 
@@ -216,12 +219,13 @@ async def instant_scorer(batch: RolloutBatch) -> list[ScoredSample]:
 
 
 @asynccontextmanager
-async def pipeline_scorer() -> AsyncIterator[Scorer]:
-    """The reward service's pipeline (GRM calls, cache, usage), settings from the env."""
+async def pipeline_scorer(settings: RewardSettings | None = None) -> AsyncIterator[Scorer]:
+    """The reward service's pipeline (GRM calls, cache, usage); settings from the env unless
+    given. Imported here: the pipeline pulls in tokenizers, which the queue tests never need."""
     from rlmec.services.reward.pipeline import open_pipeline
     from rlmec.services.reward.settings import get_settings
 
-    async with open_pipeline(get_settings()) as pipeline:
+    async with open_pipeline(settings or get_settings()) as pipeline:
 
         async def score(batch: RolloutBatch) -> list[ScoredSample]:
             return await pipeline.score(

@@ -1,0 +1,105 @@
+"""``/v1/rollouts``: push rollouts into the team's durable queue, and ask how a batch is doing.
+
+The router is thin; the queue logic lives in :mod:`rlmec.shared.queue` (reward workers score
+what is pushed here, the trainer pulls the results). A push is admitted against the team's
+sample rate like a direct scoring call, then bounded by the team's queue limits: past them it is
+a 429 with ``Retry-After`` and nothing is queued. A batch of another team is a 404, exactly as
+an unknown batch id, so batch ids leak nothing across teams.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from rlmec.services.common import ERROR_RESPONSES
+from rlmec.services.reward.deps import QuotaDep, RedisDep, SettingsDep, TeamDep
+from rlmec.services.reward.quotas import admit
+from rlmec.services.reward.redis_guard import redis_guard
+from rlmec.services.reward.teams import Team
+from rlmec.shared.errors import InvalidRequestError, NotFoundError
+from rlmec.shared.queue import (
+    AsyncRolloutQueue,
+    BatchId,
+    BatchStatus,
+    PushResult,
+    QueueLimits,
+    check_batch_id,
+)
+from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, StrictModel
+
+router = APIRouter(tags=["rollouts"])
+_RESPONSES = {**ERROR_RESPONSES, 404: {"description": "No such batch for this team."}}
+
+
+class RolloutsRequest(StrictModel):
+    samples: list[Sample] = Field(
+        min_length=1, max_length=MAX_BATCH, description="The rollouts to score, in order."
+    )
+    params: RewardParams = Field(default_factory=RewardParams, description="§3.1 reward shaping.")
+    policy_tokenizer: str | None = Field(
+        None, max_length=256, description="Registered policy tokenizer to project onto."
+    )
+    batch_id: BatchId | None = Field(
+        None,
+        description="Your id for the batch (idempotency: pushing it again queues nothing); "
+        "generated when absent.",
+    )
+
+
+def team_limits(team: Team) -> QueueLimits:
+    """The team's bounds: ``queue_max_len`` samples waiting to be scored, and
+    ``queue_max_pending`` scored samples its trainer has not acknowledged yet."""
+    return QueueLimits(
+        max_queued_samples=team.queue_max_len, max_scored_samples=team.queue_max_pending
+    )
+
+
+@router.post("/v1/rollouts", status_code=202, response_model=PushResult, responses=_RESPONSES)
+async def push_rollouts(
+    body: RolloutsRequest,
+    team: TeamDep,
+    redis: RedisDep,
+    quotas: QuotaDep,
+    settings: SettingsDep,
+) -> PushResult:
+    """Queue a batch for the reward workers; 202 with its ``batch_id``. 429 + ``Retry-After``
+    when the team's queue is full (nothing is queued then: push again later)."""
+    name = body.policy_tokenizer
+    if name is not None and name not in settings.policy_tokenizers:
+        known = sorted(settings.policy_tokenizers) or "none"
+        raise InvalidRequestError(
+            f"policy_tokenizer {name!r} is not registered (registered: {known}); ask the "
+            "operator to add it to RLMEC_REWARD_POLICY_TOKENIZERS or leave it out",
+            param="policy_tokenizer",
+        )
+    async with admit(quotas, team, len(body.samples)), redis_guard(redis):
+        return await AsyncRolloutQueue(redis).push(
+            team.name, body.samples, params=body.params, policy_tokenizer=name,
+            batch_id=body.batch_id, limits=team_limits(team),
+        )  # fmt: skip
+
+
+@router.get("/v1/rollouts/{batch_id}", response_model=BatchStatus, responses=_RESPONSES)
+async def rollout_status(
+    batch_id: Annotated[str, Path(max_length=128, description="The id the push returned.")],
+    team: TeamDep,
+    redis: RedisDep,
+) -> BatchStatus:
+    """``queued`` / ``scoring`` / ``scored`` / ``dead_lettered`` (with the reason), and whether
+    a trainer consumed it. 404 for an unknown batch or another team's."""
+    try:
+        check_batch_id(batch_id)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="batch_id") from None
+    async with redis_guard(redis):
+        status = await AsyncRolloutQueue(redis).status(team.name, batch_id)
+    if status is None:
+        raise NotFoundError(
+            f"batch {batch_id!r} is unknown to team {team.name!r} (never pushed by this team, "
+            "or its status expired); use the batch_id the push returned",
+            param="batch_id",
+        )
+    return status

@@ -1,0 +1,211 @@
+"""Unit tests of the pieces around the pipeline: settings, cache keys and bound, the GRM
+client's batching and failure isolation (fake GRM over httpx.MockTransport), the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from rlmec.services.reward.cache import RewardCache, cache_key
+from rlmec.services.reward.cli import add_commands
+from rlmec.services.reward.grm_client import GrmClient, GrmFailure
+from rlmec.services.reward.settings import RewardSettings, TeamConfig
+from rlmec.services.reward.teams import TeamDirectory, hash_key
+from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.grm_api import GrmSampleInput, ScoreResult
+from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
+from tests.services.reward.conftest import CORRECT, sample
+
+DIGEST = hash_key("k")
+GRM = GrmInfo(model_id="m", revision="r1")
+
+
+# --- settings and teams ---------------------------------------------------------------------
+
+
+def test_teams_from_env_json_and_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "teams.yaml"
+    path.write_text(f"teams:\n  - name: b\n    key_sha256: {hash_key('kb')}\n    rate_limit: 5\n")
+    monkeypatch.setenv("RLMEC_REWARD_TEAMS", json.dumps([{"name": "a", "key_sha256": DIGEST}]))
+    monkeypatch.setenv("RLMEC_REWARD_TEAMS_FILE", str(path))
+    settings = RewardSettings()
+    assert [(t.name, t.rate_limit) for t in settings.teams] == [("a", 10_000), ("b", 5)]
+    directory = TeamDirectory(settings)
+    assert directory.by_key("k") is not None and directory.by_key("k").name == "a"  # type: ignore[union-attr]
+    assert directory.by_key("kb").rate_limit == 5  # type: ignore[union-attr]
+    assert directory.by_key("nope") is None and directory.anonymous is None
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"teams": [{"name": "a", "key_sha256": "plain-key"}]}, "not a lowercase sha256"),
+        ({"teams": [{"name": "a"}, {"name": "a"}]}, "appear more than once"),
+        ({"teams": [{"name": "anonymous"}]}, "reserved"),
+        ({"teams": [{"name": "a b"}]}, "team name 'a b' is invalid"),
+        ({"teams": [{"name": "a", "key_sha256": DIGEST}, {"name": "b", "key_sha256": DIGEST}]},
+         "two teams"),
+        ({"grm_urls": ["grm:8001"]}, "must start with http"),
+        ({"policy_tokenizers": {"p": "/no/such/dir"}}, "is not a directory"),
+        ({"teams_file": "/no/such/teams.json"}, "does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_settings_name_the_value(values: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        RewardSettings(**values)  # type: ignore[arg-type]
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+def test_cache_key_covers_every_input() -> None:
+    base = Sample(**sample(CORRECT))  # type: ignore[arg-type]
+    params = RewardParams()
+    key = cache_key(base, params, GRM, None, prefix="p")
+    updates: list[dict[str, str]] = [
+        {"prediction": CORRECT + " "},
+        {"question": "Q"},
+        {"reference_answer": "72"},
+        {"rewrite": "x"},
+        {"task": "qa"},
+    ]
+    variants = [
+        cache_key(base.model_copy(update=u), params, GRM, None, prefix="p") for u in updates
+    ]
+    variants += [
+        cache_key(base, RewardParams(cap=0.4), GRM, None, prefix="p"),
+        cache_key(base, params, GrmInfo(model_id="m", revision="r2"), None, prefix="p"),
+        cache_key(base, params, GRM, "tiny", prefix="p"),
+    ]
+    assert len({key, *variants}) == len(variants) + 1
+    same = base.model_copy(update={"id": "other", "metadata": {"a": 1}})
+    assert cache_key(same, params, GRM, None, prefix="p") == key
+
+
+def _result(i: int) -> ScoredSample:
+    return ScoredSample(status="scored", question="q", prediction=str(i), correct=True,
+                        predicted_answer=str(i), reference_answer=str(i), id="x")  # fmt: skip
+
+
+async def test_cache_round_trip_ttl_and_size_bound(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    cache = RewardCache(client, prefix="t", ttl_s=100, max_entries=3)
+    await cache.put_many([(f"t:cache:{i}", _result(i)) for i in range(5)])
+    got = await cache.get_many([f"t:cache:{i}" for i in range(5)])
+    assert got[:2] == [None, None]  # the oldest two were evicted
+    assert [r.prediction for r in got[2:] if r] == ["2", "3", "4"]
+    assert all(r is not None and r.id is None for r in got[2:])  # echoed fields not stored
+    assert await cache.size() == 3
+    assert 90 < await client.ttl("t:cache:4") <= 100
+    await client.set("t:cache:bad", b"{not json")
+    assert await cache.get_many(["t:cache:bad"]) == [None]
+    await client.aclose()
+
+
+async def test_cache_index_drops_expired_entries(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    cache = RewardCache(client, prefix="t", ttl_s=100, max_entries=10)
+    await client.zadd(cache.index_key, {"t:cache:old": time.time() - 1000})
+    await cache.put_many([("t:cache:new", _result(1))])
+    assert await cache.size() == 1
+    await client.aclose()
+
+
+# --- GRM client -------------------------------------------------------------------------------
+
+
+def _score_result(text: str) -> dict[str, object]:
+    ids = [*range(len(text)), 0]
+    offsets = [*((i, i + 1) for i in range(len(text))), (len(text), len(text))]
+    return ScoreResult(token_ids=ids, tokens=["t"] * len(ids), offsets=offsets,
+                       logprobs=[-0.1] * len(ids), prompt_tokens=3).model_dump()  # fmt: skip
+
+
+def _fake_grm(calls: list[int]) -> httpx.MockTransport:
+    """A fake GRM /v1/score: rejects any batch holding a prediction 'bad' with 422."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        samples = json.loads(request.content)["samples"]
+        calls.append(len(samples))
+        if any(s["prediction"] == "bad" for s in samples):
+            return httpx.Response(422, json={"error": {"type": "invalid_request",
+                                                       "message": "too long"}})  # fmt: skip
+        results = [_score_result(s["prediction"]) for s in samples]
+        return httpx.Response(200, json={"model": "m", "results": results})
+
+    return httpx.MockTransport(handler)
+
+
+def _inputs(*predictions: str) -> list[GrmSampleInput]:
+    return [GrmSampleInput(question="q", reference_solution="r", prediction=p) for p in predictions]
+
+
+async def test_grm_client_chunks_batches() -> None:
+    calls: list[int] = []
+    client = GrmClient(["http://grm"], batch_size=2, transport=_fake_grm(calls))
+    results = await client.score_rlmec(_inputs("a", "bb", "ccc", "dddd", "e"))
+    assert sorted(calls) == [1, 2, 2] and client.calls == 3
+    assert [len(r.token_ids) for r in results if isinstance(r, ScoreResult)] == [2, 3, 4, 5, 2]
+    assert client.busy_seconds > 0
+    await client.aclose()
+
+
+async def test_grm_client_isolates_a_rejected_sample() -> None:
+    calls: list[int] = []
+    client = GrmClient(["http://grm"], batch_size=8, transport=_fake_grm(calls))
+    results = await client.score_rlmec(_inputs("a", "bad", "c"))
+    assert calls[0] == 3 and sorted(calls[1:]) == [1, 1, 1]
+    assert isinstance(results[1], GrmFailure) and "422: too long" in results[1].message
+    assert isinstance(results[0], ScoreResult) and isinstance(results[2], ScoreResult)
+    await client.aclose()
+
+
+async def test_grm_client_503_and_unreachable_are_service_unavailable() -> None:
+    not_ready = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"message": "x"}}))
+    client = GrmClient(["http://grm"], transport=not_ready)
+    with pytest.raises(ServiceUnavailableError, match="not ready"):
+        await client.score_rlmec(_inputs("a"))
+    await client.aclose()
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    client = GrmClient(["http://grm:1"], transport=httpx.MockTransport(refuse))
+    with pytest.raises(ServiceUnavailableError, match=r"http://grm:1/v1/score is unreachable"):
+        await client.score_rlmec(_inputs("a"))
+    await client.aclose()
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_hash_key_prints_a_key_and_its_hash(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser)
+    args = parser.parse_args(["hash-key", "--team", "vision"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    key, digest = lines[0].split()[1], lines[1].split()[1]
+    assert hash_key(key) == digest
+    assert json.loads(lines[3]) == {"name": "vision", "key_sha256": [digest]}
+    assert TeamConfig.model_validate(json.loads(lines[3])).name == "vision"
+
+
+def test_serve_refuses_without_teams(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser)
+    args = parser.parse_args(["serve", "--grm-url", "http://127.0.0.1:1"])
+    assert args.func(args) == 2
+    assert "no teams configured" in capsys.readouterr().err
+    args = parser.parse_args(["serve", "--grm-url", "grm:1", "--allow-anonymous"])
+    assert args.func(args) == 2
+    assert "grm_urls" in capsys.readouterr().err

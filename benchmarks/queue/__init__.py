@@ -1,0 +1,1 @@
+"""Rollout queue throughput: push -> worker (instant scorer) -> trainer pull, vs raw XADD."""

@@ -1,0 +1,196 @@
+"""Deployment files (deploy/, docker-compose.yml), checked offline: nothing is started.
+
+Compose: ``docker-compose config`` when the binary exists, and always a structural check with
+PyYAML. Kubernetes: every manifest against the schemas shipped in ``kubernetes-validate``.
+Env var names in all of them must be fields of the settings classes they configure."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rlmec.cli import build_parser
+from rlmec.services.grm.settings import GrmSettings
+from rlmec.services.reward.settings import RewardSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+K8S = ROOT / "deploy" / "k8s"
+DOCKER = ROOT / "deploy" / "docker"
+PREFIXES = {"RLMEC_GRM_": GrmSettings, "RLMEC_REWARD_": RewardSettings}
+
+
+def check_env_names(names: list[str], where: str) -> None:
+    for name in names:
+        for prefix, settings in PREFIXES.items():
+            if name.startswith(prefix):
+                field = name.removeprefix(prefix).lower()
+                assert field in settings.model_fields, (
+                    f"{where}: {name} is not a setting of {settings.__name__}"
+                )
+
+
+def check_command(argv: list[str], where: str) -> None:
+    """The command an image or manifest runs must parse with the real ``rlmec`` CLI."""
+    assert argv[0] == "rlmec", f"{where}: unexpected command {argv}"
+    args = [a.replace("$(POD_NAME)", "pod-0") for a in argv[1:]]
+    parsed = build_parser(args).parse_args(args)
+    assert callable(getattr(parsed, "func", None)), f"{where}: {argv} runs nothing"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_services_and_images(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "grm", "grm-cpu", "reward", "worker"}
+    for name in ("grm", "grm-cpu", "reward"):
+        dockerfile = ROOT / services[name]["build"]["dockerfile"]
+        assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+    assert services["worker"]["image"] == services["reward"]["image"]
+    for name in ("redis", "grm", "grm-cpu", "reward"):
+        assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
+
+
+def test_compose_redis_aof_and_gpu_reservation(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
+    devices = services["grm"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
+    assert services["grm"]["profiles"] == ["gpu"]
+    assert services["grm-cpu"]["profiles"] == ["cpu"]
+    assert "grm" in services["grm-cpu"]["networks"]["default"]["aliases"]
+
+
+def test_compose_ports_env_and_commands_match_the_code(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    grm_port = GrmSettings.model_fields["port"].default
+    reward_port = RewardSettings.model_fields["port"].default
+    assert f"{grm_port}:{grm_port}" in services["grm"]["ports"]
+    assert f"{reward_port}:{reward_port}" in services["reward"]["ports"]
+    for name, service in services.items():
+        check_env_names(list(service.get("environment") or {}), f"compose {name}")
+        if isinstance(service.get("command"), list) and service["command"][0] == "rlmec":
+            check_command(service["command"], f"compose {name}")
+    env = services["reward"]["environment"]
+    assert f"http://grm:{grm_port}" in env["RLMEC_REWARD_GRM_URLS"]
+    assert env["RLMEC_REWARD_REDIS_URL"].startswith("redis://redis:6379")
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_docker_compose_config_accepts_the_file(profile: str) -> None:
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_k8s_manifests_validate_against_the_schemas() -> None:
+    import kubernetes_validate
+
+    docs = k8s_documents()
+    assert len(docs) >= 12
+    for name, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, "1.37.0", strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+        assert doc["metadata"].get("namespace", "rlmec") == "rlmec"
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_documents() if d["kind"] == kind}
+
+
+def test_k8s_probes_gpu_hpa_and_redis_persistence() -> None:
+    deployments = by_kind("Deployment")
+    for name in ("rlmec-grm", "rlmec-reward"):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    grm = deployments["rlmec-grm"]["spec"]["template"]["spec"]["containers"][0]
+    assert grm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    hpa = by_kind("HorizontalPodAutoscaler")["rlmec-reward"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+    redis = by_kind("StatefulSet")["rlmec-redis"]
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_k8s_services_select_pods_and_env_matches_settings() -> None:
+    pods = {
+        n: d["spec"]["template"]["metadata"]["labels"] for n, d in by_kind("Deployment").items()
+    }
+    pods |= {
+        n: d["spec"]["template"]["metadata"]["labels"] for n, d in by_kind("StatefulSet").items()
+    }
+    for name, service in by_kind("Service").items():
+        selector = service["spec"]["selector"].items()
+        assert any(selector <= labels.items() for labels in pods.values()), name
+    for name, config in by_kind("ConfigMap").items():
+        check_env_names(list(config["data"]), f"ConfigMap {name}")
+    for name, deployment in by_kind("Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        if "command" in container:
+            check_command(container["command"], f"Deployment {name}")
+    urls = by_kind("ConfigMap")["rlmec-reward"]["data"]["RLMEC_REWARD_GRM_URLS"]
+    assert "rlmec-grm." in urls and f":{GrmSettings.model_fields['port'].default}" in urls
+
+
+def test_k8s_teams_secret_loads_as_reward_settings() -> None:
+    teams_yaml = by_kind("Secret")["rlmec-teams"]["stringData"]["teams.yaml"]
+    example = yaml.safe_load((ROOT / "deploy" / "teams.example.yaml").read_text())
+    assert yaml.safe_load(teams_yaml) == example
+    settings = RewardSettings(teams=example["teams"])
+    assert settings.teams[0].name == "demo"
+
+
+@pytest.mark.parametrize("name", ["grm", "grm-cpu", "reward"])
+def test_dockerfiles_env_and_entrypoint(name: str) -> None:
+    text = (DOCKER / f"{name}.Dockerfile").read_text()
+    check_env_names(re.findall(r"\b(RLMEC_[A-Z_]+)=", text), f"{name}.Dockerfile")
+    entry = re.search(r"^(?:ENTRYPOINT|CMD) (\[.*\])$", text, re.MULTILINE)
+    assert entry is not None
+    check_command(yaml.safe_load(entry.group(1)), f"{name}.Dockerfile")
+    assert "USER rlmec" in text and "HEALTHCHECK" in text
+
+
+def test_image_requirements_keep_torch_out_of_the_reward_image() -> None:
+    out = subprocess.run(
+        ["python3", str(DOCKER / "requirements.py"), "serve", "--exclude", "torch", "gguf",
+         "accelerate"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    names = {re.split(r"[\[<>=!~]", r, maxsplit=1)[0] for r in out}
+    assert "torch" not in names and {"fastapi", "transformers", "httpx"} <= names
+    assert shlex.join(out)  # one requirement per line, no blanks

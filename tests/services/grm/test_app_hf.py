@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import httpx
 
 from rlmec.shared import prompts
@@ -61,3 +63,22 @@ def test_score_rlmec_lines_up_tokens_with_characters(hf_client: httpx.Client) ->
     assert "".join(pred[a:b] for a, b in result.offsets) == pred
     assert len(result.logprobs) == len(result.token_ids) == len(result.tokens)
     assert all(lp <= 0.0 for lp in result.logprobs)
+
+
+def test_concurrent_callers_are_batched_without_changing_values(hf_url: str) -> None:
+    """Different-length outputs from 6 callers share padded batches; each value must equal the
+    one scored alone, and the requests all succeed."""
+    outputs = ["The answer is: 72", "1 2 3", "Natalia sold 48/2 = 24 clips in May.\n#### 72"] * 2
+    body = [{"items": [{"prompt": "Problem: clips", "output": o}]} for o in outputs]
+    alone = [httpx.post(f"{hf_url}/v1/score", json=b).json()["results"][0] for b in body[:3]]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda b: httpx.post(f"{hf_url}/v1/score", json=b), body))
+    assert all(r.status_code == 200 for r in together)
+    for i, resp in enumerate(together):
+        got = resp.json()["results"][0]
+        assert got["token_ids"] == alone[i % 3]["token_ids"]
+        pairs = zip(got["logprobs"], alone[i % 3]["logprobs"], strict=True)
+        assert max(abs(a - b) for a, b in pairs) < 1e-4
+    metrics = httpx.get(f"{hf_url}/metrics").text
+    assert "rlmec_grm_tokens_scored_total" in metrics
+    assert 'rlmec_grm_requests_total{endpoint="score",status="200"}' in metrics

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from rlmec.clients import AsyncGrmClient, BadRequestError, GrmClient, NotFoundError
 from rlmec.clients._base import Call, model_parser
 from rlmec.clients.cli import add_commands
-from rlmec.services.grm.app import create_app
-from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.grm_api import LocateResponse
-from tests.servers import serve_app
 
 SAMPLE = {
     "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as "
@@ -26,13 +21,6 @@ SAMPLE = {
 }
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def grm_url(tiny_model_dir: Path) -> Iterator[str]:
-    app = create_app(GrmSettings(model=str(tiny_model_dir), engine="hf"))
-    with serve_app(app) as url:
-        yield url
 
 
 def test_models_locate_rewrite_score(grm_url: str) -> None:

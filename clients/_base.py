@@ -36,7 +36,7 @@ def _check_base_url(base_url: str) -> str:
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(
             f"base_url {base_url!r} must start with http:// or https://, "
-            "e.g. 'http://localhost:8000'"
+            "e.g. 'http://localhost:8002'"
         )
     return base_url.rstrip("/")
 

@@ -100,7 +100,7 @@ class _AsyncBase:
 class AsyncClient(_AsyncBase):
     """Asyncio client of the reward service.
 
-    >>> async with AsyncClient("http://localhost:8000") as client:  # doctest: +SKIP
+    >>> async with AsyncClient("http://localhost:8002") as client:  # doctest: +SKIP
     ...     result = (await client.token_rewards([sample])).results[0]
 
     Retries 429 and 503 up to ``max_retries`` times with exponential backoff and jitter,

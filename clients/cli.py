@@ -43,7 +43,7 @@ def _add_connection(p: argparse.ArgumentParser, *, url_env: str = URL_ENV) -> No
     p.add_argument(
         "--url",
         default=os.environ.get(url_env),
-        help=f"service base URL, e.g. http://localhost:8000 (default: ${url_env})",
+        help=f"service base URL, e.g. http://localhost:8002 (default: ${url_env})",
     )
     p.add_argument(
         "--api-key",

@@ -99,7 +99,7 @@ class _SyncBase:
 class Client(_SyncBase):
     """Blocking client of the reward service.
 
-    >>> with Client("http://localhost:8000", api_key="team-key") as client:  # doctest: +SKIP
+    >>> with Client("http://localhost:8002", api_key="team-key") as client:  # doctest: +SKIP
     ...     result = client.token_rewards([sample]).results[0]
 
     Retries 429 and 503 up to ``max_retries`` times with exponential backoff and jitter,

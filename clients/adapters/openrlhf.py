@@ -2,7 +2,7 @@
 
 1. **Remote reward URL** (no code on the OpenRLHF side)::
 
-       --reward.remote_url http://reward:8000/get_reward --data.label_key answer
+       --reward.remote_url http://reward:8002/get_reward --data.label_key answer
 
    (``--remote_rm_url`` in older versions). OpenRLHF's HTTP client sends no custom headers,
    so it cannot send an API key: the reward service must allow key-less access, which an
@@ -12,7 +12,7 @@
    remote URL and calls its ``reward_func(queries, prompts, labels)``. This module is such a
    file; it posts to ``/get_reward`` through the SDK with ``$RLMEC_API_KEY``::
 
-       export RLMEC_URL=http://reward:8000 RLMEC_API_KEY=team-key
+       export RLMEC_URL=http://reward:8002 RLMEC_API_KEY=team-key
        --reward.remote_url "$(python -m rlmec.clients.adapters.openrlhf --print-file)"
 
 ``python -m rlmec.clients.adapters.openrlhf --url URL`` prints the flags for either way.
@@ -54,7 +54,7 @@ def openrlhf_flags(
     if use_file:
         target = reward_file()
     elif base_url is None:
-        raise ValueError("base_url is required unless use_file=True; e.g. http://reward:8000")
+        raise ValueError("base_url is required unless use_file=True; e.g. http://reward:8002")
     else:
         target = remote_url(base_url)
     flags = ["--remote_rm_url" if legacy else "--reward.remote_url", target]

@@ -1,7 +1,7 @@
 """TRL ``GRPOTrainer`` reward function backed by the RLMEC reward service.
 
 >>> from rlmec.clients.adapters.trl import make_reward_func
->>> reward = make_reward_func("http://reward:8000", api_key="team-key")  # doctest: +SKIP
+>>> reward = make_reward_func("http://reward:8002", api_key="team-key")  # doctest: +SKIP
 >>> GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds)     # doctest: +SKIP
 
 TRL calls ``reward_func(prompts, completions, completion_ids, **columns)`` (async functions

@@ -7,7 +7,7 @@ veRL config::
       name: compute_score
       reward_kwargs: {score_mode: correctness}   # optional
 
-Environment: ``RLMEC_URL`` (required, e.g. ``http://reward:8000``), ``RLMEC_API_KEY``,
+Environment: ``RLMEC_URL`` (required, e.g. ``http://reward:8002``), ``RLMEC_API_KEY``,
 ``RLMEC_TIMEOUT`` (seconds, default 180), ``RLMEC_POLICY_TOKENIZER``.
 
 veRL passes ``ground_truth`` (the reference answer) and ``extra_info``; its GSM8K/MATH

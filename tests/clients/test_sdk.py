@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import socket
 import time
 
 import httpx
@@ -29,7 +30,6 @@ from rlmec.clients import (
     ServiceUnavailableError,
     parse_retry_after,
 )
-from rlmec.shared.redis_server import free_port
 from rlmec.shared.schemas import RewardParams, TokenRewardsResponse
 from tests.clients.helpers import SAMPLE, Recorder, envelope, scored_payload
 
@@ -213,11 +213,16 @@ def test_timeout_is_api_timeout_error() -> None:
 
 
 def test_connection_refused_is_connection_error() -> None:
-    with (
-        Client(f"http://127.0.0.1:{free_port()}", timeout=5) as c,
-        pytest.raises(APIConnectionError, match="could not reach"),
-    ):
-        c.health()
+    # A port we hold bound but not listening refuses connections, and no other process on
+    # this machine can start a server on it meanwhile (a bare free port could be taken).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        with (
+            Client(f"http://127.0.0.1:{port}", timeout=5) as c,
+            pytest.raises(APIConnectionError, match="could not reach"),
+        ):
+            c.health()
 
 
 def test_get_reward_checks_lengths_and_forwards_lists() -> None:

@@ -181,6 +181,7 @@ _NO_ERROR = re.compile(
     r"there is no (first )?(wrong|error))",
     re.IGNORECASE,
 )
+_ERROR_WORD = re.compile(r"\b(wrong|error|incorrect|mistake)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,12 @@ def parse_located_step(reply: str, num_steps: int) -> LocatedStep:
     error of the GRM, never silently "correct".
     """
     match = _BRACKETED.search(reply)
-    if match is None and _NO_ERROR.search(reply):
-        return LocatedStep("no_error", None, "the GRM judged the prediction correct")
-    match = match or _NUMBER.search(reply)
+    if match is None:
+        match = _NUMBER.search(reply)
+        # "step 2 is wrong, the rest are correct" names a step; "all 3 steps are correct" not.
+        names_error = match is not None and _ERROR_WORD.search(reply) is not None
+        if _NO_ERROR.search(reply) and not names_error:
+            return LocatedStep("no_error", None, "the GRM judged the prediction correct")
     if match is None:
         return LocatedStep("unparsed", None, f"no step label in the GRM reply {reply[:200]!r}")
     step = int(match.group(1))

@@ -163,6 +163,8 @@ def test_stop_strings_with_and_without_colon() -> None:
         ("The prediction is correct.", 5, "no_error", None),
         ("There is no error in the prediction.", 5, "no_error", None),
         ("All steps are correct", 5, "no_error", None),
+        ("All 3 steps are correct", 5, "no_error", None),
+        ("Step 2 is wrong, the rest are correct", 5, "located", 2),
         ("I cannot tell.", 5, "unparsed", None),
         ("Maybe around step 1.5", 5, "unparsed", None),
         ("", 5, "unparsed", None),

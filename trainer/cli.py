@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as exc:
         print(f"rlmec train: {exc}", file=sys.stderr)
         return 2
-    print(f"rlmec train: {result.steps} steps done; model saved to {result.final_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"rlmec train: {result.steps} steps done; model saved to {result.final_dir}")
     return 0

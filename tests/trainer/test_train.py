@@ -1,0 +1,210 @@
+"""The DeepSpeed recipe end to end on CPU with the tiny model: training moves the policy the
+right way, resume is exact, the stream is consumed exactly once, 2 ranks == 1 rank × 2 acc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rlmec.trainer.config import TrainConfig
+from rlmec.trainer.data import Tokenized, collate, read_jsonl
+from rlmec.trainer.train import policy_logprobs, train
+from tests.trainer.records import scored_sample, token_record, write_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def train_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = [token_record(tokenizer, i) for i in range(16)]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", records)
+
+
+def make_config(model: Path, out: Path, train_file: Path | None, **sections: Any) -> TrainConfig:
+    raw: dict[str, Any] = {
+        "model": str(model),
+        "output_dir": str(out),
+        "seed": 0,
+        "data": {"train_file": str(train_file) if train_file else None, "max_length": 256},
+        "optim": {"lr": 1e-3, "warmup_ratio": 0.0, "epochs": 1, "global_batch_size": 8,
+                  "micro_batch_size": 2},
+        "engine": {"zero_stage": 2, "precision": "fp32"},
+    }  # fmt: skip
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(name, {}).update(values)
+        else:
+            raw[name] = values
+    return TrainConfig.model_validate(raw)
+
+
+def edit_token_logprob(model_dir: Path, train_file: Path) -> float:
+    """Mean log-prob of the imitated edit tokens (weight 1.0) of every regular sequence."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = Tokenized(AutoTokenizer.from_pretrained(model_dir), 256)
+    batch = collate(read_jsonl(train_file, tok), int(tok.tokenizer.pad_token_id))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        _, reg_lp = policy_logprobs(model, batch)
+    edited = batch.regular.loss_mask & (batch.regular.values == 1.0)
+    return float(reg_lp[edited].mean())
+
+
+def test_offline_training_lowers_loss_and_imitates_edits(
+    tiny_model_dir: Path, train_file: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(tiny_model_dir, tmp_path / "run", train_file, optim={"epochs": 4})
+    result = train(cfg)
+
+    assert result.steps == 8 and len(result.history) == 8
+    losses = [m.loss for m in result.history]
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-2:]) < sum(losses[:2])
+    assert result.history[-1].imitation_loss < result.history[0].imitation_loss
+    assert result.history[0].mean_ratio == pytest.approx(1.0, abs=1e-4)  # ref = initial policy
+    assert result.final_dir is not None
+    before = edit_token_logprob(tiny_model_dir, train_file)
+    after = edit_token_logprob(result.final_dir, train_file)  # also: loads with transformers
+    assert after > before + 0.5
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, 9))
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    state = json.loads((tmp_path / "run/checkpoints/step-8/rlmec_state.json").read_text())
+    assert state["step"] == 8
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_next_loss(
+    tiny_model_dir: Path, train_file: Path, tmp_path: Path
+) -> None:
+    sections: dict[str, Any] = {"optim": {"epochs": 2}, "save_every_steps": 2}
+    sections["keep_checkpoints"] = 5
+    full = train(make_config(tiny_model_dir, tmp_path / "a", train_file, **sections))
+    assert full.steps == 4
+    # A crash after step 2's checkpoint: the newest checkpoint on disk is step-2.
+    shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-4")
+    (tmp_path / "b" / "checkpoints" / "latest").write_text("step-2")
+
+    resumed = train(make_config(tiny_model_dir, tmp_path / "b", train_file, **sections))
+
+    assert [m.step for m in resumed.history] == [3, 4]
+    for got, want in zip(resumed.history, full.history[2:], strict=True):
+        assert got.loss == pytest.approx(want.loss, abs=1e-6)
+        assert got.lr == pytest.approx(want.lr)
+
+
+# --- online: the scored stream ------------------------------------------------------------
+
+
+def _push_scored(client: Any, team: str, batch_id: str, results: list[Any]) -> None:
+    import time
+
+    from rlmec.shared.queue import ScoredBatch, keys_for
+
+    batch = ScoredBatch(
+        batch_id=batch_id, team=team, results=results, created_at=time.time(),
+        scored_at=time.time(), attempts=1,
+    )  # fmt: skip
+    client.xadd(keys_for(team).scored, {"batch_id": batch_id, "batch": batch.model_dump_json()})
+
+
+@pytest.mark.integration
+def test_online_training_acks_after_the_step_and_skips_applied_batches(
+    tiny_model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+    from transformers import AutoTokenizer
+
+    from rlmec.shared.queue import keys_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    client = redis.Redis.from_url(redis_url)
+    unscored = scored_sample(tokenizer, 5).model_copy(update={"status": "unscored"})
+    for b in range(3):
+        results = [scored_sample(tokenizer, 2 * b), scored_sample(tokenizer, 2 * b + 1)]
+        _push_scored(client, "team-a", f"batch-{b}", [*results, unscored])
+    online = {"redis_url": redis_url, "team": "team-a", "block_ms": 100, "idle_timeout_s": 1.5}
+    sections: dict[str, Any] = {
+        "data": {"mode": "online", "online": online},
+        "optim": {"max_steps": 10, "global_batch_size": 2, "micro_batch_size": 2},
+    }
+    cfg = make_config(tiny_model_dir, tmp_path / "run", None, **sections)
+
+    result = train(cfg)
+
+    assert result.steps == 3  # 3 batches × 2 scored samples, then the stream went idle
+    keys = keys_for("team-a")
+    assert client.xpending(keys.scored, "trainer")["pending"] == 0
+    assert all(client.hexists(keys.status(f"batch-{b}"), "acked_by:trainer") for b in range(3))
+    state = json.loads((tmp_path / "run/checkpoints/step-3/rlmec_state.json").read_text())
+    assert set(state["data"]["applied_batch_ids"]) == {"batch-0", "batch-1", "batch-2"}
+
+    # After a restart the stream hands back batch-1 (its ack was lost): the checkpoint says
+    # it was applied, so only the new batch-3 is trained on.
+    client.delete(keys.status("batch-1"))
+    _push_scored(client, "team-a", "batch-1", [scored_sample(tokenizer, 2)])
+    _push_scored(client, "team-a", "batch-3", [scored_sample(tokenizer, i) for i in (8, 9)])
+    again = train(cfg)
+    assert again.steps == 4 and [m.step for m in again.history] == [4]
+    assert client.xpending(keys.scored, "trainer")["pending"] == 0
+
+
+# --- several ranks ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_rank_with_twice_the_accumulation(
+    tiny_model_dir: Path, train_file: Path, tmp_path: Path
+) -> None:
+    sections: dict[str, Any] = {"optim": {"global_batch_size": 4, "max_steps": 3}}
+    one = train(make_config(tiny_model_dir, tmp_path / "one", train_file, **sections))
+    assert one.steps == 3
+
+    cfg = make_config(tiny_model_dir, tmp_path / "two", train_file, **sections)
+    cfg_path = tmp_path / "two.json"
+    cfg_path.write_text(cfg.model_dump_json())
+    launcher_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_env}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()),
+           "-m", "rlmec", "train", "--config", str(cfg_path)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave the ranks running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    two = [json.loads(x) for x in lines]
+    assert [m["step"] for m in two] == [1, 2, 3]
+    for a, b in zip(one.history, two, strict=True):
+        assert b["loss"] == pytest.approx(a.loss, abs=1e-5, rel=1e-5)
+        assert b["tokens"] == a.tokens
+    assert two[2]["loss"] != pytest.approx(two[0]["loss"])  # the steps did change the model

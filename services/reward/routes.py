@@ -69,7 +69,7 @@ async def get_reward(
     """OpenRLHF remote reward model: scalar rewards/scores in [0, 1] plus RLMEC summaries."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
-    samples = openrlhf.to_samples(body, task or settings.openrlhf_task)  # type: ignore[arg-type]
+    samples = openrlhf.to_samples(body, task or settings.openrlhf_task)
     todo = [s for s in samples if s is not None]
     scored: list[ScoredSample] = []
     async with admit(quotas, team, len(body.query)):

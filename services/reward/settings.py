@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rlmec.shared.prompts import TaskType
 from rlmec.shared.schemas import RewardParams
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -121,7 +122,7 @@ class RewardSettings(BaseSettings):
     reward_params: RewardParams = Field(
         default_factory=RewardParams, description="Defaults of OpenRLHF requests."
     )
-    openrlhf_task: str = Field("math", pattern="^(math|qa)$", description="/get_reward task.")
+    openrlhf_task: TaskType = Field("math", description="Default task of /get_reward.")
     lease_ttl_s: int = Field(
         900, ge=10, description="A concurrency slot frees itself after this if never released."
     )

@@ -143,7 +143,7 @@ def main() -> None:
     samples = load_samples(args.samples)
     settings = GrmSettings(
         model=str(model), engine=args.engine, max_model_len=2048, dtype="float32",
-        max_concurrent_requests=args.clients, max_batch_size=256, max_batch_tokens=16384,
+        max_concurrent_requests=args.clients, max_batch_size=256, max_batch_tokens=2048,
     )  # fmt: skip
     local = asyncio.run(in_process(settings, samples))
     print("in-process", local, flush=True)

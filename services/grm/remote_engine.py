@@ -28,11 +28,21 @@ from rlmec.services.grm.engine import (
     Generation,
     check_model_dir,
     config_max_len,
+    cut_at_stop,
     load_tokenizer,
     model_revision,
 )
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
+
+# OpenAI's completions API (and vLLM's server, which follows it) takes at most 4 stop strings.
+OPENAI_MAX_STOP = 4
+
+
+def minimal_stops(stop: Sequence[str]) -> list[str]:
+    """Drop stop strings that start with another one: ``Question:`` never cuts earlier than
+    ``Question``, so the RLMEC list (§1 step 5) of 10 becomes the 5 bare words."""
+    return [s for s in stop if not any(t != s and s.startswith(t) for t in stop)]
 
 
 @dataclass(eq=False)
@@ -218,12 +228,17 @@ class RemoteEngine:
     async def generate(
         self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
     ) -> list[Generation]:
+        upstream_stop = minimal_stops(stop)[:OPENAI_MAX_STOP]
+
         async def one(prompt: list[int]) -> Generation:
             body = {"prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0,
-                    "stop": list(stop)}  # fmt: skip
+                    "stop": upstream_stop}  # fmt: skip
             choice, generated = await self._completion(body)
+            # Stops beyond the upstream's limit are applied here (the upstream generated past
+            # them, so the token count may be higher than vLLM in-process would report).
+            text, _ = cut_at_stop(str(choice.get("text", "")), stop)
             return Generation(
-                text=str(choice.get("text", "")),
+                text=text,
                 num_tokens=generated,
                 finish_reason=str(choice.get("finish_reason") or "length"),
             )

@@ -126,7 +126,9 @@ def test_remote_matches_vllm_with_failover(
         for body in ({"mode": "raw", "items": ITEMS}, {"mode": "rlmec", "samples": [SAMPLE]}):
             _assert_close(_score(grm_remote, body), _score(grm_vllm, body), 1e-5)
         locate = {"samples": [SAMPLE], "max_new_tokens": 8}
-        remote_loc = httpx.post(f"{grm_remote}/v1/locate", json=locate, timeout=120).json()
+        remote_resp = httpx.post(f"{grm_remote}/v1/locate", json=locate, timeout=120)
+        assert remote_resp.status_code == 200, remote_resp.text
+        remote_loc = remote_resp.json()
         vllm_loc = httpx.post(f"{grm_vllm}/v1/locate", json=locate, timeout=120).json()
         status = engine.upstream_status()
     assert remote_loc["results"][0]["raw"] == vllm_loc["results"][0]["raw"]

@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         grm_log = stack.enter_context(_process("grm", [
             sys.executable, "-m", "rlmec", "grm", "serve", "--model", str(model),
             "--engine", args.engine, "--port", grm_url.rsplit(":", 1)[1],
-            "--max-model-len", "2048",
+            "--max-model-len", "2048", "--max-batch-tokens", "2048",
         ], args.workdir, env))  # fmt: skip
         _say(f"GRM service ({args.engine}) starting at {grm_url}, log {grm_log}")
         _wait_ready("GRM service", grm_url, grm_log, args.startup_timeout)

@@ -286,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         _wait_ready("reward service", reward_url, reward_log, args.startup_timeout)
         _say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
         samples = build_samples(args.samples)
-        direct, online = samples[:4], samples[4:]
+        split = max(2, len(samples) // 3)
+        direct, online = samples[:split], samples[split:]
         _score_directly(reward_url, key, direct)
         pushed = _push_rollouts(reward_url, key, online, args.startup_timeout)
         _say(f"{pushed} samples scored through the queue")

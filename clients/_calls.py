@@ -22,6 +22,8 @@ from rlmec.shared.grm_api import (
     ScoreItem,
     ScoreRequest,
     ScoreResponse,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import RewardParams, Sample, TokenRewardsRequest, TokenRewardsResponse
@@ -139,6 +141,14 @@ def score(
         }
     )
     return Call("POST", "/v1/score", model_parser(ScoreResponse), _body(request))
+
+
+def tokenize(texts: Sequence[str], add_eos: bool) -> Call[TokenizeResponse]:
+    """The GRM's output tokenization of each text, as ``/v1/score`` reports it (no engine)."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not a single string; wrap it: [text]")
+    request = TokenizeRequest.model_validate({"texts": list(texts), "add_eos": add_eos})
+    return Call("POST", "/v1/tokenize", model_parser(TokenizeResponse), _body(request))
 
 
 def models() -> Call[ModelList]:

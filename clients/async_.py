@@ -26,7 +26,13 @@ from rlmec.clients._calls import (
     SampleLike,
     ScoreItemLike,
 )
-from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.grm_api import (
+    LocateResponse,
+    ModelList,
+    RewriteResponse,
+    ScoreResponse,
+    TokenizeResponse,
+)
 from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import TokenRewardsResponse
 
@@ -149,7 +155,7 @@ class AsyncClient(_AsyncBase):
 
 class AsyncGrmClient(_AsyncBase):
     """Asyncio client of the GRM service (``/v1/locate``, ``/v1/rewrite``, ``/v1/score``,
-    ``/v1/models``); same retries and errors as :class:`AsyncClient`."""
+    ``/v1/tokenize``, ``/v1/models``); same retries and errors as :class:`AsyncClient`."""
 
     async def locate(
         self, samples: Sequence[GrmSampleLike], *, max_new_tokens: int = 32
@@ -173,6 +179,11 @@ class AsyncGrmClient(_AsyncBase):
         add_eos: bool = True,
     ) -> ScoreResponse:
         return await self._send(_calls.score(items, samples, add_eos))
+
+    async def tokenize(self, texts: Sequence[str], *, add_eos: bool = True) -> TokenizeResponse:
+        """GRM token ids, strings and offsets of each text (+EOS), as ``score`` reports them
+        for it as an output, without a forward pass."""
+        return await self._send(_calls.tokenize(texts, add_eos))
 
     async def models(self) -> ModelList:
         return await self._send(_calls.models())

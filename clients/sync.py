@@ -25,7 +25,13 @@ from rlmec.clients._calls import (
     SampleLike,
     ScoreItemLike,
 )
-from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.grm_api import (
+    LocateResponse,
+    ModelList,
+    RewriteResponse,
+    ScoreResponse,
+    TokenizeResponse,
+)
 from rlmec.shared.queue import BatchStatus, PushResult
 from rlmec.shared.schemas import TokenRewardsResponse
 
@@ -148,7 +154,7 @@ class Client(_SyncBase):
 
 class GrmClient(_SyncBase):
     """Blocking client of the GRM service (``/v1/locate``, ``/v1/rewrite``, ``/v1/score``,
-    ``/v1/models``); same retries and errors as :class:`Client`."""
+    ``/v1/tokenize``, ``/v1/models``); same retries and errors as :class:`Client`."""
 
     def locate(
         self, samples: Sequence[GrmSampleLike], *, max_new_tokens: int = 32
@@ -172,6 +178,11 @@ class GrmClient(_SyncBase):
         add_eos: bool = True,
     ) -> ScoreResponse:
         return self._send(_calls.score(items, samples, add_eos))
+
+    def tokenize(self, texts: Sequence[str], *, add_eos: bool = True) -> TokenizeResponse:
+        """GRM token ids, strings and offsets of each text (+EOS), as ``score`` reports them
+        for it as an output, without a forward pass."""
+        return self._send(_calls.tokenize(texts, add_eos))
 
     def models(self) -> ModelList:
         return self._send(_calls.models())

@@ -1,6 +1,6 @@
 """Wire schemas of the GRM service (``/v1/locate``, ``/v1/rewrite``, ``/v1/score``,
-``/v1/models``). Shared so the reward service and the SDK speak it without importing the
-service."""
+``/v1/tokenize``, ``/v1/models``). Shared so the reward service and the SDK speak it without
+importing the service."""
 
 from __future__ import annotations
 
@@ -111,6 +111,31 @@ class ScoreResult(StrictModel):
 class ScoreResponse(StrictModel):
     model: str
     results: list[ScoreResult]
+
+
+class TokenizeRequest(StrictModel):
+    """Output tokenization only, as ``/v1/score`` does it; no engine work."""
+
+    texts: list[Text] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="Texts to tokenize as /v1/score tokenizes an output (no prompt needed).",
+    )
+    add_eos: bool = Field(True, description="Append EOS, as /v1/score does with add_eos.")
+
+
+class TokenizeResult(StrictModel):
+    """Per token (EOS last when added): id, string, character offsets in the text; the same
+    values ``/v1/score`` returns for this text as an output."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+
+
+class TokenizeResponse(StrictModel):
+    model: str
+    results: list[TokenizeResult]
 
 
 class ModelCard(StrictModel):

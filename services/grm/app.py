@@ -26,7 +26,7 @@ from rlmec.services.grm.settings import GrmSettings
 logger = logging.getLogger("rlmec.services.grm")
 
 Scope = MutableMapping[str, Any]
-_ENDPOINTS = frozenset({"locate", "rewrite", "score", "models"})
+_ENDPOINTS = frozenset({"locate", "rewrite", "score", "tokenize", "models"})
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
 
 

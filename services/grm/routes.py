@@ -24,6 +24,8 @@ from rlmec.shared.grm_api import (
     RewriteResponse,
     ScoreRequest,
     ScoreResponse,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 
 T = TypeVar("T")
@@ -148,6 +150,19 @@ async def score(
     """Log-probs of each output's tokens (and EOS) after its prompt; ``mode=rlmec`` builds the
     §3.1 scoring prompt from (question, reference, prediction)."""
     return await run_guarded(request, admission, settings, service.score(body))
+
+
+@v1.post("/tokenize", response_model=TokenizeResponse, summary="Output tokenization of /v1/score")
+async def tokenize(body: TokenizeRequest, service: ServiceDep) -> TokenizeResponse:
+    """Token ids, token strings and character offsets (+EOS) of each text, exactly as
+    ``/v1/score`` tokenizes an output, without its forward pass. No engine slot is taken (so
+    no 429 behind engine work); the tokenizer runs in a worker thread."""
+    try:
+        return await service.tokenize(body)
+    except Exception as exc:
+        kind = exc.type if isinstance(exc, RlmecError) else type(exc).__name__
+        service.metrics.errors.labels(kind).inc()
+        raise
 
 
 @v1.get("/models", response_model=ModelList, summary="The served GRM")

@@ -4,7 +4,9 @@ Scoring tokenization (what the reward service relies on to line values up with c
 prompt ids = ``tokenizer(prompt)`` with the tokenizer's own special tokens; output ids =
 ``tokenizer(output, add_special_tokens=False)`` plus EOS when ``add_eos``; offsets come from
 ``return_offsets_mapping`` on the output alone, EOS at ``(len(output), len(output))``; each
-log-prob is that of an output token given the prompt and the output tokens before it.
+log-prob is that of an output token given the prompt and the output tokens before it. The output
+side does not depend on the prompt, so ``/v1/tokenize`` returns it through the same
+:meth:`GrmService._encode_output`, without the engine.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from rlmec.shared.grm_api import (
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizeResult,
 )
 
 
@@ -280,14 +285,39 @@ class GrmService:
                     "token has no context to be scored against; send a non-empty prompt",
                     param=f"{field}.{i}.prompt",
                 )
-            enc = tok(output, add_special_tokens=False, return_offsets_mapping=True)
-            ids = list(enc["input_ids"])
-            offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-            if add_eos:
-                ids.append(int(tok.eos_token_id))
-                offsets.append((len(output), len(output)))
-            out.append(_Encoded(prompt_ids, ids, list(tok.convert_ids_to_tokens(ids)), offsets))
+            out.append(_Encoded(prompt_ids, *self._encode_output(output, add_eos)))
         return out
+
+    def _encode_output(
+        self, output: str, add_eos: bool
+    ) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+        """Ids, token strings and character offsets of ``output`` (+EOS at ``(len, len)``):
+        the one output tokenization of both ``/v1/score`` and ``/v1/tokenize``."""
+        tok = self.engine.tokenizer
+        enc = tok(output, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        if add_eos:
+            ids.append(int(tok.eos_token_id))
+            offsets.append((len(output), len(output)))
+        return ids, list(tok.convert_ids_to_tokens(ids)), offsets
+
+    # --- tokenize --------------------------------------------------------------------------
+
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+        """Output tokenization of each text, exactly as ``/v1/score`` reports it, with no
+        engine work: the reward service needs a rewrite's ids for §3.3, not its log-probs.
+        In a worker thread, since a batch may hold up to ``MAX_BATCH`` long texts."""
+        results = await asyncio.to_thread(self._tokenize_all, request.texts, request.add_eos)
+        self.metrics.samples.labels("tokenize").inc(len(results))
+        return TokenizeResponse(model=self.model_id, results=results)
+
+    def _tokenize_all(self, texts: list[str], add_eos: bool) -> list[TokenizeResult]:
+        results = []
+        for text in texts:
+            ids, tokens, offsets = self._encode_output(text, add_eos)
+            results.append(TokenizeResult(token_ids=ids, tokens=tokens, offsets=offsets))
+        return results
 
 
 def _scoring_pair(sample: GrmSampleInput) -> tuple[str, str]:

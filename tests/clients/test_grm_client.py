@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
 from rlmec.clients import AsyncGrmClient, BadRequestError, GrmClient, NotFoundError
 from rlmec.clients._base import Call, model_parser
@@ -39,6 +40,29 @@ def test_models_locate_rewrite_score(grm_url: str) -> None:
         rlmec = grm.score(samples=[SAMPLE]).results[0]
         assert rlmec.offsets[-1] == (len(SAMPLE["prediction"]),) * 2
         assert grm.health() == {"status": "ok"}
+
+
+def test_tokenize_matches_score_tokenization(grm_url: str) -> None:
+    texts = [SAMPLE["prediction"], "7½ — ✓"]
+    with GrmClient(grm_url, timeout=60) as grm:
+        tokenized = grm.tokenize(texts)
+        scored = grm.score(items=[{"prompt": "Question: ?", "output": t} for t in texts])
+        bare = grm.tokenize(texts[:1], add_eos=False).results[0]
+        with pytest.raises(ValidationError):
+            grm.tokenize([])  # rejected by the SDK before the network
+        with pytest.raises(TypeError, match="wrap it"):
+            grm.tokenize("one text")
+    for tok, sc in zip(tokenized.results, scored.results, strict=True):
+        assert (tok.token_ids, tok.tokens, tok.offsets) == (sc.token_ids, sc.tokens, sc.offsets)
+    assert bare.token_ids == tokenized.results[0].token_ids[:-1]
+
+
+async def test_async_tokenize(grm_url: str) -> None:
+    async with AsyncGrmClient(grm_url, timeout=60) as grm:
+        tokenized = await grm.tokenize(["2 + 3 = 5"], add_eos=False)
+    result = tokenized.results[0]
+    assert len(result.token_ids) == len(result.tokens) == len(result.offsets) > 0
+    assert result.offsets[-1][1] == len("2 + 3 = 5")
 
 
 def test_server_side_validation_error_is_parsed(grm_url: str) -> None:

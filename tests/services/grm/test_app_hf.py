@@ -7,7 +7,13 @@ import concurrent.futures
 import httpx
 
 from rlmec.shared import prompts
-from rlmec.shared.grm_api import LocateResponse, ModelList, RewriteResponse, ScoreResponse
+from rlmec.shared.grm_api import (
+    LocateResponse,
+    ModelList,
+    RewriteResponse,
+    ScoreResponse,
+    TokenizeResponse,
+)
 from tests.services.grm.conftest import SAMPLE
 
 
@@ -82,3 +88,53 @@ def test_concurrent_callers_are_batched_without_changing_values(hf_url: str) -> 
     metrics = httpx.get(f"{hf_url}/metrics").text
     assert "rlmec_grm_tokens_scored_total" in metrics
     assert 'rlmec_grm_requests_total{endpoint="score",status="200"}' in metrics
+
+
+TOKENIZE_TEXTS = [
+    "Natalia sold 48/2 = 24 clips in May.\n#### 72",
+    "Prix : 12 € — réponse 7½ ✓ 日本語",  # multi-byte: offsets count characters, not bytes
+    "",
+]
+
+
+def test_tokenize_equals_score_output_tokenization(hf_client: httpx.Client) -> None:
+    """/v1/tokenize is /v1/score's output side without the forward pass: same ids, token
+    strings and offsets (EOS included) for the same text, whatever the prompt."""
+    resp = hf_client.post("/v1/tokenize", json={"texts": TOKENIZE_TEXTS})
+    assert resp.status_code == 200, resp.text
+    tokenized = TokenizeResponse.model_validate(resp.json())
+    items = [{"prompt": "Problem: clips", "output": t} for t in TOKENIZE_TEXTS]
+    scored = ScoreResponse.model_validate(
+        hf_client.post("/v1/score", json={"mode": "raw", "items": items}).json()
+    )
+    assert tokenized.model == scored.model
+    for text, tok, sc in zip(TOKENIZE_TEXTS, tokenized.results, scored.results, strict=True):
+        assert (tok.token_ids, tok.tokens, tok.offsets) == (sc.token_ids, sc.tokens, sc.offsets)
+        assert tok.tokens[-1] == "<|endoftext|>" and tok.offsets[-1] == (len(text), len(text))
+        # Byte-level BPE: a multi-byte character's tokens share its character span.
+        spans = [o for i, o in enumerate(tok.offsets) if i == 0 or o != tok.offsets[i - 1]]
+        assert "".join(text[a:b] for a, b in spans) == text
+    multi = tokenized.results[1]
+    assert len(multi.token_ids) > len(set(multi.offsets))  # some characters span several tokens
+
+
+def test_tokenize_without_eos_drops_only_the_eos(hf_client: httpx.Client) -> None:
+    with_eos = hf_client.post("/v1/tokenize", json={"texts": TOKENIZE_TEXTS[:2]}).json()
+    resp = hf_client.post("/v1/tokenize", json={"texts": TOKENIZE_TEXTS[:2], "add_eos": False})
+    assert resp.status_code == 200, resp.text
+    for full, bare in zip(with_eos["results"], resp.json()["results"], strict=True):
+        assert "<|endoftext|>" not in bare["tokens"]
+        for key in ("token_ids", "tokens", "offsets"):
+            assert bare[key] == full[key][:-1]
+
+
+def test_tokenize_bad_input_is_a_422_envelope(hf_client: httpx.Client) -> None:
+    for body, param in (({"texts": []}, "texts"), ({"texts": ["a"], "mode": "raw"}, "mode")):
+        resp = hf_client.post("/v1/tokenize", json=body)
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+        assert error["type"] == "invalid_request"
+        assert param in (error["param"] or ""), error
+    metrics = hf_client.get("/metrics").text
+    assert 'rlmec_grm_requests_total{endpoint="tokenize",status="200"}' in metrics
+    assert 'rlmec_grm_requests_total{endpoint="tokenize",status="422"}' in metrics

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer
 from rlmec.shared.alignment import KEPT, imitation_weights
 from rlmec.shared.answers import AnswerCheck, extract_answer
-from rlmec.shared.grm_api import ScoreResult
+from rlmec.shared.grm_api import ScoreResult, TokenizeResult
 from rlmec.shared.rewards import token_rewards
 from rlmec.shared.schemas import (
     GrmInfo,
@@ -34,7 +34,7 @@ class Item:
     rewrite: str | None = None
     located_step: int | None = None
     score: ScoreResult | None = None
-    rewrite_score: ScoreResult | None = None
+    rewrite_tokens: TokenizeResult | None = None
     result: ScoredSample | None = None
 
     @property
@@ -67,20 +67,24 @@ def unscored(item: Item, reason: UnscoredReason, message: str) -> ScoredSample:
     )
 
 
-def _values(score: ScoreResult, values: Sequence[float]) -> TokenValues:
+def _values(tokens: ScoreResult | TokenizeResult, values: Sequence[float]) -> TokenValues:
     return TokenValues(
-        token_ids=score.token_ids, tokens=score.tokens, offsets=score.offsets, values=list(values)
+        token_ids=tokens.token_ids,
+        tokens=tokens.tokens,
+        offsets=tokens.offsets,
+        values=list(values),
     )
 
 
-def _check_shape(score: ScoreResult, what: str) -> str | None:
-    n = len(score.token_ids)
-    if not n or not len(score.tokens) == len(score.offsets) == len(score.logprobs) == n:
-        return (
-            f"the GRM's {what} score has {n} token ids, {len(score.tokens)} tokens, "
-            f"{len(score.offsets)} offsets and {len(score.logprobs)} log-probs (EOS included)"
-        )
-    return None
+def _check_shape(tokens: ScoreResult | TokenizeResult, what: str) -> str | None:
+    n = len(tokens.token_ids)
+    counts = {"tokens": len(tokens.tokens), "offsets": len(tokens.offsets)}
+    if isinstance(tokens, ScoreResult):
+        counts["log-probs"] = len(tokens.logprobs)
+    if n and all(count == n for count in counts.values()):
+        return None
+    listed = ", ".join(f"{count} {name}" for name, count in counts.items())
+    return f"the GRM's {what} tokenization has {n} token ids, {listed} (EOS included)"
 
 
 def _projection(
@@ -114,7 +118,7 @@ def finish(
     if item.result is not None:
         return item.result.model_copy(update={"grm": grm, "params": params})
     pred = item.score
-    regular = pred if item.correct else item.rewrite_score
+    regular: ScoreResult | TokenizeResult | None = pred if item.correct else item.rewrite_tokens
     assert pred is not None and regular is not None, "finish() before the GRM answered"
     for score, what in ((pred, "prediction"), (regular, "rewrite")):
         problem = _check_shape(score, what)

@@ -28,10 +28,12 @@ from rlmec.shared.grm_api import (
     RewriteRequest,
     RewriteResponse,
     RewriteResult,
-    ScoreItem,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizeResult,
 )
 
 T = TypeVar("T")
@@ -150,13 +152,14 @@ class GrmClient:
 
         return await self._batched(samples, send, ScoreResponse, "/v1/score")
 
-    async def score_raw(self, items: Sequence[ScoreItem]) -> list[ScoreResult | GrmFailure]:
-        """Token ids/offsets (and log-probs) of each output after its prompt, EOS last."""
+    async def tokenize(self, texts: Sequence[str]) -> list[TokenizeResult | GrmFailure]:
+        """GRM token ids/strings/offsets of each text (+EOS), as ``/v1/score`` would report
+        them for it as an output; no forward pass."""
 
-        async def send(chunk: list[ScoreItem]) -> httpx.Response:
-            return await self._call("POST", "/v1/score", ScoreRequest(mode="raw", items=chunk))
+        async def send(chunk: list[str]) -> httpx.Response:
+            return await self._call("POST", "/v1/tokenize", TokenizeRequest(texts=chunk))
 
-        return await self._batched(items, send, ScoreResponse, "/v1/score")
+        return await self._batched(texts, send, TokenizeResponse, "/v1/tokenize")
 
     async def _batched(
         self,

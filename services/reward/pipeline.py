@@ -3,7 +3,7 @@
 Per batch: cache lookup; answer check of every miss (§4); one batched ``/v1/rewrite`` for the
 wrong predictions without a given rewrite, concurrently with one batched ``/v1/score`` (mode
 ``rlmec``) for every prediction; a check that each rewrite reaches the reference; one batched
-``/v1/score`` (mode ``raw``) for the accepted rewrites' token ids; then rewards (§3.1),
+``/v1/tokenize`` (no forward pass) for the accepted rewrites' token ids; then rewards (§3.1),
 imitation weights (§3.3), spans and the policy projection (§6). Samples that cannot be scored
 come back ``unscored`` with a reason. The API and the queue workers both call :meth:`score`.
 """
@@ -28,8 +28,7 @@ from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.usage import add_usage
 from rlmec.shared.answers import check_prediction, reference_answer
 from rlmec.shared.errors import ServiceUnavailableError
-from rlmec.shared.grm_api import GrmSampleInput, RewriteInput, RewriteResult, ScoreItem
-from rlmec.shared.prompts import scoring_prompt
+from rlmec.shared.grm_api import GrmSampleInput, RewriteInput, RewriteResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 
 # Deterministic outcomes are cached; a GRM error may not repeat, so it is not.
@@ -194,29 +193,20 @@ class RewardPipeline:
         stages.add("answer_check", t0)
 
     async def _tokenize_rewrites(self, items: list[Item], stages: _Stages) -> None:
-        """GRM token ids and offsets of the accepted rewrites (+EOS), via ``/v1/score`` raw in
-        the scoring prompt, so both sequences share the GRM tokenizer for §3.3."""
+        """GRM token ids and offsets of the accepted rewrites (+EOS) from ``/v1/tokenize``:
+        the output tokenization ``/v1/score`` uses (it does not depend on the prompt), so both
+        sequences share the GRM tokenizer for §3.3 without a forward pass over the rewrite."""
         pending = [it for it in items if it.result is None and not it.correct]
         if not pending:
             return
         t0 = time.perf_counter()
-        scores = await self.grm.score_raw(
-            [
-                ScoreItem(
-                    prompt=scoring_prompt(
-                        it.sample.question, it.sample.reference_solution, it.sample.prediction
-                    ),
-                    output=it.rewrite or "",
-                )
-                for it in pending
-            ]
-        )
+        tokenized = await self.grm.tokenize([it.rewrite or "" for it in pending])
         stages.add("grm", t0)
-        for it, sc in zip(pending, scores, strict=True):
-            if isinstance(sc, GrmFailure):
-                it.result = assemble.unscored(it, "grm_error", sc.message)
+        for it, tk in zip(pending, tokenized, strict=True):
+            if isinstance(tk, GrmFailure):
+                it.result = assemble.unscored(it, "grm_error", tk.message)
             else:
-                it.rewrite_score = sc
+                it.rewrite_tokens = tk
 
 
 def _cacheable(result: ScoredSample) -> bool:

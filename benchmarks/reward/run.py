@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlmec.shared.redis_server import LocalRedis, free_port
     from tests.servers import serve_app
 
+    load_before = os.getloadavg()[0]  # the report states it: is the machine quiet?
     model = convert_smollm2(args.model)
     samples = load_samples(args.samples, given_rewrite=args.grm_rewrite == 0)
     port = free_port()
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "hit_p50_ms": 1000 * statistics.median(hits),
         "hit_p99_ms": 1000 * hits[min(len(hits) - 1, int(0.99 * len(hits)))],
         "tokens": sum(len(r["rewards"]["token_ids"]) for r in results if r.get("rewards")),
+        "load_before": load_before,
     }  # fmt: skip
 
 
@@ -211,7 +213,7 @@ the benchmark process, real Redis (valkey). Workload: {n} GSM8K test problems, h
 (the reference solution), half wrong (final number + 1); {mode}. Requests of {args.batch}
 samples, {args.clients} in flight. Baseline for "outside the GRM": the GRM calls themselves.
 
-- machine: {machine}, no GPU (shared development box, other jobs running)
+- machine: {machine}, no GPU; 1-minute load average just before the run: {m["load_before"]:.2f}
 - date: {dt.date.today().isoformat()}
 - command: `{command}`
 

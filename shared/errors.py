@@ -101,6 +101,20 @@ class ServiceUnavailableError(RlmecError):
     status_code = 503
 
 
+class RequestTimeoutError(RlmecError):
+    """504: the work did not finish within the service's per-request deadline."""
+
+    type = "timeout"
+    status_code = 504
+
+
+class ClientDisconnectedError(RlmecError):
+    """499: the caller went away and its work was cancelled. Nobody reads this response."""
+
+    type = "client_closed_request"
+    status_code = 499
+
+
 class UpstreamError(RlmecError):
     """502: a dependency answered, but with something unusable."""
 

@@ -15,7 +15,12 @@ from rlmec.services.common import ERROR_RESPONSES
 from rlmec.services.grm.admission import Admission
 from rlmec.services.grm.service import GrmService
 from rlmec.services.grm.settings import GrmSettings
-from rlmec.shared.errors import RlmecError, ServiceUnavailableError
+from rlmec.shared.errors import (
+    ClientDisconnectedError,
+    RequestTimeoutError,
+    RlmecError,
+    ServiceUnavailableError,
+)
 from rlmec.shared.grm_api import (
     LocateRequest,
     LocateResponse,
@@ -30,18 +35,6 @@ from rlmec.shared.grm_api import (
 
 T = TypeVar("T")
 _DISCONNECT_POLL_S = 0.1
-
-
-class RequestTimeoutError(RlmecError):
-    type = "timeout"
-    status_code = 504
-
-
-class ClientDisconnectedError(RlmecError):
-    """The caller went away; its engine work was cancelled. Nobody reads this response."""
-
-    type = "client_closed_request"
-    status_code = 499
 
 
 def get_service(request: Request) -> GrmService:

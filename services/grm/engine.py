@@ -39,6 +39,26 @@ class EngineInfo:
     engine: str
 
 
+class LoadedEngine:
+    """State every engine fills in ``start()``: the GRM tokenizer and its model card facts.
+    Until then both accessors answer 503, which ``/ready`` and the routes turn into retries."""
+
+    name: str
+    _tokenizer: Any = None
+    _info: EngineInfo | None = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise ServiceUnavailableError(f"the {self.name} engine is not started yet")
+        return self._tokenizer
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ServiceUnavailableError(f"the {self.name} engine is not started yet")
+        return self._info
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the service needs from a model runtime.

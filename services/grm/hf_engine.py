@@ -19,6 +19,7 @@ from typing import Any
 from rlmec.services.grm.engine import (
     EngineInfo,
     Generation,
+    LoadedEngine,
     check_model_dir,
     config_max_len,
     cut_at_stop,
@@ -47,7 +48,7 @@ class _Job:
         )
 
 
-class HfEngine:
+class HfEngine(LoadedEngine):
     name = "hf"
 
     def __init__(self, settings: GrmSettings) -> None:
@@ -112,17 +113,6 @@ class HfEngine:
         self._model = None
 
     # --- public API ------------------------------------------------------------------------
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise ServiceUnavailableError("the hf engine is not started yet")
-        return self._tokenizer
-
-    def info(self) -> EngineInfo:
-        if self._info is None:
-            raise ServiceUnavailableError("the hf engine is not started yet")
-        return self._info
 
     def queue_depth(self) -> int:
         return len(self._pending) + self._running

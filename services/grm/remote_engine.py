@@ -26,6 +26,7 @@ import httpx
 from rlmec.services.grm.engine import (
     EngineInfo,
     Generation,
+    LoadedEngine,
     check_model_dir,
     config_max_len,
     cut_at_stop,
@@ -56,7 +57,7 @@ class _Upstream:
         return now >= self.down_until
 
 
-class RemoteEngine:
+class RemoteEngine(LoadedEngine):
     name = "remote"
 
     def __init__(self, settings: GrmSettings) -> None:
@@ -108,17 +109,6 @@ class RemoteEngine:
         except (ServiceUnavailableError, UpstreamError):
             return False
         return True
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise ServiceUnavailableError("the remote engine is not started yet")
-        return self._tokenizer
-
-    def info(self) -> EngineInfo:
-        if self._info is None:
-            raise ServiceUnavailableError("the remote engine is not started yet")
-        return self._info
 
     def queue_depth(self) -> int:
         return self._active

@@ -18,6 +18,7 @@ from typing import Any
 from rlmec.services.grm.engine import (
     EngineInfo,
     Generation,
+    LoadedEngine,
     check_model_dir,
     config_max_len,
     load_tokenizer,
@@ -27,7 +28,7 @@ from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
 
 
-class VllmEngine:
+class VllmEngine(LoadedEngine):
     name = "vllm"
 
     def __init__(self, settings: GrmSettings) -> None:
@@ -84,17 +85,6 @@ class VllmEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise ServiceUnavailableError("the vllm engine is not started yet")
-        return self._tokenizer
-
-    def info(self) -> EngineInfo:
-        if self._info is None:
-            raise ServiceUnavailableError("the vllm engine is not started yet")
-        return self._info
 
     def queue_depth(self) -> int:
         return self._active

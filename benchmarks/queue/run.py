@@ -26,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.alignment.report import machine, replace_section, today
+from benchmarks.report import machine, replace_section, today
 from rlmec.shared.queue import QueueLimits, RolloutQueue, ScoredBatchReader, keys_for
 from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import Sample

@@ -35,6 +35,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_test.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
@@ -124,15 +126,6 @@ def cache_hits(base: str, samples: list[dict[str, Any]]) -> list[float]:
             resp.raise_for_status()
             assert resp.json()["results"][0]["cached"] is True, "expected a cache hit"
     return latencies
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    head, _, rest = content.partition("## reward\n")
-    nxt = rest.find("\n## ")
-    tail = rest[nxt + 1 :] if nxt >= 0 else ""
-    path.write_text(f"{head}## reward\n\n{text.strip()}\n\n{tail}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,7 +239,7 @@ def main() -> None:
     text = report(args, metrics)
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section("reward", text)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_train.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
@@ -139,15 +141,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    head, _, rest = content.partition("## trainer\n")
-    nxt = rest.find("\n## ")
-    tail = rest[nxt + 1 :] if nxt >= 0 else ""
-    path.write_text(f"{head}## trainer\n\n{text.strip()}\n\n{tail}".rstrip() + "\n")
-
-
 def report(res: dict[str, Any], args: argparse.Namespace) -> str:
     med = res["median_s"]
     met = "met" if res["ratio_min"] <= TARGET else "NOT met"
@@ -206,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps(res["all_s"]))
     if not args.no_write:
-        write_section(text)
+        replace_section("trainer", text)
     return 0
 
 

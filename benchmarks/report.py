@@ -7,7 +7,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def replace_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> None:

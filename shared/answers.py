@@ -29,6 +29,10 @@ _ANSWER_MARKER = re.compile(r"the answer is", re.IGNORECASE)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?")
+_ANSWER_LINE = re.compile(r"^[ \t]*(?:A|Answer)[ \t]*:[ \t]*(\S[^\n]*)$", re.MULTILINE)
+_FINAL_NUMBER = re.compile(r"(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)[ \t]*\$?[ \t]*\.?\s*\Z")
+# Words between "The answer is" and the answer itself ("The answer is therefore 3").
+_FILLER = re.compile(r"^(?:therefore|thus|hence)\b[ \t,:]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _after_marker(text: str) -> str | None:
 
 
 def _clean_answer(answer: str) -> str:
-    answer = answer.strip()
+    answer = _FILLER.sub("", answer.strip())
     if answer.endswith("."):
         answer = answer[:-1].rstrip()
     if len(answer) >= 2 and answer[0] == "$" and answer[-1] == "$":
@@ -123,20 +127,29 @@ def extract_answer(text: str, task: TaskType) -> str | None:
     marked = _after_marker(text)
     if task == "qa":
         return marked or None
-    # A box after the last marker is the later statement of the answer (MATH prose such as
-    # "the answer is a multiple of 3 ... so ... \boxed{42}").
-    boxed = last_boxed(text)
-    if boxed and _last_box_start(text) > _last_marker_end(text):
-        return boxed
-    if marked:
-        return marked
-    if boxed:
-        return boxed
-    gsm8k = list(_GSM8K_MARKER.finditer(text))
-    if gsm8k and gsm8k[-1].group(1).strip():
-        return _clean_answer(gsm8k[-1].group(1))
+    # The last statement of the answer wins: MATH prose says "the answer is a multiple of 3 ...
+    # so ... \boxed{42}"; GSM8K-style text says "The answer is therefore 3.\n#### 3".
+    stated = [
+        (_last_marker_end(text), marked),
+        (_last_box_start(text), last_boxed(text)),
+        (_last_gsm8k_start(text), _gsm8k_answer(text)),
+    ]
+    found = [(pos, answer) for pos, answer in stated if pos >= 0 and answer]
+    if found:
+        return max(found, key=lambda f: f[0])[1]
     numbers = _NUMBER.findall(text)
     return numbers[-1].rstrip(",") if numbers else None
+
+
+def _last_gsm8k_start(text: str) -> int:
+    return text.rfind("####")
+
+
+def _gsm8k_answer(text: str) -> str | None:
+    found = list(_GSM8K_MARKER.finditer(text))
+    if found and found[-1].group(1).strip():
+        return _clean_answer(found[-1].group(1))
+    return None
 
 
 def reference_answer(solution: str, task: TaskType) -> str | None:
@@ -144,10 +157,26 @@ def reference_answer(solution: str, task: TaskType) -> str | None:
     MetaMath-style ``The answer is``) for math; ``The answer is`` for QA."""
     if task == "qa":
         return _after_marker(solution) or None
-    gsm8k = list(_GSM8K_MARKER.finditer(solution))
-    if gsm8k and gsm8k[-1].group(1).strip():
-        return _clean_answer(gsm8k[-1].group(1))
-    return last_boxed(solution) or _after_marker(solution) or None
+    return (
+        _gsm8k_answer(solution)
+        or last_boxed(solution)
+        or _after_marker(solution)
+        or _answer_line(solution)
+        or _final_number(solution)
+    )
+
+
+def _answer_line(solution: str) -> str | None:
+    """The last ``A: 18`` / ``Answer: 18`` line."""
+    found = _ANSWER_LINE.findall(solution)
+    return _clean_answer(found[-1]) or None if found else None
+
+
+def _final_number(solution: str) -> str | None:
+    """A number that ends the solution ("... so she has 18." gives 18)."""
+    # Only the tail: a search over a long digit run would be quadratic.
+    match = _FINAL_NUMBER.search(solution[-100:])
+    return match.group(1).rstrip(",") if match else None
 
 
 # --- comparison ---------------------------------------------------------------------------
@@ -159,9 +188,20 @@ _THOUSANDS = re.compile(r"(?<=\d)(?:,|\{,\})(?=\d{3}(?!\d))")
 _ASSIGNMENT = re.compile(r"^[a-zA-Z]\s*=\s*")
 # LaTeX reads an unbraced argument as one character: \frac123 is (1/2)·3, not 12/3.
 _FRAC = re.compile(r"^(-?)\\frac\s*(?:\{\s*(-?\d+)\s*\}|(\d))\s*(?:\{\s*(-?\d+)\s*\}|(\d))$")
-_NUMBER_WITH_UNITS = re.compile(
-    r"^(-?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?)(?:\s*[a-zA-Z]{2,}\.?(?:\^[23])?)*$"
+# A number, then whitespace-separated unit words. Units are matched word by word (not with a
+# repeated group over letters, which backtracks exponentially on a long letter run).
+_LEADING_NUMBER = re.compile(r"(-?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?)(.*)", re.DOTALL)
+_UNIT = re.compile(r"[a-zA-Z]{2,}\.?(?:\^[23])?")
+# Inputs sympy would evaluate into astronomically large numbers (a big exponent or factorial,
+# a huge literal; power towers are found by _has_power_tower): compared as strings and numbers
+# only, never symbolically. Policies emit such strings by accident early in RL.
+_SYMBOLIC_BOMBS = re.compile(
+    r"\^\s*[({]?\s*-?\d{4,}"  # 10^{10000}
+    r"|\d{3,}\s*!|!\s*!|\\Gamma|factorial"  # 1000!, 5!!
+    r"|\d{200,}"  # a 200-digit literal
+    r"|\*\*"  # Python's power operator
 )
+_CLOSING = {"{": "}", "(": ")", "[": "]"}
 
 
 def _normalise_latex(answer: str) -> str:
@@ -182,8 +222,8 @@ def _to_number(answer: str) -> float | None:
             sign = -1.0 if frac.group(1) else 1.0
             num, den = frac.group(2) or frac.group(3), frac.group(4) or frac.group(5)
             return sign * int(num) / int(den)
-        match = _NUMBER_WITH_UNITS.match(text)
-        if match is None:
+        match = _LEADING_NUMBER.fullmatch(text)
+        if match is None or not all(_UNIT.fullmatch(w) for w in match.group(2).split()):
             return None
         num, _, den = match.group(1).partition("/")
         return float(num) / float(den) if den else float(num)
@@ -191,9 +231,33 @@ def _to_number(answer: str) -> float | None:
         return None
 
 
+def _exponent(text: str, caret: int) -> str:
+    """The exponent after the ``^`` at ``caret``: a bracketed group, else the next token."""
+    i = caret + 1
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i < len(text) and text[i] in _CLOSING:
+        opening, closing, depth = text[i], _CLOSING[text[i]], 0
+        for j in range(i, len(text)):
+            depth += (text[j] == opening) - (text[j] == closing)
+            if depth == 0:
+                return text[i + 1 : j]
+        return text[i + 1 :]
+    match = re.match(r"[\w.]*\s*", text[i:])
+    return text[i : i + (match.end() if match else 0) + 1]
+
+
+def _has_power_tower(text: str) -> bool:
+    """Whether some exponent holds another power (``10^{10^{8}}``, ``2^3^4``, ``2^(3^4)``).
+    Quadratic at worst: callers bound the length first (MAX_SYMBOLIC_CHARS)."""
+    return any("^" in _exponent(text, i) for i, c in enumerate(text) if c == "^")
+
+
 def _symbolic_match(predicted: str, reference: str) -> bool:
     """math-verify equivalence; any parser failure or timeout counts as "not equal"."""
     if max(len(predicted), len(reference)) > MAX_SYMBOLIC_CHARS:
+        return False
+    if any(_SYMBOLIC_BOMBS.search(t) or _has_power_tower(t) for t in (predicted, reference)):
         return False
     # Imported here: ~0.8 s, paid only when an answer needs symbolic checking.
     import math_verify

@@ -176,9 +176,15 @@ LocateStatus = Literal["located", "no_error", "unparsed", "out_of_range"]
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
 # A number ending a sentence ("step 4.") counts; one inside a decimal ("1.5") does not.
 _NUMBER = re.compile(r"(?<![\w.])(\d+)(?!\w|\.\d)")
+# Phrases that say the prediction has no wrong step. They are removed before looking for an
+# error word, so "There is no error; all 4 steps are correct" is no_error (not step 4).
 _NO_ERROR = re.compile(
-    r"\b(no (wrong|error|incorrect|mistake)\w*|(is|are|all) (correct|right)|"
-    r"there is no (first )?(wrong|error))",
+    r"\b(?:(?:there (?:is|are) )?no (?:first )?(?:wrong|erroneous|incorrect)? ?"
+    r"(?:steps?|errors?|mistakes?)(?: (?:is|are|was|were) (?:wrong|incorrect|erroneous))?|"
+    r"no(?:ne of the)? (?:\d+ )?steps? (?:is|are) (?:wrong|incorrect)|"
+    r"(?:does|do) not (?:contain|have) (?:any )?(?:errors?|mistakes?|wrong steps?)|"
+    r"without (?:any )?(?:errors?|mistakes?)|not (?:wrong|incorrect)|"
+    r"(?:is|are|all|completely|entirely) (?:correct|right))",
     re.IGNORECASE,
 )
 _ERROR_WORD = re.compile(r"\b(wrong|error|incorrect|mistake)", re.IGNORECASE)
@@ -205,7 +211,7 @@ def parse_located_step(reply: str, num_steps: int) -> LocatedStep:
     if match is None:
         match = _NUMBER.search(reply)
         # "step 2 is wrong, the rest are correct" names a step; "all 3 steps are correct" not.
-        names_error = match is not None and _ERROR_WORD.search(reply) is not None
+        names_error = match is not None and _ERROR_WORD.search(_NO_ERROR.sub(" ", reply))
         if _NO_ERROR.search(reply) and not names_error:
             return LocatedStep("no_error", None, "the GRM judged the prediction correct")
     if match is None:

@@ -182,3 +182,61 @@ def test_symbolic_check_works_outside_the_main_thread() -> None:
     worker.start()
     worker.join()
     assert results == [True]
+
+
+# --- fixes from the robustness audit (issue 9) ---------------------------------------------
+
+
+def test_a_later_gsm8k_marker_wins_over_a_wordy_answer_line() -> None:
+    # A real GSM8K train reference: it must pass its own check.
+    solution = "3 friends share 9 apples, 9 / 3 = 3.\nThe answer is therefore 3.\n#### 3"
+    assert extract_answer(solution, "math") == "3"
+    assert check_prediction(solution, reference_answer(solution, "math") or "", "math").correct
+
+
+@pytest.mark.parametrize(
+    ("solution", "expected"),
+    [
+        ("She buys 3 packs of 6.\n3 * 6 = 18\nA: 18", "18"),
+        ("3 * 6 = 18\nAnswer: 18 eggs", "18 eggs"),
+        ("So she has 3 * 6 = 18.", "18"),
+        ("The total is 1,250\n", "1,250"),
+    ],
+)
+def test_math_references_in_other_common_forms(solution: str, expected: str) -> None:
+    assert reference_answer(solution, "math") == expected
+
+
+def test_a_reference_without_any_final_number_has_no_answer() -> None:
+    assert reference_answer("We cannot know 3 things for sure, so it is unknown.", "math") is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "$10^{10^{8}}$",
+        "10^(10^9)",
+        "9^9^9^9",
+        "10^{100000000}",
+        "100000000!",
+        "(10^8)!!",
+        "2**2**2**40",
+        "1" * 250,
+    ],
+)
+def test_huge_expressions_are_never_evaluated_symbolically(answer: str) -> None:
+    # Each of these made sympy run for minutes; they are compared as strings/numbers only.
+    assert not answers_match(answer, "3", "math")
+    assert answers_match(answer, answer, "math")  # identical strings still match
+
+
+def test_units_parser_is_linear_on_long_letter_runs() -> None:
+    # The old units regex backtracked exponentially: 57 characters took 16 s.
+    answer = "5 " + "a" * 5000 + "!"
+    assert not answers_match(answer, "5", "math")
+    assert answers_match("5 " + " ".join(["km"] * 2000), "5", "math")
+
+
+def test_ordinary_powers_still_compare_symbolically() -> None:
+    assert answers_match("x^2 + y^2", "y^2 + x^2", "math")
+    assert answers_match("2^{10}", "1024", "math")

@@ -165,6 +165,11 @@ def test_stop_strings_with_and_without_colon() -> None:
         ("All steps are correct", 5, "no_error", None),
         ("All 3 steps are correct", 5, "no_error", None),
         ("Step 2 is wrong, the rest are correct", 5, "located", 2),
+        # A reply that says there is no error is no_error even when it holds a number.
+        ("There is no error in the prediction; all 4 steps are correct.", 5, "no_error", None),
+        ("No step is wrong: steps 0 to 3 are all correct.", 5, "no_error", None),
+        ("None of the 3 steps is wrong.", 5, "no_error", None),
+        ("The prediction does not contain any errors in its 4 steps.", 5, "no_error", None),
         ("I cannot tell.", 5, "unparsed", None),
         ("Maybe around step 1.5", 5, "unparsed", None),
         ("", 5, "unparsed", None),

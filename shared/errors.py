@@ -81,11 +81,9 @@ class NotFoundError(RlmecError):
     status_code = 404
 
 
-class RateLimitedError(RlmecError):
-    """429; ``retry_after`` seconds go to the ``Retry-After`` header."""
-
-    type = "rate_limited"
-    status_code = 429
+class RetryableError(RlmecError):
+    """A transient error: the same request may succeed later. ``retry_after`` seconds (whole,
+    at least 1) go to the ``Retry-After`` header."""
 
     def __init__(self, message: str, *, retry_after: float = 1.0, **kwargs: Any) -> None:
         self.retry_after = max(1, round(retry_after))
@@ -94,7 +92,14 @@ class RateLimitedError(RlmecError):
         super().__init__(message, headers=headers, **kwargs)
 
 
-class ServiceUnavailableError(RlmecError):
+class RateLimitedError(RetryableError):
+    """429: over quota, or a dependency is saturated."""
+
+    type = "rate_limited"
+    status_code = 429
+
+
+class ServiceUnavailableError(RetryableError):
     """503: a dependency (GRM, Redis, engine) is down or not ready."""
 
     type = "service_unavailable"

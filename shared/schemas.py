@@ -135,7 +135,12 @@ class PolicyProjection(StrictModel):
 
 
 UnscoredReason = Literal[
-    "rewrite_incorrect", "grm_out_of_range", "grm_error", "no_reference_answer"
+    "rewrite_incorrect",
+    "grm_out_of_range",
+    "grm_error",
+    "no_reference_answer",
+    "answer_check_over_budget",
+    "grm_input_too_long",
 ]
 
 

@@ -1,10 +1,13 @@
 """Async HTTP client of the GRM service (wire schemas in ``shared/grm_api.py``).
 
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
-``max_concurrency`` calls in flight, round-robin over the GRM URLs). A GRM that cannot be
-reached, times out or answers 503 is a :class:`ServiceUnavailableError` naming its URL: the
-whole request fails and nothing is cached. Any other error answer marks only the samples of
-that chunk, isolated one by one for 4xx so one bad sample does not sink its neighbours.
+``max_concurrency`` calls in flight, round-robin over the GRM URLs). Transient answers stay
+transient: a GRM that cannot be reached, times out or answers 503/5xx raises
+:class:`ServiceUnavailableError`, a saturated one (429) :class:`RateLimitedError`, each with the
+GRM's ``Retry-After``; the caller fails the whole request (nothing cached) and retries later.
+Deterministic per-sample errors mark only their samples, without amplification: a sample over
+the GRM's context (413 naming it) is reported and the rest re-sent once; a chunk over the
+request budget is halved; another 4xx is isolated one sample at a time.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
 from rlmec.shared.grm_api import (
     GrmSampleInput,
     ModelCard,
@@ -42,9 +45,11 @@ R = TypeVar("R", bound=BaseModel)
 
 @dataclass(frozen=True)
 class GrmFailure:
-    """A sample the GRM answered with an error for (becomes ``unscored/grm_error``)."""
+    """A sample the GRM answered with a deterministic error for (becomes ``unscored`` with
+    ``reason``)."""
 
     message: str
+    reason: Literal["grm_error", "grm_input_too_long"] = "grm_error"
 
 
 class GrmClient:
@@ -110,11 +115,7 @@ class GrmClient:
                 ) from exc
             finally:
                 self._leave()
-        if response.status_code == 503:
-            raise ServiceUnavailableError(
-                f"the GRM at {url} is not ready (503: {_error_text(response)}); retry later",
-                code="grm_not_ready",
-            )
+        _raise_if_transient(url, response)
         return response
 
     async def model_card(self) -> ModelCard:
@@ -170,9 +171,16 @@ class GrmClient:
     ) -> list[Any]:
         size = self.batch_size
         chunks = [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
-        parts = await asyncio.gather(
-            *(self._chunk(chunk, send, response_type, path) for chunk in chunks)
-        )
+        tasks = [
+            asyncio.ensure_future(self._chunk(chunk, send, response_type, path))
+            for chunk in chunks
+        ]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one chunk hit a transient error: the request fails whole
+                task.cancel()
+            raise
         return [result for part in parts for result in part]
 
     async def _chunk(
@@ -192,15 +200,74 @@ class GrmClient:
                 msg = f"GRM {path} answered {len(results)} results for {len(chunk)} inputs"
                 return [GrmFailure(msg)] * len(chunk)
             return list(results)
+        if response.status_code == 413:
+            return await self._over_budget(chunk, response, send, response_type, path)
         if 400 <= response.status_code < 500 and len(chunk) > 1:
-            # One oversized or odd sample fails the whole chunk: retry one by one so only the
-            # culprit is marked.
+            # One odd sample fails the whole chunk: retry one by one so only it is marked.
             singles = await asyncio.gather(
                 *(self._chunk([item], send, response_type, path) for item in chunk)
             )
             return [part[0] for part in singles]
         msg = f"GRM {path} answered {response.status_code}: {_error_text(response)}"
         return [GrmFailure(msg)] * len(chunk)
+
+    async def _over_budget(
+        self,
+        chunk: list[T],
+        response: httpx.Response,
+        send: Callable[[list[T]], Awaitable[httpx.Response]],
+        response_type: type[Any],
+        path: str,
+    ) -> list[Any]:
+        """A 413 checked before any GRM work: the sample it names is over the context (marked,
+        the others re-sent once), or the chunk is over the request budget (halved)."""
+        index = _sample_index(response)
+        if index is not None and 0 <= index < len(chunk):
+            failure = GrmFailure(f"GRM {path}: {_error_text(response)}", "grm_input_too_long")
+            rest = chunk[:index] + chunk[index + 1 :]
+            done = await self._chunk(rest, send, response_type, path) if rest else []
+            return [*done[:index], failure, *done[index:]]
+        if len(chunk) > 1:
+            half = len(chunk) // 2
+            parts = await asyncio.gather(
+                self._chunk(chunk[:half], send, response_type, path),
+                self._chunk(chunk[half:], send, response_type, path),
+            )
+            return [*parts[0], *parts[1]]
+        return [GrmFailure(f"GRM {path}: {_error_text(response)}", "grm_input_too_long")]
+
+
+def _raise_if_transient(url: str, response: httpx.Response) -> None:
+    """429 and 5xx mean "later", never "this sample is bad"."""
+    status = response.status_code
+    if status != 429 and status < 500:
+        return
+    retry_after = _retry_after(response)
+    what = f"the GRM at {url} answered {status}: {_error_text(response)}"
+    if status == 429:
+        raise RateLimitedError(
+            f"{what}; it is saturated, retry later", retry_after=retry_after, code="grm_saturated"
+        )
+    raise ServiceUnavailableError(
+        f"{what}; retry later", retry_after=retry_after, code="grm_unavailable"
+    )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(1.0, float(response.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
+
+
+def _sample_index(response: httpx.Response) -> int | None:
+    """The sample a GRM 413 names (``param`` = ``samples.3``), if it names one."""
+    try:
+        param = response.json()["error"]["param"]
+        field, _, index = str(param).rpartition(".")
+        return int(index) if field else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _error_text(response: httpx.Response) -> str:

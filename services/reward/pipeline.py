@@ -26,13 +26,16 @@ from rlmec.services.reward.policy_tokenizers import PolicyTokenizer, TokenizerRe
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.usage import add_usage
-from rlmec.shared.answers import check_prediction, reference_answer
+from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_api import GrmSampleInput, RewriteInput, RewriteResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 
-# Deterministic outcomes are cached; a GRM error may not repeat, so it is not.
-CACHEABLE_REASONS = {None, "rewrite_incorrect", "grm_out_of_range", "no_reference_answer"}
+# Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded
+# machine may not repeat, so they are not.
+CACHEABLE_REASONS = {
+    None, "rewrite_incorrect", "grm_out_of_range", "no_reference_answer", "grm_input_too_long"
+}
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RewardPipeline:
         grm: GrmClient,
         cache: RewardCache,
         tokenizers: TokenizerRegistry,
+        checker: AnswerChecker,
         *,
         redis: Redis,
         prefix: str = "rlmec:reward",
@@ -58,6 +62,7 @@ class RewardPipeline:
         self.grm = grm
         self.cache = cache
         self.tokenizers = tokenizers
+        self.checker = checker
         self.redis = redis
         self.prefix = prefix
         self.max_new_tokens = max_new_tokens
@@ -135,7 +140,7 @@ class RewardPipeline:
         stages = _Stages()
         items = [Item(sample=s) for s in samples]
         t0 = time.perf_counter()
-        await asyncio.to_thread(_check_answers, items)
+        await self._check_answers(items)
         stages.add("answer_check", t0)
         await self._grm_rewrite_and_score(items, stages)
         await self._check_rewrites(items, stages)
@@ -167,29 +172,42 @@ class RewardPipeline:
             _apply_rewrite(it, rw)
         for it, sc in zip(to_score, scores, strict=True):
             if isinstance(sc, GrmFailure):
-                it.result = it.result or assemble.unscored(it, "grm_error", sc.message)
+                it.result = it.result or assemble.unscored(it, sc.reason, sc.message)
             elif it.result is None:
                 it.score = sc
 
+    async def _check_answers(self, items: list[Item]) -> None:
+        """§4 for every item, in the bounded checker (sympy may take minutes on one string)."""
+        inputs = [
+            CheckInput(
+                prediction=it.sample.prediction, task=it.sample.task,
+                reference_solution=it.sample.reference_solution,
+                reference_answer=it.sample.reference_answer,
+            )
+            for it in items
+        ]  # fmt: skip
+        for it, judged in zip(items, await self.checker.judge_many(inputs), strict=True):
+            _apply_judgement(it, judged)
+
     async def _check_rewrites(self, items: list[Item], stages: _Stages) -> None:
+        """A rewrite must reach the reference answer, or the paper drops the sample (§3.1)."""
         t0 = time.perf_counter()
         pending = [it for it in items if it.result is None and not it.correct]
-
-        def run() -> None:
-            for it in pending:
-                assert it.rewrite is not None and it.reference is not None
-                check = check_prediction(it.rewrite, it.reference, it.sample.task)
-                if not check.correct:
-                    got = check.predicted_answer
-                    what = f"answer {got!r}" if got is not None else "lack of a final answer"
-                    it.result = assemble.unscored(
-                        it,
-                        "rewrite_incorrect",
-                        f"the rewrite's {what} does not reach the reference answer "
-                        f"{it.reference!r}; the paper drops such samples (§3.1)",
-                    )
-
-        await asyncio.to_thread(run)
+        checks = await self.checker.check_many(
+            [(it.rewrite or "", it.reference or "", it.sample.task) for it in pending]
+        )
+        for it, check in zip(pending, checks, strict=True):
+            if isinstance(check, CheckFailure):
+                it.result = assemble.unscored(it, "answer_check_over_budget", check.message)
+            elif not check.correct:
+                got = check.predicted_answer
+                what = f"answer {got!r}" if got is not None else "lack of a final answer"
+                it.result = assemble.unscored(
+                    it,
+                    "rewrite_incorrect",
+                    f"the rewrite's {what} does not reach the reference answer "
+                    f"{it.reference!r}; the paper drops such samples (§3.1)",
+                )
         stages.add("answer_check", t0)
 
     async def _tokenize_rewrites(self, items: list[Item], stages: _Stages) -> None:
@@ -204,7 +222,7 @@ class RewardPipeline:
         stages.add("grm", t0)
         for it, tk in zip(pending, tokenized, strict=True):
             if isinstance(tk, GrmFailure):
-                it.result = assemble.unscored(it, "grm_error", tk.message)
+                it.result = assemble.unscored(it, tk.reason, tk.message)
             else:
                 it.rewrite_tokens = tk
 
@@ -220,25 +238,22 @@ def _grm_input(item: Item) -> GrmSampleInput:
     )
 
 
-def _check_answers(items: list[Item]) -> None:
-    """§4 for every item (in a worker thread: math-verify may take a while)."""
-    for it in items:
-        s = it.sample
-        given = s.reference_answer if s.reference_answer and s.reference_answer.strip() else None
-        it.reference = given or reference_answer(s.reference_solution, s.task)
-        if it.reference is None:
-            it.result = assemble.unscored(
-                it,
-                "no_reference_answer",
-                "no reference answer: reference_solution states none; send reference_answer",
-            )
-            continue
-        it.check = check_prediction(s.prediction, it.reference, s.task)
+def _apply_judgement(item: Item, judged: Judgement | CheckFailure) -> None:
+    if isinstance(judged, CheckFailure):
+        item.result = assemble.unscored(item, "answer_check_over_budget", judged.message)
+    elif judged.reference is None:
+        item.result = assemble.unscored(
+            item,
+            "no_reference_answer",
+            "no reference answer: reference_solution states none; send reference_answer",
+        )
+    else:
+        item.reference, item.check = judged.reference, judged.check
 
 
 def _apply_rewrite(item: Item, rw: RewriteResult | GrmFailure) -> None:
     if isinstance(rw, GrmFailure):
-        item.result = assemble.unscored(item, "grm_error", rw.message)
+        item.result = assemble.unscored(item, rw.reason, rw.message)
     elif rw.status == "out_of_range" or rw.rewrite is None:
         item.located_step = rw.located_step
         item.result = assemble.unscored(
@@ -285,6 +300,11 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
         batch_size=settings.grm_batch_size,
         max_concurrency=settings.grm_max_concurrency,
     )
+    checker = AnswerChecker(
+        workers=settings.answer_check_workers,
+        timeout_s=settings.answer_check_timeout_s,
+        memory_mib=settings.answer_check_memory_mib,
+    )
     cache = RewardCache(
         redis,
         prefix=settings.redis_prefix,
@@ -297,6 +317,7 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
             grm,
             cache,
             tokenizers,
+            checker,
             redis=redis,
             prefix=settings.redis_prefix,
             max_new_tokens=settings.grm_max_new_tokens,
@@ -305,3 +326,4 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
     finally:
         await grm.aclose()
         await redis.aclose()
+        checker.close()

@@ -123,6 +123,15 @@ class RewardSettings(BaseSettings):
         default_factory=RewardParams, description="Defaults of OpenRLHF requests."
     )
     openrlhf_task: TaskType = Field("math", description="Default task of /get_reward.")
+    answer_check_workers: int = Field(
+        2, ge=1, le=64, description="Processes that check answers (§4) off the event loop."
+    )
+    answer_check_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="A sample's answer check is stopped after this long."
+    )
+    answer_check_memory_mib: int = Field(
+        1024, ge=256, description="Address-space cap of each answer-checking process."
+    )
     lease_ttl_s: int = Field(
         900, ge=10, description="A concurrency slot frees itself after this if never released."
     )

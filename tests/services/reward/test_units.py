@@ -16,7 +16,7 @@ from rlmec.services.reward.cli import add_commands
 from rlmec.services.reward.grm_client import GrmClient, GrmFailure
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import TeamDirectory, hash_key
-from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
 from rlmec.shared.grm_api import GrmSampleInput, ScoreResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 from tests.services.reward.conftest import CORRECT, sample
@@ -168,7 +168,7 @@ async def test_grm_client_isolates_a_rejected_sample() -> None:
 async def test_grm_client_503_and_unreachable_are_service_unavailable() -> None:
     not_ready = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"message": "x"}}))
     client = GrmClient(["http://grm"], transport=not_ready)
-    with pytest.raises(ServiceUnavailableError, match="not ready"):
+    with pytest.raises(ServiceUnavailableError, match="answered 503: x; retry later"):
         await client.score_rlmec(_inputs("a"))
     await client.aclose()
 
@@ -178,6 +178,79 @@ async def test_grm_client_503_and_unreachable_are_service_unavailable() -> None:
     client = GrmClient(["http://grm:1"], transport=httpx.MockTransport(refuse))
     with pytest.raises(ServiceUnavailableError, match=r"http://grm:1/v1/score is unreachable"):
         await client.score_rlmec(_inputs("a"))
+    await client.aclose()
+
+
+def _status_grm(calls: list[int], status: int, headers: dict[str, str]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(len(json.loads(request.content)["samples"]))
+        return httpx.Response(status, headers=headers, json={"error": {"message": "busy"}})
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(429, RateLimitedError), (500, ServiceUnavailableError), (502, ServiceUnavailableError),
+     (504, ServiceUnavailableError)],
+)  # fmt: skip
+async def test_a_saturated_or_failing_grm_is_transient_and_never_split(
+    status: int, error: type[Exception]
+) -> None:
+    # A busy GRM used to become per-sample grm_error (lost samples) after re-sending every
+    # sample alone into the saturated GRM (6 requests -> 49 calls).
+    calls: list[int] = []
+    client = GrmClient(["http://grm"], batch_size=8,
+                       transport=_status_grm(calls, status, {"Retry-After": "7"}))  # fmt: skip
+    with pytest.raises(error) as raised:
+        await client.score_rlmec(_inputs("a", "b", "c", "d"))
+    assert calls == [4]  # one call, no single-sample retries
+    assert raised.value.headers["Retry-After"] == "7"  # type: ignore[attr-defined]
+    await client.aclose()
+
+
+def _context_grm(calls: list[int], too_long: set[str], budget: int) -> httpx.MockTransport:
+    """A fake GRM /v1/score checking lengths before any work, as the real one does: a sample
+    in ``too_long`` is a 413 naming it; more than ``budget`` samples a 413 for the request."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        samples = json.loads(request.content)["samples"]
+        calls.append(len(samples))
+        for i, s in enumerate(samples):
+            if s["prediction"] in too_long:
+                error = {"type": "payload_too_large", "message": f"samples[{i}] too long",
+                         "param": f"samples.{i}", "code": "context_length_exceeded"}  # fmt: skip
+                return httpx.Response(413, json={"error": error})
+        if len(samples) > budget:
+            error = {"type": "payload_too_large", "message": "over budget", "param": "samples",
+                     "code": "request_token_budget_exceeded"}  # fmt: skip
+            return httpx.Response(413, json={"error": error})
+        return httpx.Response(200, json={"model": "m", "results": [
+            _score_result(s["prediction"]) for s in samples]})  # fmt: skip
+
+    return httpx.MockTransport(handler)
+
+
+async def test_a_sample_over_the_grm_context_is_reported_without_amplification() -> None:
+    # One oversize sample in 8 used to cost a call per sample on every request (1 -> 520).
+    calls: list[int] = []
+    client = GrmClient(["http://grm"], batch_size=8,
+                       transport=_context_grm(calls, {"long"}, budget=100))  # fmt: skip
+    results = await client.score_rlmec(_inputs("a", "b", "long", "d", "e", "f", "g", "h"))
+    assert calls == [8, 7]
+    assert isinstance(results[2], GrmFailure) and results[2].reason == "grm_input_too_long"
+    assert [isinstance(r, ScoreResult) for r in results] == [True] * 2 + [False] + [True] * 5
+    assert [len(r.token_ids) for r in results if isinstance(r, ScoreResult)] == [2] * 7
+    await client.aclose()
+
+
+async def test_a_chunk_over_the_request_budget_is_halved() -> None:
+    calls: list[int] = []
+    client = GrmClient(["http://grm"], batch_size=8,
+                       transport=_context_grm(calls, set(), budget=3))  # fmt: skip
+    results = await client.score_rlmec(_inputs(*"abcdefgh"))
+    assert all(isinstance(r, ScoreResult) for r in results) and len(results) == 8
+    assert calls == [8, 4, 4, 2, 2, 2, 2]
     await client.aclose()
 
 

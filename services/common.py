@@ -1,4 +1,5 @@
-"""Plumbing both services share: the error envelope handlers and the /metrics route.
+"""Plumbing both services share: the error envelope handlers, the /metrics route, and running
+a request's work so that it is cancelled when the client goes away.
 
 Every error leaves a service as ``{"error": {"type", "message", "param", "code"}}``: domain
 errors with their own status, validation errors as 422 naming the field path, unknown
@@ -7,8 +8,11 @@ exceptions as 500 (never 400).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,9 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlmec.shared.errors import ErrorBody, ErrorEnvelope, RlmecError
+from rlmec.shared.errors import ClientDisconnectedError, ErrorBody, ErrorEnvelope, RlmecError
 
 logger = logging.getLogger("rlmec.services")
+T = TypeVar("T")
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+_DISCONNECT_POLL_S = 0.1
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": desc}
@@ -101,3 +109,32 @@ def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _watch_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
+    while not task.done():
+        if await request.is_disconnected():
+            task.cancel()
+            return
+        await asyncio.sleep(_DISCONNECT_POLL_S)
+
+
+async def run_until_disconnect(
+    request: Request, work: Awaitable[T], *, timeout_s: float | None = None
+) -> T:
+    """Run ``work`` as a task and cancel it when the client disconnects (then raise
+    :class:`ClientDisconnectedError`), so abandoned work holds no engine, slot or quota.
+    Raises ``TimeoutError`` after ``timeout_s``. Needs pure ASGI middleware only:
+    ``BaseHTTPMiddleware`` hides the disconnect from the route."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(_watch_disconnect(request, task))
+    try:
+        return await asyncio.wait_for(task, timeout_s)
+    except asyncio.CancelledError:
+        if watcher.done() and task.cancelled():
+            raise ClientDisconnectedError("client disconnected; work cancelled") from None
+        raise
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -43,6 +43,10 @@ NonEmptyText = Annotated[
     str, Field(min_length=1, max_length=MAX_TEXT_CHARS), BeforeValidator(_check_raw_text)
 ]
 
+# A log-probability: finite and at most 0 (NaN, ±Infinity or a positive value is a client bug
+# that would otherwise surface only when the trainer reads the scored batch).
+LogProb = Annotated[float, Field(le=0.0, allow_inf_nan=False)]
+
 
 class StrictModel(BaseModel):
     """Request/response base: unknown fields are errors, so typos never pass silently."""
@@ -81,7 +85,7 @@ class Sample(StrictModel):
         description="The exact policy prompt the prediction came from (online training); "
         "default: the §2.3 policy prompt built from question and task.",
     )
-    behaviour_logprobs: list[float] | None = Field(
+    behaviour_logprobs: list[LogProb] | None = Field(
         None,
         max_length=65_536,
         description="Log-probs of the prediction's policy tokens (then EOS) under the policy "

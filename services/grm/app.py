@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from rlmec.services.common import add_metrics_route, install_error_handlers
+from rlmec.services.common import ASGIApp, Scope, add_metrics_route, install_error_handlers
 from rlmec.services.grm.admission import Admission
 from rlmec.services.grm.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
@@ -25,9 +25,7 @@ from rlmec.services.grm.settings import GrmSettings
 
 logger = logging.getLogger("rlmec.services.grm")
 
-Scope = MutableMapping[str, Any]
 _ENDPOINTS = frozenset({"locate", "rewrite", "score", "tokenize", "models"})
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
 
 
 def build_engine(settings: GrmSettings) -> Engine:

@@ -4,19 +4,17 @@ work itself is :class:`GrmService`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from rlmec.services.common import ERROR_RESPONSES
+from rlmec.services.common import ERROR_RESPONSES, run_until_disconnect
 from rlmec.services.grm.admission import Admission
 from rlmec.services.grm.service import GrmService
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.errors import (
-    ClientDisconnectedError,
     RequestTimeoutError,
     RlmecError,
     ServiceUnavailableError,
@@ -34,7 +32,6 @@ from rlmec.shared.grm_api import (
 )
 
 T = TypeVar("T")
-_DISCONNECT_POLL_S = 0.1
 
 
 def get_service(request: Request) -> GrmService:
@@ -57,14 +54,6 @@ AdmissionDep = Annotated[Admission, Depends(get_admission)]
 SettingsDep = Annotated[GrmSettings, Depends(get_settings_dep)]
 
 
-async def _watch_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
-    while not task.done():
-        if await request.is_disconnected():
-            task.cancel()
-            return
-        await asyncio.sleep(_DISCONNECT_POLL_S)
-
-
 async def run_guarded(
     request: Request, admission: Admission, settings: GrmSettings, work: Awaitable[T]
 ) -> T:
@@ -75,23 +64,15 @@ async def run_guarded(
     try:
         async with admission.slot():
             started = True
-            task = asyncio.ensure_future(work)
-            watcher = asyncio.create_task(_watch_disconnect(request, task))
             try:
-                return await asyncio.wait_for(task, settings.request_timeout_s)
+                return await run_until_disconnect(
+                    request, work, timeout_s=settings.request_timeout_s
+                )
             except TimeoutError as exc:
                 raise RequestTimeoutError(
                     f"the request took longer than {settings.request_timeout_s} s; send fewer "
                     "samples per request or raise RLMEC_GRM_REQUEST_TIMEOUT_S",
                 ) from exc
-            except asyncio.CancelledError:
-                if watcher.done() and task.cancelled():
-                    raise ClientDisconnectedError("client disconnected; work cancelled") from None
-                raise
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
     except RlmecError as exc:
         service.metrics.errors.labels(exc.type).inc()
         raise

@@ -5,13 +5,14 @@ opens Redis and the scoring pipeline (GRM client, cache, policy tokenizers) onto
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from rlmec.services.common import add_metrics_route, install_error_handlers
+from rlmec.services.common import ASGIApp, Scope, add_metrics_route, install_error_handlers
 from rlmec.services.reward import rollouts
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
@@ -20,7 +21,10 @@ from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
 
-_ERROR_TYPES = {401: "auth", 403: "forbidden", 422: "invalid", 429: "rate_limited"}
+_ERROR_TYPES = {
+    401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
+    499: "client_closed", 503: "unavailable",
+}  # fmt: skip
 
 
 def _lifespan(
@@ -46,27 +50,41 @@ def _lifespan(
     return lifespan
 
 
-def _metrics_middleware(
-    metrics: RewardMetrics,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+class _RequestMetrics:
+    """Pure ASGI middleware (not ``BaseHTTPMiddleware``, which hides a client's disconnect
+    from the route): latency, requests and errors per team and route."""
+
+    def __init__(self, app: ASGIApp, metrics: RewardMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
         started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._observe(scope, status["code"], time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
         if route in ("/metrics", "/health", "/ready", "unmatched"):
-            return response
-        team = getattr(request.state, "team", "unknown")
-        status = response.status_code
-        metrics.latency.labels(team, route).observe(time.perf_counter() - started)
-        metrics.requests.labels(team, route, str(status)).inc()
+            return
+        team = scope.get("state", {}).get("team", "unknown")  # set by current_team
+        self.metrics.latency.labels(team, route).observe(seconds)
+        self.metrics.requests.labels(team, route, str(status)).inc()
         if status >= 400:
             kind = _ERROR_TYPES.get(status, "server" if status >= 500 else "client")
-            metrics.errors.labels(team, route, kind).inc()
-        return response
-
-    return observe
+            self.metrics.errors.labels(team, route, kind).inc()
 
 
 def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = None) -> FastAPI:
@@ -84,7 +102,7 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.state.metrics = metrics
     install_error_handlers(app)
     add_metrics_route(app, metrics.registry)
-    app.middleware("http")(_metrics_middleware(metrics))
+    app.add_middleware(_RequestMetrics, metrics=metrics)
     app.include_router(router)
     app.include_router(rollouts.router)
     return app

@@ -172,8 +172,7 @@ class GrmClient:
         size = self.batch_size
         chunks = [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
         tasks = [
-            asyncio.ensure_future(self._chunk(chunk, send, response_type, path))
-            for chunk in chunks
+            asyncio.ensure_future(self._chunk(chunk, send, response_type, path)) for chunk in chunks
         ]
         try:
             parts = await asyncio.gather(*tasks)

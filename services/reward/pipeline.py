@@ -34,7 +34,11 @@ from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 # Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded
 # machine may not repeat, so they are not.
 CACHEABLE_REASONS = {
-    None, "rewrite_incorrect", "grm_out_of_range", "no_reference_answer", "grm_input_too_long"
+    None,
+    "rewrite_incorrect",
+    "grm_out_of_range",
+    "no_reference_answer",
+    "grm_input_too_long",
 }
 
 

@@ -2,6 +2,9 @@
 
 Rate limit: a fixed window per team counting *samples*; a request that would pass the limit
 is refused whole (nothing is counted) with the seconds left in the window as ``Retry-After``.
+A batch bigger than the whole limit can never pass: 413, not a 429 to retry. Quota is charged
+for work done: a request that fails transiently (GRM or Redis down, 5xx, client gone) gets its
+samples back.
 Concurrency: a sorted set of lease ids scored by their expiry time; a request takes a lease if
 fewer than ``max_concurrency`` unexpired leases exist and gives it back when done. A replica
 that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. Both checks are Lua
@@ -10,8 +13,10 @@ scripts, atomic on the server, and use the server clock so replicas need no sync
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
@@ -19,7 +24,13 @@ from redis.asyncio import Redis
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.teams import Team
 from rlmec.services.reward.usage import add_usage
-from rlmec.shared.errors import RateLimitedError
+from rlmec.shared.errors import (
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    RetryableError,
+    RlmecError,
+)
 
 _RATE_LUA = """
 local n = tonumber(ARGV[1])
@@ -49,6 +60,12 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 1000)
 return {1, held + 1}
 """
 
+_REFUND_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used <= 0 then return 0 end
+return redis.call('DECRBY', KEYS[1], math.min(used, tonumber(ARGV[1])))
+"""
+
 
 class QuotaGate:
     def __init__(self, redis: Redis, *, prefix: str, lease_ttl_s: int) -> None:
@@ -57,19 +74,26 @@ class QuotaGate:
         self.lease_ttl_s = lease_ttl_s
         self._rate = redis.register_script(_RATE_LUA)
         self._lease = redis.register_script(_LEASE_LUA)
+        self._refund = redis.register_script(_REFUND_LUA)
+
+    def _rate_key(self, team: Team) -> str:
+        return f"{self.prefix}:rate:{team.name}"
+
+    def _slots_key(self, team: Team) -> str:
+        return f"{self.prefix}:inflight:{team.name}"
 
     async def charge(self, team: Team, samples: int) -> None:
         """Count ``samples`` against the team's window or raise 429."""
         if samples > team.rate_limit:
-            raise RateLimitedError(
-                f"a batch of {samples} samples exceeds team {team.name!r}'s rate limit of "
-                f"{team.rate_limit} samples per {team.rate_window_s} s; split the batch",
-                retry_after=team.rate_window_s,
+            raise PayloadTooLargeError(
+                f"a batch of {samples} samples can never fit team {team.name!r}'s rate limit of "
+                f"{team.rate_limit} samples per {team.rate_window_s} s; split it into batches "
+                f"of at most {team.rate_limit}",
+                param="samples",
                 code="batch_over_rate_limit",
             )
-        key = f"{self.prefix}:rate:{team.name}"
         ok, used, ttl_ms = await self._rate(
-            keys=[key], args=[samples, team.rate_limit, team.rate_window_s]
+            keys=[self._rate_key(team)], args=[samples, team.rate_limit, team.rate_window_s]
         )
         if not ok:
             raise RateLimitedError(
@@ -79,13 +103,15 @@ class QuotaGate:
                 code="rate_limit",
             )
 
-    @asynccontextmanager
-    async def slot(self, team: Team) -> AsyncIterator[None]:
-        """Hold one of the team's concurrency slots for the body, or raise 429."""
-        key = f"{self.prefix}:inflight:{team.name}"
+    async def refund(self, team: Team, samples: int) -> None:
+        """Give back ``samples`` charged for work that was not done (never below 0)."""
+        await self._refund(keys=[self._rate_key(team)], args=[samples])
+
+    async def acquire(self, team: Team) -> str:
+        """Take one of the team's concurrency slots (a lease id), or raise 429."""
         lease = uuid.uuid4().hex
         ok, held = await self._lease(
-            keys=[key], args=[lease, team.max_concurrency, self.lease_ttl_s]
+            keys=[self._slots_key(team)], args=[lease, team.max_concurrency, self.lease_ttl_s]
         )
         if not ok:
             raise RateLimitedError(
@@ -94,22 +120,55 @@ class QuotaGate:
                 retry_after=1.0,
                 code="concurrency_limit",
             )
-        try:
-            yield
-        finally:
-            await self.redis.zrem(key, lease)
+        return lease
+
+    async def release(self, team: Team, lease: str) -> None:
+        await self.redis.zrem(self._slots_key(team), lease)
+
+
+def _work_not_done(exc: BaseException) -> bool:
+    """Transient failures and cancellation did no work the team should pay for; a 4xx of
+    the request's own making (bad input) did."""
+    if isinstance(exc, RetryableError | ClientDisconnectedError):
+        return True
+    if isinstance(exc, RlmecError):
+        return exc.status_code >= 500
+    return True
 
 
 @asynccontextmanager
 async def admit(gate: QuotaGate, team: Team, samples: int) -> AsyncIterator[None]:
     """A concurrency slot and ``samples`` charged to the team's window for the body; a 429
-    also counts in the team's usage (``rate_limited``). Redis down is a 503."""
+    also counts in the team's usage (``rate_limited``). Redis down is a 503. The slot is freed
+    as soon as the body ends, cancelled or not; transient failures are refunded."""
     async with redis_guard(gate.redis):
-        try:
-            async with gate.slot(team):
-                await gate.charge(team, samples)
-                await add_usage(gate.redis, gate.prefix, team.name, {"requests": 1})
-                yield
-        except RateLimitedError:
-            await add_usage(gate.redis, gate.prefix, team.name, {"rate_limited": 1})
-            raise
+        lease = await _admit(gate, team, samples)
+    try:
+        yield
+    except BaseException as exc:
+        if _work_not_done(exc):
+            await _quietly(gate.refund(team, samples))
+        raise
+    finally:
+        await _quietly(gate.release(team, lease))
+
+
+async def _admit(gate: QuotaGate, team: Team, samples: int) -> str:
+    lease: str | None = None
+    try:
+        lease = await gate.acquire(team)
+        await gate.charge(team, samples)
+    except (RateLimitedError, PayloadTooLargeError):
+        if lease is not None:
+            await gate.release(team, lease)
+        await add_usage(gate.redis, gate.prefix, team.name, {"rate_limited": 1})
+        raise
+    await add_usage(gate.redis, gate.prefix, team.name, {"requests": 1})
+    return lease
+
+
+async def _quietly(step: Awaitable[None]) -> None:
+    """Best-effort bookkeeping on the way out (shielded from a cancelled request): with Redis
+    down the lease expires by itself after ``lease_ttl_s``."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(step)

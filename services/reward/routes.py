@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from rlmec.services.common import ERROR_RESPONSES, error_response
+from rlmec.services.common import ERROR_RESPONSES, error_response, run_until_disconnect
 from rlmec.services.reward import openrlhf
 from rlmec.services.reward.deps import (
     MetricsDep,
@@ -39,6 +39,7 @@ READY_TIMEOUT_S = 5.0
 @router.post("/v1/token-rewards", response_model=TokenRewardsResponse, responses=_RESPONSES)
 async def token_rewards(
     body: TokenRewardsRequest,
+    request: Request,
     team: TeamDep,
     pipeline: PipelineDep,
     quotas: QuotaDep,
@@ -47,9 +48,10 @@ async def token_rewards(
     """Score a batch: token rewards (§3.1), imitation weights (§3.3), spans and, with
     ``policy_tokenizer``, the projection onto the policy's tokens (§6)."""
     async with admit(quotas, team, len(body.samples)):
-        results = await pipeline.score(
+        work = pipeline.score(
             body.samples, body.params, policy_tokenizer=body.policy_tokenizer, team=team.name
         )
+        results = await run_until_disconnect(request, work)
     metrics.record_results(team.name, results)
     return TokenRewardsResponse(results=results, grm=await pipeline.grm_info())
 
@@ -57,6 +59,7 @@ async def token_rewards(
 @router.post("/get_reward", response_model=GetRewardResponse, responses=_RESPONSES)
 async def get_reward(
     body: GetRewardRequest,
+    request: Request,
     team: TeamDep,
     pipeline: PipelineDep,
     quotas: QuotaDep,
@@ -74,7 +77,8 @@ async def get_reward(
     scored: list[ScoredSample] = []
     async with admit(quotas, team, len(body.query)):
         if todo:
-            scored = await pipeline.score(todo, settings.reward_params, team=team.name)
+            work = pipeline.score(todo, settings.reward_params, team=team.name)
+            scored = await run_until_disconnect(request, work)
     metrics.record_results(team.name, scored)
     by_sample = dict(zip((id(s) for s in todo), scored, strict=True))
     return openrlhf.to_response([by_sample[id(s)] if s is not None else None for s in samples])

@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
+from rlmec.shared.errors import RetryableError
 from rlmec.shared.queue import (
     WORKER_GROUP,
     RolloutBatch,
@@ -54,8 +54,7 @@ T = TypeVar("T")
 # Failures that say "a dependency is down", not "this batch is bad": they do not count toward
 # max_attempts, so a GRM or Redis outage never dead-letters healthy batches.
 TRANSIENT: tuple[type[BaseException], ...] = (
-    ServiceUnavailableError,
-    RateLimitedError,
+    RetryableError,
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -144,7 +143,8 @@ class RewardWorker:
             self.stats.skipped += 1
             return
         try:
-            results = await asyncio.wait_for(self.scorer(d.batch), self.config.score_timeout_s)
+            async with self._heartbeat(consumer, d):
+                results = await asyncio.wait_for(self.scorer(d.batch), self.config.score_timeout_s)
             if len(results) != len(d.batch.samples):
                 raise ValueError(
                     f"the scorer returned {len(results)} results for {len(d.batch.samples)} samples"
@@ -167,6 +167,33 @@ class RewardWorker:
             self.stats.skipped += 1
         else:
             self.stats.scored += 1
+
+    @asynccontextmanager
+    async def _heartbeat(
+        self, consumer: RolloutConsumer, d: RolloutDelivery
+    ) -> AsyncIterator[None]:
+        """Extend the claim every third of ``claim_idle_ms`` while the body scores the batch:
+        a batch that takes longer than the claim window is still this worker's, never scored
+        twice or dead-lettered as "worker died"."""
+        period = self.config.claim_idle_ms / 3000
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    if not await consumer.extend(d):
+                        logger.warning("batch %s: claimed by another worker", d.batch_id)
+                        return
+                except _REDIS_DOWN as exc:  # the next beat tries again
+                    logger.warning("batch %s: heartbeat failed: %s", d.batch_id, exc)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def _persist(self, stop: asyncio.Event, write: Callable[[], Awaitable[T]]) -> T | None:
         """Retry a Redis write through an outage: the scripts are idempotent (a batch already

@@ -13,7 +13,7 @@ import redis.asyncio
 from rlmec.shared.queue.keys import _TEAM_RE, TEAMS_KEY, WORKER_GROUP, keys_for
 from rlmec.shared.queue.models import QueueLimits, RolloutBatch, ScoredBatch
 from rlmec.shared.queue.replies import _fields, _s, _stream_entries
-from rlmec.shared.queue.scripts import _BEGIN, _COMPLETE, _DEAD, _RETRY, _TRIM
+from rlmec.shared.queue.scripts import _BEGIN, _COMPLETE, _DEAD, _EXTEND, _RETRY, _TRIM
 from rlmec.shared.schemas import ScoredSample
 
 
@@ -83,6 +83,7 @@ class RolloutConsumer:
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
         self._dead = client.register_script(_DEAD)
+        self._extend = client.register_script(_EXTEND)
         self._retry = client.register_script(_RETRY)
         self._trim = client.register_script(_TRIM)
 
@@ -183,6 +184,12 @@ class RolloutConsumer:
             await self.dead_letter(d, f"gave up after {attempts - 1} attempts: {why}", attempts - 1)
             return None
         return attempts
+
+    async def extend(self, d: RolloutDelivery) -> bool:
+        """Keep the batch claimed while it is being scored (call well within
+        ``claim_idle_ms``); False when another consumer has taken it over."""
+        stream = keys_for(d.team).rollouts
+        return bool(await self._extend(keys=[stream], args=[self.group, d.entry_id, self.consumer]))
 
     async def complete(
         self, d: RolloutDelivery, results: Sequence[ScoredSample], attempts: int

@@ -115,3 +115,13 @@ for _, g in ipairs(groups) do
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', best_ms, best_seq))
 """
+
+# A worker's heartbeat on a batch it is scoring: reset the entry's idle time (XCLAIM JUSTID
+# does not count a delivery) so no other worker claims it, but only while this consumer still
+# owns it. Returns 0 when the entry is gone or owned by another consumer.
+_EXTEND = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""

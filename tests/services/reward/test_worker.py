@@ -140,6 +140,26 @@ def test_kill_9_mid_batch_loses_nothing(redis_url: str, workers: Workers) -> Non
     client.close()
 
 
+def test_batches_slower_than_the_claim_window_are_scored_once(
+    redis_url: str, workers: Workers
+) -> None:
+    # Scoring takes 4x the 500 ms claim window: without a heartbeat the other workers claimed
+    # each batch, scored it again and finally dead-lettered it as "worker died".
+    client = redis.Redis.from_url(redis_url)
+    queue = RolloutQueue(client)
+    ids = push_many(queue, "slow", n=6, size=2)
+    for name in ("H1", "H2", "H3"):
+        workers.start(name, delay=2.0, extra=("--max-attempts", "2"))
+    wait_for(lambda: states(queue, ids) == ["scored"] * 6, "every slow batch", timeout=60)
+    seen = drain(ScoredBatchReader(client, "alpha"), n_batches=6)
+    assert sorted(seen) == sorted(f"slow{i}-{j}" for i in range(6) for j in range(2))
+    assert all(
+        s is not None and s.attempts == 1 for s in map(lambda b: queue.status("alpha", b), ids)
+    )
+    assert dead_letters(client, "alpha") == []
+    client.close()
+
+
 def test_workers_reconnect_after_redis_restart(workers: Workers) -> None:
     with LocalRedis(appendonly=True) as server:
         workers.url = server.url

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,17 @@ def save_checkpoint(
     newest ``keep`` checkpoints."""
     root = checkpoint_root(output_dir)
     tag = f"{TAG_PREFIX}{step}"
-    engine.save_checkpoint(str(root), tag=tag, client_state={"rlmec": trainer_state})
+    # ``latest`` is written by us, atomically and only once every rank's shards are on disk:
+    # a kill mid-save leaves the previous checkpoint as the one to resume from.
+    engine.save_checkpoint(
+        str(root), tag=tag, client_state={"rlmec": trainer_state}, save_latest=False
+    )
+    dist.barrier()
     if dist.get_rank() == 0:
         (root / tag / "rlmec_state.json").write_text(json.dumps(trainer_state, indent=1))
+        tmp = root / "latest.tmp"
+        tmp.write_text(tag)
+        os.replace(tmp, root / "latest")
         tags = sorted(
             (p for p in root.glob(f"{TAG_PREFIX}*") if p.is_dir()),
             key=lambda p: int(p.name[len(TAG_PREFIX) :]),

@@ -63,9 +63,10 @@ class OnlineConfig(_Section):
         600.0, gt=0, description="Stop (after a final checkpoint) when no data came this long."
     )
     ack_after: Literal["step", "checkpoint"] = Field(
-        "step",
-        description="Acknowledge deliveries after the optimizer step that used them, or only "
-        "once a checkpoint holding that step is written (exactly-once across crashes).",
+        "checkpoint",
+        description="Acknowledge deliveries only once a checkpoint holding the step that used "
+        "them is written (default: exactly-once across crashes), or right after the optimizer "
+        "step ('step': a crash loses the batches applied since the last checkpoint).",
     )
 
 
@@ -108,6 +109,11 @@ class EngineConfig(_Section):
     )
 
 
+# Online, acknowledgements wait for a checkpoint: without a period the team's scored bound
+# would fill up and stall the pushers until training ends.
+ONLINE_SAVE_EVERY_STEPS = 10
+
+
 class TrainConfig(_Section):
     model: PathStr = Field(description="Local HF model directory of the initial policy.")
     output_dir: PathStr = Field(description="Checkpoints, TensorBoard logs and final/ go here.")
@@ -116,10 +122,23 @@ class TrainConfig(_Section):
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    save_every_steps: int = Field(0, ge=0, description="Checkpoint period; 0 = only at the end.")
+    save_every_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Checkpoint period; 0 = only at the end. Default: 0 offline; online with "
+        f"ack_after=checkpoint {ONLINE_SAVE_EVERY_STEPS} (acks wait for checkpoints).",
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir.")
     log_every_steps: int = Field(1, ge=1, description="Console/TensorBoard period.")
+
+    @model_validator(mode="after")
+    def _default_save_period(self) -> TrainConfig:
+        if self.save_every_steps is None:
+            online = self.data.online
+            acks_wait = self.data.mode == "online" and online and online.ack_after == "checkpoint"
+            self.save_every_steps = ONLINE_SAVE_EVERY_STEPS if acks_wait else 0
+        return self
 
     @model_validator(mode="after")
     def _online_needs_steps(self) -> TrainConfig:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,6 +298,22 @@ class _Reporter:
             self.writer.close()
 
 
+def _checkpoint(engine: Any, cfg: TrainConfig, step: int, source: StepSource) -> None:
+    """Save, then tell the source (which acknowledges what the checkpoint holds)."""
+    state = {"step": step, "data": source.state()}
+    save_checkpoint(engine, cfg.output_dir, step, state, keep=cfg.keep_checkpoints)
+    failpoint("before_ack", step)
+    source.after_checkpoint()
+    failpoint("after_ack", step)
+
+
+def failpoint(name: str, step: int) -> None:
+    """Crash-test hook: ``RLMEC_TRAINER_FAILPOINT=after_step:3`` kills the process with
+    SIGKILL at that point (tests of exactly-once delivery across ``kill -9``)."""
+    if os.environ.get("RLMEC_TRAINER_FAILPOINT") == f"{name}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the whole recipe; returns the metrics of the steps this call ran."""
     rank, world, device = init_process_group()
@@ -318,35 +336,23 @@ def train(cfg: TrainConfig) -> TrainResult:
         while step < total and (micro := source.next_step(step)) is not None:
             t0 = time.perf_counter()
             lr = float(engine.get_lr()[0])
+            failpoint("before_step", step + 1)
             sums = train_step(
                 engine, micro, cfg, reference=reference, pad_id=tokenizer.pad_token_id, world=world
             )
             source.after_step()
             step += 1
+            failpoint("after_step", step)
             m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0)
             result.history.append(m)
             reporter.report(m)
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
-                save_checkpoint(
-                    engine,
-                    cfg.output_dir,
-                    step,
-                    {"step": step, "data": source.state()},
-                    keep=cfg.keep_checkpoints,
-                )
-                source.after_checkpoint()
+                _checkpoint(engine, cfg, step, source)
                 saved = step
     finally:
         reporter.close()
     if step > saved:
-        save_checkpoint(
-            engine,
-            cfg.output_dir,
-            step,
-            {"step": step, "data": source.state()},
-            keep=cfg.keep_checkpoints,
-        )
-        source.after_checkpoint()
+        _checkpoint(engine, cfg, step, source)
     result.steps = step
     result.final_dir = save_final(
         engine, tokenizer, Path(cfg.output_dir) / "final", zero_stage=cfg.engine.zero_stage

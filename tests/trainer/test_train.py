@@ -170,6 +170,61 @@ def test_online_training_acks_after_the_step_and_skips_applied_batches(
     assert client.xpending(keys.scored, "trainer")["pending"] == 0
 
 
+def _run_trainer(cfg_path: Path, failpoint: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RLMEC_TRAINER_FAILPOINT"}
+    if failpoint:
+        env["RLMEC_TRAINER_FAILPOINT"] = failpoint
+    cmd = [sys.executable, "-m", "rlmec", "train", "--config", str(cfg_path)]
+    return subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_online_default_applies_every_batch_once_across_kill_9(
+    tiny_model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    # With the old default (ack_after=step) a kill between checkpoints lost the batches it
+    # had acknowledged: 3 of 30 in the attack. The default now acks only what a checkpoint
+    # holds, and the checkpoint remembers which batches it applied.
+    import redis
+    from transformers import AutoTokenizer
+
+    from rlmec.shared.queue import keys_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    client = redis.Redis.from_url(redis_url)
+    for b in range(8):
+        pair = [scored_sample(tokenizer, 2 * b), scored_sample(tokenizer, 2 * b + 1)]
+        _push_scored(client, "team-k", f"batch-{b}", pair)
+    online = {"redis_url": redis_url, "team": "team-k", "block_ms": 100, "idle_timeout_s": 3}
+    sections: dict[str, Any] = {
+        "data": {"mode": "online", "online": online},
+        "optim": {"max_steps": 8, "global_batch_size": 2, "micro_batch_size": 2},
+        "save_every_steps": 3,
+    }
+    cfg = make_config(tiny_model_dir, tmp_path / "run", None, **sections)
+    assert cfg.data.online is not None and cfg.data.online.ack_after == "checkpoint"
+    cfg_path = tmp_path / "online.json"
+    cfg_path.write_text(cfg.model_dump_json())
+
+    # Killed between checkpoints, after a checkpoint but before its acks, in the middle of a
+    # step (batch fetched, not trained), and right after the acks.
+    for point in ("after_step:2", "before_ack:3", "before_step:5", "after_ack:6"):
+        killed = _run_trainer(cfg_path, point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+    done = _run_trainer(cfg_path, None)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    root = tmp_path / "run" / "checkpoints"
+    assert (root / "latest").read_text() == "step-8"
+    state = json.loads((root / "step-8" / "rlmec_state.json").read_text())
+    assert state["step"] == 8  # 8 batches, one step each: none applied twice, none lost
+    assert sorted(state["data"]["applied_batch_ids"]) == [f"batch-{b}" for b in range(8)]
+    assert client.xpending(keys_for("team-k").scored, "trainer")["pending"] == 0
+
+
 # --- several ranks ------------------------------------------------------------------------
 
 

@@ -15,22 +15,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA_DIR = Path(
-    os.environ.get("RLMEC_DATA_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rlmec-benchmarks"
-)
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The benchmark data handed to the project (../shared/data/rlmec-benchmarks)."""
-    if not DATA_DIR.exists():
-        pytest.fail(
-            f"benchmark data not found at {DATA_DIR}; clone the repo beside shared/ or set "
-            "RLMEC_DATA_DIR to the rlmec-benchmarks folder"
-        )
-    return DATA_DIR
-
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:

@@ -7,16 +7,14 @@ own answer, plus a policy-style restatement and a wrong answer that must not mat
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.report import machine, replace_section, today
+from rlmec.data.tasks import raw_rows
 from rlmec.shared.answers import check_prediction, reference_answer
 from rlmec.shared.prompts import TaskType
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "rlmec-benchmarks"
 HEADING = "answer checking (agreement on reference solutions)"
 # (file, task, solution field, answer field or None = the solution's own stated answer)
 SETS: list[tuple[str, TaskType, str, str | None]] = [
@@ -30,8 +28,7 @@ SETS: list[tuple[str, TaskType, str, str | None]] = [
 
 
 def _rows(name: str) -> list[dict[str, Any]]:
-    with (DATA_DIR / f"{name}.jsonl").open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return raw_rows(name)
 
 
 def _restated(solution: str, answer: str, task: TaskType) -> str:

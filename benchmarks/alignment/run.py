@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import random
 import sys
 import time
@@ -23,9 +22,9 @@ import Levenshtein
 
 from benchmarks.alignment.baseline import dp_imitation_weights
 from benchmarks.report import machine, replace_section, today
+from rlmec.data.tasks import raw_rows
 from rlmec.shared.alignment import imitation_weights
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "rlmec-benchmarks"
 SMOLLM2_DIR = Path.home() / ".cache" / "rlmec" / "models" / "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET_RATIO = 200.0
@@ -45,11 +44,9 @@ def load_tokenizer() -> tuple[Any, str]:
     return AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF), f"{SMOLLM2_GGUF} (GGUF)"
 
 
-def load_solutions(data_dir: Path) -> list[str]:
-    with (data_dir / "gsm8k_test.jsonl").open(encoding="utf-8") as f:
-        gsm8k = [json.loads(line)["answer"] for line in f]
-    with (data_dir / "math_test.jsonl").open(encoding="utf-8") as f:
-        math = [json.loads(line)["solution"] for line in f]
+def load_solutions() -> list[str]:
+    gsm8k = [row["answer"] for row in raw_rows("gsm8k_test")]
+    math = [row["solution"] for row in raw_rows("math_test")]
     return gsm8k + math
 
 
@@ -89,7 +86,7 @@ def script_cost(pred: list[int], rewrite: list[int]) -> int:
 def run(n_pairs: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     tokenizer, tokenizer_name = load_tokenizer()
-    solutions = load_solutions(DATA_DIR)
+    solutions = load_solutions()
     encoded = tokenizer(solutions, add_special_tokens=False)["input_ids"]
     token_lists = [ids for ids in encoded if ids]
     pairs = make_pairs(token_lists, n_pairs, rng)

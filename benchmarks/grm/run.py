@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -24,14 +23,14 @@ from typing import Any
 import httpx
 
 from benchmarks.report import replace_section
+from rlmec.data.tasks import raw_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_test.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
 
 
 def load_samples(n: int) -> list[dict[str, str]]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:n]]
+    rows = raw_rows("gsm8k_test")[:n]
     # A correct prediction: the reference solution itself, so lengths are real GSM8K lengths.
     return [
         {"question": r["question"], "reference_solution": r["answer"], "prediction": r["answer"]}

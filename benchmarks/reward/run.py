@@ -36,16 +36,16 @@ from typing import Any
 import httpx
 
 from benchmarks.report import replace_section
+from rlmec.data.tasks import raw_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_test.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
 KEY = "bench-key-0123456789"
 _FINAL = re.compile(r"#### *(-?\d[\d,]*)\s*$")
 
 
 def load_samples(n: int, *, given_rewrite: bool) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:n]]
+    rows = raw_rows("gsm8k_test")[:n]
     out: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         sample: dict[str, Any] = {

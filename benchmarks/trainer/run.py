@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import replace_section
+from rlmec.data.tasks import raw_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "rlmec-benchmarks" / "gsm8k_train.jsonl"
 SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
 TARGET = 1.10
 
@@ -46,8 +46,7 @@ def gsm8k_records(tokenizer: Any, n: int) -> list[dict[str, Any]]:
     from rlmec.shared.alignment import edit_flags, imitation_weights
 
     out = []
-    for line in DATA.read_text().splitlines()[:n]:
-        row = json.loads(line)
+    for row in raw_rows("gsm8k_train")[:n]:
         solution = re.sub(r"<<[^>]*>>", "", row["answer"])
         body, _, answer = solution.rpartition("\n#### ")
         right = f"{body}\nThe answer is: {answer}"

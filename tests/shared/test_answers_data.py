@@ -1,4 +1,4 @@
-"""The answer checker on the real benchmark rows (../shared/data/rlmec-benchmarks): every
+"""The answer checker on the real benchmark rows (the repository's datasets/): every
 reference solution must be judged correct against its own answer, a policy-style restatement
 (`The answer is: X`) must be too, and perturbed answers must never match.
 
@@ -9,13 +9,12 @@ letting a box after the last marker win.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rlmec.data.tasks import raw_rows
 from rlmec.shared.answers import (
     _to_number,
     answers_match,
@@ -28,14 +27,13 @@ from rlmec.shared.prompts import TaskType
 QA_SETS = ["ecqa_test", "qasc_test", "openbookqa_test", "arc_easy_test"]
 
 
-def _rows(data_dir: Path, name: str) -> list[dict[str, Any]]:
-    with (data_dir / f"{name}.jsonl").open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+def _rows(name: str) -> list[dict[str, Any]]:
+    return raw_rows(name)
 
 
-def _solutions(data_dir: Path, name: str) -> tuple[TaskType, list[tuple[str, str]]]:
+def _solutions(name: str) -> tuple[TaskType, list[tuple[str, str]]]:
     """(solution, its own answer) pairs: GSM8K's `####`, MATH's box, the QA `answer` field."""
-    rows = _rows(data_dir, name)
+    rows = _rows(name)
     if name == "gsm8k_test":
         pairs = [(r["answer"], r["answer"].split("####")[-1].strip()) for r in rows]
         return "math", pairs
@@ -58,10 +56,8 @@ def _agreement(task: TaskType, pairs: list[tuple[str, str]]) -> tuple[float, lis
     ("name", "rows"),
     [("gsm8k_test", 1319), ("math_test", 5000)] + [(n, None) for n in QA_SETS],
 )
-def test_every_reference_solution_matches_its_own_answer(
-    data_dir: Path, name: str, rows: int | None
-) -> None:
-    task, pairs = _solutions(data_dir, name)
+def test_every_reference_solution_matches_its_own_answer(name: str, rows: int | None) -> None:
+    task, pairs = _solutions(name)
     if rows is not None:
         assert len(pairs) == rows
     assert all(answer for _, answer in pairs), "every row must carry a reference answer"
@@ -75,8 +71,8 @@ def _policy_style(solution: str, answer: str) -> str:
     return f"{body}\nThe answer is: {answer}"
 
 
-def test_gsm8k_policy_style_and_perturbed_answers(data_dir: Path) -> None:
-    _, pairs = _solutions(data_dir, "gsm8k_test")
+def test_gsm8k_policy_style_and_perturbed_answers() -> None:
+    _, pairs = _solutions("gsm8k_test")
     for solution, answer in pairs:
         value = float(answer.replace(",", ""))
         assert check_prediction(_policy_style(solution, answer), answer, "math").correct
@@ -86,8 +82,8 @@ def test_gsm8k_policy_style_and_perturbed_answers(data_dir: Path) -> None:
         assert not check_prediction(wrong, answer, "math").correct, answer
 
 
-def test_math_numeric_answers_survive_restatement_and_not_perturbation(data_dir: Path) -> None:
-    _, pairs = _solutions(data_dir, "math_test")
+def test_math_numeric_answers_survive_restatement_and_not_perturbation() -> None:
+    _, pairs = _solutions("math_test")
     numeric = [(answer, _to_number(answer)) for _, answer in pairs]
     numeric = [(a, v) for a, v in numeric if v is not None]
     assert len(numeric) > 2500  # most MATH answers are plain numbers or fractions
@@ -97,17 +93,17 @@ def test_math_numeric_answers_survive_restatement_and_not_perturbation(data_dir:
         assert not answers_match(f"{value + 0.01:.6f}", answer, "math"), answer
 
 
-def test_math_answers_restated_after_the_marker(data_dir: Path) -> None:
+def test_math_answers_restated_after_the_marker() -> None:
     """Strip the box and restate the answer as the policy would: `The answer is: $X$`."""
-    _, pairs = _solutions(data_dir, "math_test")
+    _, pairs = _solutions("math_test")
     for solution, answer in pairs[:1000]:
         unboxed = re.sub(r"\\boxed", "", solution)
         assert check_prediction(f"{unboxed}\nThe answer is: ${answer}$", answer, "math").correct
 
 
 @pytest.mark.parametrize("name", QA_SETS)
-def test_qa_other_options_never_match(data_dir: Path, name: str) -> None:
-    for row in _rows(data_dir, name):
+def test_qa_other_options_never_match(name: str) -> None:
+    for row in _rows(name):
         options = row["problem"].split("\nOptions:\n", 1)[1].split("\n")
         norm = row["answer"].casefold().rstrip(".").strip()
         for option in options:
@@ -119,8 +115,8 @@ def test_qa_other_options_never_match(data_dir: Path, name: str) -> None:
         assert check_prediction(shouted, row["answer"], "qa").correct
 
 
-def test_svamp_float_answers(data_dir: Path) -> None:
-    rows = json.loads((data_dir / "svamp.json").read_text(encoding="utf-8"))
+def test_svamp_float_answers() -> None:
+    rows = raw_rows("svamp")
     for row in rows:
         value = float(row["Answer"])
         shown = int(value) if value.is_integer() else value

@@ -23,8 +23,8 @@ from rlmec.services.reward.worker import RewardWorker, WorkerConfig, pipeline_sc
 from rlmec.shared.queue import RolloutQueue, ScoredBatch, keys_for
 from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import Sample
-from tests.services.reward.conftest import CORRECT, WRONG, auth, reward_settings, sample
 from tests.servers import serve_app
+from tests.services.reward.conftest import CORRECT, WRONG, auth, reward_settings, sample
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,1 @@
+"""Data: the benchmark and training sets shipped with the repository (``tasks``)."""

@@ -39,10 +39,10 @@ def load_samples(n: int) -> list[dict[str, str]]:
 
 
 async def in_process(settings: Any, samples: list[dict[str, str]]) -> dict[str, float]:
-    from rlmec.services.grm.app import build_engine
+    from rlmec.inference import create_engine
     from rlmec.services.grm.service import GrmService
 
-    engine = build_engine(settings)
+    engine = create_engine(settings)
     await engine.start()
     try:
         service = GrmService(engine, max_request_tokens=10**9)

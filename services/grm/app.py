@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from rlmec.inference import create_engine
+from rlmec.inference.engine import Engine
 from rlmec.services.common import ASGIApp, Scope, add_metrics_route, install_error_handlers
 from rlmec.services.grm.admission import Admission
-from rlmec.services.grm.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.services.grm.routes import router
 from rlmec.services.grm.service import GrmService
@@ -28,21 +29,6 @@ logger = logging.getLogger("rlmec.services.grm")
 _ENDPOINTS = frozenset({"locate", "rewrite", "score", "tokenize", "models"})
 
 
-def build_engine(settings: GrmSettings) -> Engine:
-    """The engine named by ``settings.engine``; heavy imports happen only for that one."""
-    if settings.engine == "vllm":
-        from rlmec.services.grm.vllm_engine import VllmEngine
-
-        return VllmEngine(settings)
-    if settings.engine == "remote":
-        from rlmec.services.grm.remote_engine import RemoteEngine
-
-        return RemoteEngine(settings)
-    from rlmec.services.grm.hf_engine import HfEngine
-
-    return HfEngine(settings)
-
-
 def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAPI:
     """The GRM HTTP app. ``engine`` (tests, custom runtimes) replaces the one the settings
     name; either way the app's lifespan starts and closes it."""
@@ -50,7 +36,7 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = engine if engine is not None else build_engine(settings)
+        runtime = engine if engine is not None else create_engine(settings)
         admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests)
         app.state.admission = admission
         await runtime.start()

@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from rlmec.services.grm.engine import Engine
+from rlmec.inference.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.shared import prompts
 from rlmec.shared.errors import InvalidRequestError, PayloadTooLargeError

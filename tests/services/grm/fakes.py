@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlmec.services.grm.engine import EngineInfo, Generation, load_tokenizer
+from rlmec.inference.engine import EngineInfo, Generation, load_tokenizer
 
 
 class ScriptedEngine:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rlmec.inference.remote_engine import RemoteEngine
 from rlmec.services.grm.app import create_app
-from rlmec.services.grm.remote_engine import RemoteEngine
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.redis_server import free_port
 from tests.servers import serve_app
@@ -147,4 +147,4 @@ def test_remote_all_upstreams_down_is_503(tiny_model_dir: Path) -> None:
         resp = httpx.post(f"{url}/v1/score", json={"items": ITEMS[:1]})
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "upstream_unavailable"
-    assert "RLMEC_GRM_UPSTREAMS" in resp.json()["error"]["message"]
+    assert "check the upstream URLs" in resp.json()["error"]["message"]

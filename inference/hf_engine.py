@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlmec.services.grm.engine import (
+from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
@@ -26,7 +26,7 @@ from rlmec.services.grm.engine import (
     load_tokenizer,
     model_revision,
 )
-from rlmec.services.grm.settings import GrmSettings
+from rlmec.inference.settings import EngineSettings
 from rlmec.shared.errors import ServiceUnavailableError
 
 # Configs whose logits are not simply lm_head(last hidden state): score them from full logits.
@@ -51,7 +51,7 @@ class _Job:
 class HfEngine(LoadedEngine):
     name = "hf"
 
-    def __init__(self, settings: GrmSettings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self._settings = settings
         self._dir = check_model_dir(settings.model)
         self._pending: collections.deque[_Job] = collections.deque()
@@ -109,7 +109,7 @@ class HfEngine(LoadedEngine):
         while self._pending:
             job = self._pending.popleft()
             if not job.future.done():
-                job.future.set_exception(ServiceUnavailableError("the GRM engine is shutting down"))
+                job.future.set_exception(ServiceUnavailableError("the hf engine is shutting down"))
         self._model = None
 
     # --- public API ------------------------------------------------------------------------

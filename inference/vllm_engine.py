@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from rlmec.services.grm.engine import (
+from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
@@ -24,14 +24,14 @@ from rlmec.services.grm.engine import (
     load_tokenizer,
     model_revision,
 )
-from rlmec.services.grm.settings import GrmSettings
+from rlmec.inference.settings import EngineSettings
 from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
 
 
 class VllmEngine(LoadedEngine):
     name = "vllm"
 
-    def __init__(self, settings: GrmSettings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self._settings = settings
         self._dir = check_model_dir(settings.model)
         self._llm: Any = None

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from rlmec.services.grm.engine import (
+from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
@@ -33,7 +33,7 @@ from rlmec.services.grm.engine import (
     load_tokenizer,
     model_revision,
 )
-from rlmec.services.grm.settings import GrmSettings
+from rlmec.inference.settings import EngineSettings
 from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
 
 # OpenAI's completions API (and vLLM's server, which follows it) takes at most 4 stop strings.
@@ -60,11 +60,11 @@ class _Upstream:
 class RemoteEngine(LoadedEngine):
     name = "remote"
 
-    def __init__(self, settings: GrmSettings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         if not settings.upstreams:
             raise ServiceUnavailableError(
-                "the remote engine needs at least one upstream URL; set RLMEC_GRM_UPSTREAMS "
-                "or pass --upstream http://HOST:PORT"
+                "the remote engine needs at least one upstream URL; pass --upstream "
+                "http://HOST:PORT (RLMEC_GRM_UPSTREAMS for the GRM service)"
             )
         self._settings = settings
         self._dir = check_model_dir(settings.model)
@@ -155,8 +155,8 @@ class RemoteEngine(LoadedEngine):
             upstream.failures = 0
             return resp.json()
         raise ServiceUnavailableError(
-            "no upstream GRM server answered (" + "; ".join(errors) + "); check "
-            "RLMEC_GRM_UPSTREAMS and that the servers are running",
+            "no upstream server answered (" + "; ".join(errors) + "); check "
+            "the upstream URLs and that the servers are running",
             code="upstream_unavailable",
         )
 
@@ -171,7 +171,7 @@ class RemoteEngine(LoadedEngine):
                 self._model_name = str(listing["data"][0]["id"])
             except (KeyError, IndexError, TypeError) as exc:
                 raise UpstreamError(
-                    "upstream /v1/models lists no model; set RLMEC_GRM_UPSTREAM_MODEL"
+                    "upstream /v1/models lists no model; name one with --upstream-model"
                 ) from exc
         return self._model_name
 

@@ -1,4 +1,5 @@
-"""The engine interface the GRM service talks to, and what all engines share.
+"""The engine interface (what the GRM service and evaluation talk to), and what all engines
+share.
 
 Three implementations (``hf``, ``vllm``, ``remote``) sit behind :class:`Engine`; the service
 layer builds token ids and never knows which one runs. Token ids go in, so every engine sees the
@@ -40,7 +41,7 @@ class EngineInfo:
 
 
 class LoadedEngine:
-    """State every engine fills in ``start()``: the GRM tokenizer and its model card facts.
+    """State every engine fills in ``start()``: the model's tokenizer and its card facts.
     Until then both accessors answer 503, which ``/ready`` and the routes turn into retries."""
 
     name: str
@@ -111,8 +112,9 @@ def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir).expanduser()
     if not (path / "config.json").is_file():
         raise ServiceUnavailableError(
-            f"model directory {str(path)!r} has no config.json; point RLMEC_GRM_MODEL (--model) "
-            "at a local Hugging Face model directory (e.g. `rlmec grm convert-smollm2`)"
+            f"model directory {str(path)!r} has no config.json; point --model (RLMEC_GRM_MODEL "
+            "for the GRM service) at a local Hugging Face model directory (e.g. from "
+            "`rlmec grm convert-smollm2`)"
         )
     return path
 

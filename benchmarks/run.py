@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "robustness": ["benchmarks.robustness.run"],
     "queue": ["benchmarks.queue.run"],
     "trainer": ["benchmarks.trainer.run"],
+    "eval": ["benchmarks.eval.run"],
 }
 
 

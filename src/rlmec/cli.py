@@ -12,6 +12,7 @@ AREAS: dict[str, tuple[str, str]] = {
     "grm": ("rlmec.services.grm.cli", "generative reward model service (serve, convert models)"),
     "reward": ("rlmec.services.reward.cli", "token-reward service and queue workers"),
     "train": ("rlmec.trainer.cli", "RLMEC policy training on DeepSpeed"),
+    "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
     "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),
 }

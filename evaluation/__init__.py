@@ -1,0 +1,1 @@
+"""Evaluation of a policy on the shipped test sets (method §7): ``rlmec eval``."""

@@ -1,0 +1,216 @@
+"""Zero-shot greedy evaluation of a policy on the shipped test sets (method §7).
+
+Per task: the policy prompt of §2.3 for every problem, greedy decoding with at most 1024 new
+tokens (math) or 512 (QA), the platform's bounded answer checking (§4), accuracy. Prompts go to
+the engine in large chunks (one ``generate`` call each, which vLLM batches continuously); each
+finished chunk is appended to ``<output>/<task>/samples.jsonl`` and flushed, so an interrupted
+run continues from the rows already written. ``results.json`` is written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlmec.data.tasks import Problem, load_task
+from rlmec.inference.engine import Engine
+from rlmec.shared.answers import AnswerCheck
+from rlmec.shared.checking import AnswerChecker, CheckFailure
+from rlmec.shared.prompts import TaskType, policy_prompt
+
+MAX_NEW_TOKENS: dict[TaskType, int] = {"math": 1024, "qa": 512}
+# A small policy that finishes its answer may start a new instruction block; cut there.
+STOP = ("\n\n### Instruction", "Below is an instruction that describes a task")
+SAMPLES_FILE = "samples.jsonl"
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: list[str]
+    limit: int | None = None
+    seed: int = 0
+    chunk_size: int = 512
+    max_new_tokens: dict[TaskType, int] = field(default_factory=lambda: dict(MAX_NEW_TOKENS))
+
+
+@dataclass
+class TaskResult:
+    task: str
+    task_type: TaskType
+    correct: int = 0
+    total: int = 0
+    unchecked: int = 0  # answer check over budget: counted wrong, listed here
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of the accuracy (binomial), as lm-evaluation-harness reports it."""
+        n, p = self.total, self.accuracy
+        return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else 0.0
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """The rows a (maybe interrupted) run wrote; a torn last line is dropped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the run was killed mid-write: that row is generated again
+    return rows
+
+
+def _append(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _chunks(items: list[Problem], size: int) -> Iterator[list[Problem]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def evaluate_task(
+    engine: Engine,
+    checker: AnswerChecker,
+    task: str,
+    config: EvalConfig,
+    out_dir: Path,
+    progress: Any = None,
+) -> TaskResult:
+    """Evaluate one task, resuming from ``out_dir/<task>/samples.jsonl``."""
+    problems = load_task(task, limit=config.limit, seed=config.seed)
+    task_dir = out_dir / task
+    task_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = task_dir / SAMPLES_FILE
+    written = read_samples(samples_path)
+    _rewrite_clean(samples_path, written)
+    wanted = {p.id for p in problems}  # rows of another --limit/--seed stay, uncounted
+    done = [row for row in written if row["id"] in wanted]
+    seen = {row["id"] for row in done}
+    todo = [p for p in problems if p.id not in seen]
+    result = TaskResult(task, problems[0].task_type)
+    for row in done:
+        _count(result, row)
+    if progress is not None:
+        progress.reset(total=len(problems))
+        progress.update(len(done))
+    started = time.perf_counter()
+    for chunk in _chunks(todo, config.chunk_size):
+        rows = await _generate_and_check(engine, checker, chunk, config)
+        _append(samples_path, rows)
+        for row in rows:
+            _count(result, row)
+        if progress is not None:
+            progress.update(len(rows))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _rewrite_clean(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Drop a torn last line so appending continues a valid JSONL file."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    if len(text.splitlines()) != len(rows) or (text and not text.endswith("\n")):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _count(result: TaskResult, row: dict[str, Any]) -> None:
+    result.total += 1
+    result.correct += bool(row["correct"])
+    result.unchecked += row.get("check_error") is not None
+    result.generated_tokens += int(row.get("num_tokens", 0))
+
+
+async def _generate_and_check(
+    engine: Engine, checker: AnswerChecker, chunk: list[Problem], config: EvalConfig
+) -> list[dict[str, Any]]:
+    tokenizer = engine.tokenizer
+    limit = engine.info().max_model_len
+    prompts = [policy_prompt(p.task_type, p.question) for p in chunk]
+    ids = [list(tokenizer(text)["input_ids"]) for text in prompts]
+    task_max = config.max_new_tokens[chunk[0].task_type]
+    # The context bounds prompt + output: prompts of one budget go to the engine together.
+    budgets = [min(task_max, limit - len(x)) for x in ids]
+    outputs: list[Any] = [None] * len(chunk)
+    for budget in sorted(set(budgets)):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        if budget < 1:
+            raise ValueError(
+                f"{chunk[idx[0]].id}: the prompt ({len(ids[idx[0]])} tokens) fills the model's "
+                f"context ({limit}); evaluate with a longer-context model or --max-model-len"
+            )
+        gens = await engine.generate([ids[i] for i in idx], budget, STOP)
+        for i, gen in zip(idx, gens, strict=True):
+            outputs[i] = gen
+    checks = await checker.check_many(
+        [(g.text, p.reference_answer, p.task_type) for g, p in zip(outputs, chunk, strict=True)]
+    )
+    rows = []
+    for p, prompt, gen, check in zip(chunk, prompts, outputs, checks, strict=True):
+        judged = check if isinstance(check, AnswerCheck) else None
+        rows.append({
+            "id": p.id, "task": p.task, "prompt": prompt, "output": gen.text,
+            "predicted_answer": judged.predicted_answer if judged else None,
+            "reference_answer": p.reference_answer, "correct": bool(judged and judged.correct),
+            "check_error": check.message if isinstance(check, CheckFailure) else None,
+            "num_tokens": gen.num_tokens, "finish_reason": gen.finish_reason,
+        })  # fmt: skip
+    return rows
+
+
+def results_document(
+    results: list[TaskResult], *, model: str, engine: str, config: EvalConfig, seconds: float
+) -> dict[str, Any]:
+    """``results.json``: ``tasks[task]["accuracy"]`` plus the lm-evaluation-harness layout
+    (``results[task]["exact_match,rlmec"]``) so existing dashboards read it."""
+    return {
+        "model": model,
+        "engine": engine,
+        "settings": {**asdict(config), "stop": list(STOP), "decoding": "greedy"},
+        "seconds": seconds,
+        "tasks": {r.task: _task_summary(r) for r in results},
+        "results": {
+            r.task: {
+                "alias": r.task,
+                "exact_match,rlmec": r.accuracy,
+                "exact_match_stderr,rlmec": r.stderr,
+            }
+            for r in results
+        },
+        "n-samples": {r.task: {"original": r.total, "effective": r.total} for r in results},
+    }
+
+
+def _task_summary(r: TaskResult) -> dict[str, Any]:
+    return {
+        "accuracy": r.accuracy, "correct": r.correct, "total": r.total,
+        "unchecked": r.unchecked, "generated_tokens": r.generated_tokens,
+        "seconds": r.seconds, "task_type": r.task_type,
+    }  # fmt: skip
+
+
+def write_results(out_dir: Path, document: dict[str, Any]) -> Path:
+    path = out_dir / RESULTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

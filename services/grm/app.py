@@ -7,8 +7,7 @@ refuses new work, waits up to ``shutdown_grace_s`` for in-flight requests, then 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +16,13 @@ from fastapi.exceptions import RequestValidationError
 
 from rlmec.inference import create_engine
 from rlmec.inference.engine import Engine
-from rlmec.services.common import ASGIApp, Scope, add_metrics_route, install_error_handlers
+from rlmec.services.common import (
+    ASGIApp,
+    RequestObserver,
+    Scope,
+    add_metrics_route,
+    install_error_handlers,
+)
 from rlmec.services.grm.admission import Admission
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.services.grm.routes import router
@@ -84,31 +89,18 @@ def _count_validation_errors(app: FastAPI, metrics: GrmMetrics) -> None:
     app.add_exception_handler(RequestValidationError, counted)
 
 
-class _RequestMetrics:
-    """Pure ASGI middleware (not BaseHTTPMiddleware, which breaks disconnect detection):
-    counts every /v1 request by status, validation errors included, and times it."""
+class _RequestMetrics(RequestObserver):
+    """Counts every /v1 request by status, validation errors included, and times it."""
 
     def __init__(self, app: ASGIApp, metrics: GrmMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
-            await self.app(scope, receive, send)
+        if not path.startswith("/v1/"):
             return
-        status = {"code": 500}
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            endpoint = path.removeprefix("/v1/")
-            endpoint = endpoint if endpoint in _ENDPOINTS else "other"  # bounded label set
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        endpoint = path.removeprefix("/v1/")
+        endpoint = endpoint if endpoint in _ENDPOINTS else "other"  # bounded label set
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(seconds)

@@ -4,15 +4,19 @@ opens Redis and the scoring pipeline (GRM client, cache, policy tokenizers) onto
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from rlmec.services.common import ASGIApp, Scope, add_metrics_route, install_error_handlers
+from rlmec.services.common import (
+    ASGIApp,
+    RequestObserver,
+    Scope,
+    add_metrics_route,
+    install_error_handlers,
+)
 from rlmec.services.reward import rollouts
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
@@ -50,32 +54,14 @@ def _lifespan(
     return lifespan
 
 
-class _RequestMetrics:
-    """Pure ASGI middleware (not ``BaseHTTPMiddleware``, which hides a client's disconnect
-    from the route): latency, requests and errors per team and route."""
+class _RequestMetrics(RequestObserver):
+    """Latency, requests and errors per team and route."""
 
     def __init__(self, app: ASGIApp, metrics: RewardMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 500}
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self._observe(scope, status["code"], time.perf_counter() - started)
-
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
         if route in ("/metrics", "/health", "/ready", "unmatched"):
             return

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -141,7 +142,7 @@ async def run_until_disconnect(
             await watcher
 
 
-class RequestObserver:
+class RequestObserver(ABC):
     """Pure ASGI middleware (not ``BaseHTTPMiddleware``, which hides a client's disconnect
     from the route): times every HTTP request and hands its status to :meth:`observe`."""
 
@@ -165,5 +166,6 @@ class RequestObserver:
         finally:
             self.observe(scope, status["code"], time.perf_counter() - started)
 
+    @abstractmethod
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        raise NotImplementedError
+        """Record one finished request (metrics); must not raise."""

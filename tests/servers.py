@@ -1,13 +1,20 @@
-"""Run an ASGI app under a real uvicorn server on a free loopback port, in a thread."""
+"""Real servers for tests: an ASGI app under uvicorn on a free loopback port (in a thread), and
+vLLM's OpenAI-compatible server (a subprocess)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
 
 from rlmec.shared.redis_server import free_port
@@ -32,3 +39,46 @@ def serve_app(app: Any, *, port: int | None = None, timeout: float = 60.0) -> It
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+
+
+@contextmanager
+def vllm_openai_server(model: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``vllm.entrypoints.openai.api_server`` on the model (fp32, eager, 4096 tokens);
+    yields (base URL, process) at once, so callers can start other things before
+    :func:`wait_healthy`. Always stopped on exit."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+        "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+        "--max-model-len", "4096", *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **VLLM_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+            pytest.fail(f"vLLM OpenAI server exited with {proc.returncode}: {err}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"vLLM OpenAI server did not become healthy within {timeout} s")

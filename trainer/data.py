@@ -27,6 +27,7 @@ from pydantic import Field, ValidationError, model_validator
 from rlmec.shared.prompts import TaskType, policy_prompt
 from rlmec.shared.schemas import NonEmptyText, ScoredSample, SpanValues, StrictModel, Text
 from rlmec.shared.spans import project, to_spans
+from rlmec.shared.tokenization import encode_output
 
 PaddingSide = Literal["left", "right"]
 
@@ -133,8 +134,10 @@ def _fields(s: SequenceBatch) -> tuple[torch.Tensor, ...]:
 # --- tokenisation -------------------------------------------------------------------------
 
 
-class Tokenized:
-    """Tokenizes prompts and responses the one way the trainer and the loss expect."""
+class PolicyEncoder:
+    """Tokenizes prompts and responses the one way the trainer and the loss expect: prompts
+    with the tokenizer's special tokens, responses by the platform's one output tokenization
+    (:func:`rlmec.shared.tokenization.encode_output`)."""
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         if tokenizer.eos_token_id is None:
@@ -148,9 +151,8 @@ class Tokenized:
 
     def response(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of ``text`` then EOS, and the offsets of the text tokens (EOS excluded)."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-        return [*enc["input_ids"], self.eos_id], offsets
+        out = encode_output(self.tokenizer, text)
+        return out.token_ids, out.text_offsets
 
 
 def _truncate(sample: TrainSample, max_length: int) -> TrainSample:
@@ -184,7 +186,7 @@ def _check_len(name: str, values: Sequence[float], n_tokens: int, what: str) -> 
         )
 
 
-def from_token_record(record: TokenRecord, tok: Tokenized) -> TrainSample:
+def from_token_record(record: TokenRecord, tok: PolicyEncoder) -> TrainSample:
     prompt = record.prompt or policy_prompt(record.task, record.question or "")
     pred_ids, _ = tok.response(record.prediction)
     reg_ids, _ = tok.response(record.regular_sequence)
@@ -215,7 +217,7 @@ def _spans(spans: SpanValues | None, token_values: Any, name: str, sid: str | No
     )
 
 
-def from_scored_sample(sample: ScoredSample, tok: Tokenized) -> TrainSample | None:
+def from_scored_sample(sample: ScoredSample, tok: PolicyEncoder) -> TrainSample | None:
     """Project a scored sample's span values (§6) onto the policy tokens; ``None`` when the
     sample is unscored (the paper drops those)."""
     if sample.status != "scored":
@@ -242,7 +244,7 @@ def from_scored_sample(sample: ScoredSample, tok: Tokenized) -> TrainSample | No
     return _truncate(out, tok.max_length)
 
 
-def parse_record(obj: Any, tok: Tokenized) -> TrainSample | None:
+def parse_record(obj: Any, tok: PolicyEncoder) -> TrainSample | None:
     """One JSON object → a sample (``None`` for an unscored ScoredSample)."""
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
@@ -251,7 +253,7 @@ def parse_record(obj: Any, tok: Tokenized) -> TrainSample | None:
     return from_token_record(TokenRecord.model_validate(obj), tok)
 
 
-def read_jsonl(path: str | Path, tok: Tokenized) -> list[TrainSample]:
+def read_jsonl(path: str | Path, tok: PolicyEncoder) -> list[TrainSample]:
     """All trainable samples of a JSONL file; errors name the file, the line and the fix."""
     path = Path(path)
     if not path.is_file():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from rlmec.trainer.config import ConfigError, OnlineConfig
-from rlmec.trainer.data import DataError, Tokenized, TrainSample, from_scored_sample, shuffled
+from rlmec.trainer.data import DataError, PolicyEncoder, TrainSample, from_scored_sample, shuffled
 from rlmec.trainer.distributed import all_gather_objects, all_reduce_min
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class StreamSource:
     MAX_REMEMBERED = 100_000
 
     def __init__(
-        self, cfg: OnlineConfig, tok: Tokenized, *, per_rank: int, micro_batch: int, rank: int,
+        self, cfg: OnlineConfig, tok: PolicyEncoder, *, per_rank: int, micro_batch: int, rank: int,
         device: torch.device,
     ) -> None:  # fmt: skip
         import redis

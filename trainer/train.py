@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 
 from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_final
 from rlmec.trainer.config import TrainConfig
-from rlmec.trainer.data import RlmecBatch, Tokenized, TrainSample, collate, read_jsonl
+from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
 from rlmec.trainer.loss import RlmecLossOutput, rlmec_loss, token_logprobs
 from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource
@@ -50,6 +50,29 @@ class StepMetrics:
     tokens: int
     tokens_per_s: float
     step_time_s: float
+
+
+@dataclass
+class StepSums:
+    """What one optimizer step adds up over its micro-batches (then over ranks); the
+    ``*_x_scored`` / ``*_x_resp`` sums are weighted by their token counts so means stay exact
+    however the step is split."""
+
+    loss: float = 0.0
+    rl_loss: float = 0.0
+    imitation_loss: float = 0.0
+    ratio_x_scored: float = 0.0
+    clipped_x_scored: float = 0.0
+    scored_tokens: float = 0.0
+    reward_x_resp: float = 0.0
+    response_tokens: float = 0.0
+    tokens: float = 0.0
+
+    def __add__(self, other: StepSums) -> StepSums:
+        return StepSums(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def all_reduce(self, device: torch.device) -> StepSums:
+        return StepSums(*all_reduce_sum(list(astuple(self)), device))
 
 
 @dataclass
@@ -79,7 +102,7 @@ def deepspeed_config(cfg: TrainConfig, accumulation: int, world: int) -> dict[st
     return ds
 
 
-def load_tokenizer(path: str) -> Any:
+def load_policy_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -88,7 +111,8 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def build_engine(cfg: TrainConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
+def init_deepspeed(cfg: TrainConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
+    """The policy on a DeepSpeed engine with AdamW and the cosine schedule."""
     import deepspeed
     from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 
@@ -186,10 +210,9 @@ def train_step(
     reference: ReferencePolicy,
     pad_id: int,
     world: int,
-) -> list[float]:
-    """Forward/backward over this rank's micro-batches and the optimizer step. Returns the
-    all-reduced sums ``[loss, rl, im, ratio·n, clipped·n, n_scored, reward·n, n_resp, tokens]``.
-    """
+) -> StepSums:
+    """Forward/backward over this rank's micro-batches and the optimizer step; the step's sums
+    over all ranks."""
     device = engine.device
     batches = [collate(m, pad_id, cfg.data.padding_side).to(device) for m in micro]
     step_mode = cfg.loss.normalization == "step"
@@ -199,7 +222,7 @@ def train_step(
         local = [sum(b.counts()[0] for b in batches), sum(b.counts()[1] for b in batches)]
         n_r, n_c = all_reduce_sum(local, device)
         counts = (n_r, n_c)
-    sums = [0.0] * 9
+    sums = StepSums()
     for batch in batches:
         out = micro_batch_loss(engine, reference.fill(batch), cfg, counts)
         if step_mode:
@@ -210,30 +233,33 @@ def train_step(
             engine.backward(out.loss)  # paper: mean over accumulation steps and ranks
         engine.step()
         n_s, n_resp = float(out.num_reward_tokens), float(batch.prediction.loss_mask.sum())
-        parts = [
-            out.loss.item(), out.rl_loss.item(), out.imitation_loss.item(),
-            out.mean_ratio.item() * n_s, out.clip_fraction.item() * n_s, n_s,
-            out.mean_reward.item() * n_resp, n_resp, float(batch.num_tokens()),
-        ]  # fmt: skip
-        sums = [a + b for a, b in zip(sums, parts, strict=True)]
-    return all_reduce_sum(sums, device)
+        sums += StepSums(
+            loss=out.loss.item(), rl_loss=out.rl_loss.item(),
+            imitation_loss=out.imitation_loss.item(),
+            ratio_x_scored=out.mean_ratio.item() * n_s,
+            clipped_x_scored=out.clip_fraction.item() * n_s,
+            scored_tokens=n_s, reward_x_resp=out.mean_reward.item() * n_resp,
+            response_tokens=n_resp, tokens=float(batch.num_tokens()),
+        )  # fmt: skip
+    return sums.all_reduce(device)
 
 
 def _metrics(
-    step: int, sums: list[float], cfg: TrainConfig, n_micro: int, lr: float, dt: float
+    step: int, sums: StepSums, cfg: TrainConfig, n_micro: int, lr: float, dt: float
 ) -> StepMetrics:
     scale = 1.0 if cfg.loss.normalization == "step" else 1.0 / n_micro
+    scored = max(sums.scored_tokens, 1.0)
     return StepMetrics(
         step=step,
-        loss=sums[0] * scale,
-        rl_loss=sums[1] * scale,
-        imitation_loss=sums[2] * scale,
-        mean_ratio=sums[3] / max(sums[5], 1.0),
-        clip_fraction=sums[4] / max(sums[5], 1.0),
-        mean_reward=sums[6] / max(sums[7], 1.0),
+        loss=sums.loss * scale,
+        rl_loss=sums.rl_loss * scale,
+        imitation_loss=sums.imitation_loss * scale,
+        mean_ratio=sums.ratio_x_scored / scored,
+        clip_fraction=sums.clipped_x_scored / scored,
+        mean_reward=sums.reward_x_resp / max(sums.response_tokens, 1.0),
         lr=lr,
-        tokens=int(sums[8]),
-        tokens_per_s=sums[8] / dt if dt > 0 else 0.0,
+        tokens=int(sums.tokens),
+        tokens_per_s=sums.tokens / dt if dt > 0 else 0.0,
         step_time_s=dt,
     )
 
@@ -242,7 +268,7 @@ def _metrics(
 
 
 def build_source(
-    cfg: TrainConfig, tok: Tokenized, rank: int, world: int, acc: int, device: torch.device
+    cfg: TrainConfig, tok: PolicyEncoder, rank: int, world: int, acc: int, device: torch.device
 ) -> StepSource:
     if cfg.data.mode == "offline":
         assert cfg.data.train_file is not None  # the config validator guarantees it
@@ -320,10 +346,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     acc = cfg.accumulation_steps(world)
     torch.manual_seed(cfg.seed)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(cfg.model)
-    source = build_source(cfg, Tokenized(tokenizer, cfg.data.max_length), rank, world, acc, device)
+    tokenizer = load_policy_tokenizer(cfg.model)
+    encoder = PolicyEncoder(tokenizer, cfg.data.max_length)
+    source = build_source(cfg, encoder, rank, world, acc, device)
     total = source.total_steps or cfg.optim.max_steps or 0
-    engine = build_engine(cfg, deepspeed_config(cfg, acc, world), total)
+    engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total)
     dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
     reference = ReferencePolicy(cfg.engine.reference_model or cfg.model, device, dtype)
     step = 0

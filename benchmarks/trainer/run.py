@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from rlmec.services.grm.model_files import convert_smollm2
     from rlmec.trainer.config import TrainConfig
-    from rlmec.trainer.data import Tokenized, TokenRecord, collate, from_token_record
+    from rlmec.trainer.data import PolicyEncoder, TokenRecord, collate, from_token_record
     from rlmec.trainer.distributed import init_process_group
     from rlmec.trainer.train import (
         ReferencePolicy,
-        build_engine,
         deepspeed_config,
-        load_tokenizer,
+        init_deepspeed,
+        load_policy_tokenizer,
         train_step,
     )  # fmt: skip
 
@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "epochs": 1, "warmup_ratio": 0.0, "lr": 1e-6},
         "engine": {"zero_stage": 2, "precision": "fp32"},
     })  # fmt: skip
-    tokenizer = load_tokenizer(str(model_dir))
-    tok = Tokenized(tokenizer, cfg.data.max_length)
+    tokenizer = load_policy_tokenizer(str(model_dir))
+    tok = PolicyEncoder(tokenizer, cfg.data.max_length)
     records = [TokenRecord.model_validate(r) for r in gsm8k_records(tokenizer, args.samples)]
     samples = [from_token_record(r, tok) for r in records]
-    engine = build_engine(cfg, deepspeed_config(cfg, 1, world), total_steps=1000)
+    engine = init_deepspeed(cfg, deepspeed_config(cfg, 1, world), total_steps=1000)
     reference = ReferencePolicy(str(model_dir), device, torch.float32)
     batch = collate(samples, tokenizer.pad_token_id)
     ref = reference.fill(batch).ref_logprobs  # precomputed once, as the paper does offline

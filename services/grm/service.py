@@ -6,7 +6,7 @@ prompt ids = ``tokenizer(prompt)`` with the tokenizer's own special tokens; outp
 ``return_offsets_mapping`` on the output alone, EOS at ``(len(output), len(output))``; each
 log-prob is that of an output token given the prompt and the output tokens before it. The output
 side does not depend on the prompt, so ``/v1/tokenize`` returns it through the same
-:meth:`GrmService._encode_output`, without the engine.
+:func:`rlmec.shared.tokenization.encode_output`, without the engine.
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ from rlmec.shared.grm_api import (
     TokenizeResponse,
     TokenizeResult,
 )
+from rlmec.shared.tokenization import OutputTokens, encode_output
 
 
 @dataclass
 class _Encoded:
     prompt: list[int]
-    output: list[int]
-    tokens: list[str]
-    offsets: list[tuple[int, int]]
+    output: OutputTokens
 
 
 class GrmService:
@@ -258,14 +257,18 @@ class GrmService:
             pairs = [(item.prompt, item.output) for item in request.items]
             field = "items"
         encoded = await asyncio.to_thread(self._encode_pairs, pairs, request.add_eos, field)
-        self._check_lengths(field, [(len(e.prompt), len(e.output)) for e in encoded], "output")
-        logprobs = await self.engine.score([e.prompt for e in encoded], [e.output for e in encoded])
-        self.metrics.tokens_scored.inc(sum(len(e.output) for e in encoded))
+        lengths = [(len(e.prompt), len(e.output.token_ids)) for e in encoded]
+        self._check_lengths(field, lengths, "output")
+        logprobs = await self.engine.score(
+            [e.prompt for e in encoded], [e.output.token_ids for e in encoded]
+        )
+        self.metrics.tokens_scored.inc(sum(n for _, n in lengths))
         self.metrics.tokens_prompt.inc(sum(len(e.prompt) for e in encoded))
         self.metrics.samples.labels("score").inc(len(encoded))
         results = [
             ScoreResult(
-                token_ids=e.output, tokens=e.tokens, offsets=e.offsets, logprobs=lp,
+                token_ids=e.output.token_ids, tokens=e.output.tokens, offsets=e.output.offsets,
+                logprobs=lp,
                 prompt_tokens=len(e.prompt),
             )
             for e, lp in zip(encoded, logprobs, strict=True)
@@ -285,22 +288,8 @@ class GrmService:
                     "token has no context to be scored against; send a non-empty prompt",
                     param=f"{field}.{i}.prompt",
                 )
-            out.append(_Encoded(prompt_ids, *self._encode_output(output, add_eos)))
+            out.append(_Encoded(prompt_ids, encode_output(tok, output, add_eos=add_eos)))
         return out
-
-    def _encode_output(
-        self, output: str, add_eos: bool
-    ) -> tuple[list[int], list[str], list[tuple[int, int]]]:
-        """Ids, token strings and character offsets of ``output`` (+EOS at ``(len, len)``):
-        the one output tokenization of both ``/v1/score`` and ``/v1/tokenize``."""
-        tok = self.engine.tokenizer
-        enc = tok(output, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-        if add_eos:
-            ids.append(int(tok.eos_token_id))
-            offsets.append((len(output), len(output)))
-        return ids, list(tok.convert_ids_to_tokens(ids)), offsets
 
     # --- tokenize --------------------------------------------------------------------------
 
@@ -313,10 +302,13 @@ class GrmService:
         return TokenizeResponse(model=self.model_id, results=results)
 
     def _tokenize_all(self, texts: list[str], add_eos: bool) -> list[TokenizeResult]:
+        tok = self.engine.tokenizer
         results = []
         for text in texts:
-            ids, tokens, offsets = self._encode_output(text, add_eos)
-            results.append(TokenizeResult(token_ids=ids, tokens=tokens, offsets=offsets))
+            out = encode_output(tok, text, add_eos=add_eos)
+            results.append(
+                TokenizeResult(token_ids=out.token_ids, tokens=out.tokens, offsets=out.offsets)
+            )
         return results
 
 

@@ -100,13 +100,13 @@ def _projection(
             token_ids=pred.token_ids,
             tokens=pred.tokens,
             offsets=pred.offsets,
-            values=project(reward_spans, pred.offsets[:-1]),
+            values=project(reward_spans, pred.text_offsets),
         ),
         imitation_weights=TokenValues(
             token_ids=regular.token_ids,
             tokens=regular.tokens,
             offsets=regular.offsets,
-            values=project(edit_spans, regular.offsets[:-1]),
+            values=project(edit_spans, regular.text_offsets),
         ),
     )
 

@@ -1,25 +1,19 @@
 """Policy tokenizers registered by the operator (local directories), for the §6 projection.
 
 Loaded once when the pipeline opens (transformers is imported only here, lazily). Each gives
-token ids, token strings and character offsets of a text, followed by its EOS at
+the platform's one output tokenization (:func:`rlmec.shared.tokenization.encode_output`): token
+ids, token strings and character offsets of a text, followed by its EOS at
 ``(len(text), len(text))``, the layout of :class:`rlmec.shared.schemas.TokenValues`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlmec.shared.errors import InvalidRequestError
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    token_ids: list[int]
-    tokens: list[str]
-    offsets: list[tuple[int, int]]
+from rlmec.shared.tokenization import OutputTokens, encode_output
 
 
 class PolicyTokenizer:
@@ -40,13 +34,8 @@ class PolicyTokenizer:
 
         return cls(name, AutoTokenizer.from_pretrained(str(path), use_fast=True))
 
-    def encode(self, text: str) -> Tokenized:
-        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = [int(i) for i in enc["input_ids"]]
-        offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
-        eos = int(self._tok.eos_token_id)
-        tokens = [str(t) for t in self._tok.convert_ids_to_tokens([*ids, eos])]
-        return Tokenized([*ids, eos], tokens, [*offsets, (len(text), len(text))])
+    def encode(self, text: str) -> OutputTokens:
+        return encode_output(self._tok, text)
 
 
 class TokenizerRegistry:

@@ -10,19 +10,19 @@ import pytest
 
 from rlmec.cli import main
 from rlmec.trainer.config import ConfigError, load_config
-from rlmec.trainer.data import DataError, Tokenized, read_jsonl
+from rlmec.trainer.data import DataError, PolicyEncoder, read_jsonl
 from tests.trainer.records import scored_sample, token_record, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model_dir: Path) -> Tokenized:
+def tok(tiny_model_dir: Path) -> PolicyEncoder:
     from transformers import AutoTokenizer
 
-    return Tokenized(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=512)
+    return PolicyEncoder(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=512)
 
 
 def test_token_record_and_scored_sample_give_the_same_sample(
-    tok: Tokenized, tmp_path: Path
+    tok: PolicyEncoder, tmp_path: Path
 ) -> None:
     records: list[dict[str, Any]] = [token_record(tok.tokenizer, i) for i in range(4)]
     records += [json.loads(scored_sample(tok.tokenizer, i).model_dump_json()) for i in range(4)]
@@ -42,7 +42,7 @@ def test_token_record_and_scored_sample_give_the_same_sample(
     assert 1.0 in s.imitation_weights and s.ref_logprobs is None
 
 
-def test_wrong_lengths_name_the_line_and_the_fix(tok: Tokenized, tmp_path: Path) -> None:
+def test_wrong_lengths_name_the_line_and_the_fix(tok: PolicyEncoder, tmp_path: Path) -> None:
     good = token_record(tok.tokenizer, 0)
     bad = dict(token_record(tok.tokenizer, 1), rewards=[0.0, 0.1])
     path = write_jsonl(tmp_path / "bad.jsonl", [good, bad])
@@ -58,8 +58,8 @@ def test_wrong_lengths_name_the_line_and_the_fix(tok: Tokenized, tmp_path: Path)
         read_jsonl(write_jsonl(tmp_path / "np.jsonl", [dict(good, question=None)]), tok)
 
 
-def test_long_samples_are_cut_with_their_values(tok: Tokenized) -> None:
-    short = Tokenized(tok.tokenizer, max_length=80)
+def test_long_samples_are_cut_with_their_values(tok: PolicyEncoder) -> None:
+    short = PolicyEncoder(tok.tokenizer, max_length=80)
     from rlmec.trainer.data import TokenRecord, from_token_record
 
     s = from_token_record(TokenRecord.model_validate(token_record(tok.tokenizer, 0)), short)

@@ -79,11 +79,11 @@ def test_zero_reward_micro_batch_gives_zero_rl_loss_and_no_nan() -> None:
 def model_and_samples(tiny_model_dir: Path) -> tuple[torch.nn.Module, list[TrainSample], int]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlmec.trainer.data import Tokenized
+    from rlmec.trainer.data import PolicyEncoder
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    tok = Tokenized(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=256)
+    tok = PolicyEncoder(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=256)
     samples = []
     for i in range(8):
         prompt = tok.prompt(f"Problem {i}: Natalia sold {i * 7} clips." + " More." * (i % 3))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from rlmec.trainer.config import TrainConfig
-from rlmec.trainer.data import Tokenized, collate, read_jsonl
+from rlmec.trainer.data import PolicyEncoder, collate, read_jsonl
 from rlmec.trainer.train import policy_logprobs, train
 from tests.trainer.records import scored_sample, token_record, write_jsonl
 
@@ -61,7 +61,7 @@ def edit_token_logprob(model_dir: Path, train_file: Path) -> float:
     """Mean log-prob of the imitated edit tokens (weight 1.0) of every regular sequence."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = Tokenized(AutoTokenizer.from_pretrained(model_dir), 256)
+    tok = PolicyEncoder(AutoTokenizer.from_pretrained(model_dir), 256)
     batch = collate(read_jsonl(train_file, tok), int(tok.tokenizer.pad_token_id))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with torch.no_grad():

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from rlmec.services.reward import assemble
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
-from rlmec.services.reward.grm_client import GrmClient, GrmFailure
+from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer, TokenizerRegistry
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.settings import RewardSettings
@@ -53,7 +53,7 @@ class _Stages:
 class RewardPipeline:
     def __init__(
         self,
-        grm: GrmClient,
+        grm: GrmBackend,
         cache: RewardCache,
         tokenizers: TokenizerRegistry,
         checker: AnswerChecker,
@@ -298,7 +298,7 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
     """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
     tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
     redis = Redis.from_url(settings.redis_url)
-    grm = GrmClient(
+    grm = GrmBackend(
         settings.grm_urls,
         timeout=settings.grm_timeout_s,
         batch_size=settings.grm_batch_size,

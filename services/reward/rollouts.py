@@ -50,10 +50,10 @@ class RolloutsRequest(StrictModel):
 
 
 def team_limits(team: Team) -> QueueLimits:
-    """The team's bounds: ``queue_max_len`` samples waiting to be scored, and
-    ``queue_max_pending`` scored samples its trainer has not acknowledged yet."""
+    """The team's bounds: ``max_queued_samples`` samples waiting to be scored, and
+    ``max_scored_samples`` scored samples its trainer has not acknowledged yet."""
     return QueueLimits(
-        max_queued_samples=team.queue_max_len, max_scored_samples=team.queue_max_pending
+        max_queued_samples=team.max_queued_samples, max_scored_samples=team.max_scored_samples
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rlmec.shared.prompts import TaskType
+from rlmec.shared.queue.keys import TeamName
+from rlmec.shared.queue.models import QueueLimits
 from rlmec.shared.schemas import RewardParams
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ANONYMOUS = "anonymous"
+# Team settings renamed in 0.2 (one name per concept, the queue's own names); the old ones are
+# accepted with a DeprecationWarning for one release.
+_RENAMED = {"queue_max_len": "max_queued_samples", "queue_max_pending": "max_scored_samples"}
 
 
 class TeamConfig(BaseModel):
@@ -30,26 +35,43 @@ class TeamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Team name: letters, digits, '_', '.', '-'.")
+    name: TeamName = Field(description="Team name: 1-64 letters, digits, '_', '.', '-'.")
     key_sha256: list[str] = Field(
         default_factory=list, description="sha256 hex digests of the team's API keys."
     )
     rate_limit: int = Field(10_000, ge=1, description="Samples per rate window.")
     rate_window_s: int = Field(60, ge=1, le=86_400, description="Rate window in seconds.")
     max_concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
-    queue_max_len: int = Field(100_000, ge=1, description="Rollouts the team may keep queued.")
-    queue_max_pending: int = Field(
-        10_000, ge=1, description="Rollouts delivered to workers but not yet acknowledged."
+    max_queued_samples: int = Field(
+        QueueLimits.max_queued_samples,
+        ge=1,
+        description="Rollout samples the team may have waiting to be scored (pushes past it "
+        "get 429).",
+    )
+    max_scored_samples: int = Field(
+        QueueLimits.max_scored_samples,
+        ge=1,
+        description="Scored samples the team's trainer has not acknowledged yet (pushes past "
+        "it get 429 until the trainer catches up).",
     )
 
-    @field_validator("name")
+    @model_validator(mode="before")
     @classmethod
-    def _name_ok(cls, value: str) -> str:
-        if not _TEAM_NAME.match(value):
-            raise ValueError(
-                f"team name {value!r} is invalid; use 1-64 letters, digits, '_', '.' or '-'"
-            )
-        return value
+    def _renamed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in _RENAMED.items():
+            if old in data:
+                warnings.warn(
+                    f"team setting {old!r} is deprecated; call it {new!r}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                if new in data:
+                    raise ValueError(f"give {new!r} or the deprecated {old!r}, not both")
+                data[new] = data.pop(old)
+        return data
 
     @field_validator("key_sha256", mode="before")
     @classmethod

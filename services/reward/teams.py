@@ -20,8 +20,8 @@ class Team:
     rate_limit: int
     rate_window_s: int
     max_concurrency: int
-    queue_max_len: int
-    queue_max_pending: int
+    max_queued_samples: int
+    max_scored_samples: int
     anonymous: bool = False
 
     @classmethod
@@ -31,8 +31,8 @@ class Team:
             rate_limit=config.rate_limit,
             rate_window_s=config.rate_window_s,
             max_concurrency=config.max_concurrency,
-            queue_max_len=config.queue_max_len,
-            queue_max_pending=config.queue_max_pending,
+            max_queued_samples=config.max_queued_samples,
+            max_scored_samples=config.max_scored_samples,
             anonymous=anonymous,
         )
 

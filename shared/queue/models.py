@@ -93,7 +93,7 @@ class QueueLimits:
     batch larger than the bound is never refused forever)."""
 
     max_queued_samples: int = 100_000
-    max_scored_samples: int = 100_000
+    max_scored_samples: int = 10_000
     retry_after_s: float = 2.0
     status_ttl_s: int = 7 * 24 * 3600
     dead_maxlen: int = 10_000

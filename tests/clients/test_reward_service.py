@@ -51,7 +51,7 @@ def reward_url(grm_url: str, redis_server: LocalRedis, tiny_model_dir: Path) -> 
         teams=[
             TeamConfig(name="sdk", key_sha256=[hash_key(KEY)]),
             TeamConfig(name="slow", key_sha256=[hash_key(SLOW_KEY)], rate_limit=1),
-            TeamConfig(name="small", key_sha256=[hash_key(SMALL_KEY)], queue_max_len=1),
+            TeamConfig(name="small", key_sha256=[hash_key(SMALL_KEY)], max_queued_samples=1),
         ],
         grm_max_new_tokens=12,
         grm_timeout_s=60.0,

@@ -39,7 +39,7 @@ def service(redis_server: object) -> Iterator[str]:
     """The reward service with a GRM URL where nothing listens: pushes never call the GRM.
     Team 'small' may queue 4 samples and keep 4 scored ones unconsumed."""
     small = TeamConfig(
-        name="small", key_sha256=[hash_key(SMALL)], queue_max_len=4, queue_max_pending=4
+        name="small", key_sha256=[hash_key(SMALL)], max_queued_samples=4, max_scored_samples=4
     )
     url = redis_server.url
     settings = reward_settings(f"http://127.0.0.1:{free_port()}", url, teams=[*teams(), small])

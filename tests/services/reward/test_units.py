@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from rlmec.services.reward.cache import RewardCache, cache_key
 from rlmec.services.reward.cli import add_commands
-from rlmec.services.reward.grm_client import GrmClient, GrmFailure
+from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import TeamDirectory, hash_key
 from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
@@ -58,6 +58,16 @@ def test_teams_from_env_json_and_yaml_file(tmp_path: Path, monkeypatch: pytest.M
 def test_bad_settings_name_the_value(values: dict[str, object], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         RewardSettings(**values)  # type: ignore[arg-type]
+
+
+def test_renamed_queue_bounds_still_read_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="'queue_max_pending' is deprecated"):
+        old = TeamConfig.model_validate({"name": "a", "queue_max_len": 7, "queue_max_pending": 3})
+    assert (old.max_queued_samples, old.max_scored_samples) == (7, 3)
+    new = TeamConfig(name="a")
+    assert (new.max_queued_samples, new.max_scored_samples) == (100_000, 10_000)
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+        TeamConfig.model_validate({"name": "a", "queue_max_len": 7, "max_queued_samples": 7})
 
 
 # --- cache --------------------------------------------------------------------------------
@@ -145,9 +155,9 @@ def _inputs(*predictions: str) -> list[GrmSampleInput]:
     return [GrmSampleInput(question="q", reference_solution="r", prediction=p) for p in predictions]
 
 
-async def test_grm_client_chunks_batches() -> None:
+async def test_grm_backend_chunks_batches() -> None:
     calls: list[int] = []
-    client = GrmClient(["http://grm"], batch_size=2, transport=_fake_grm(calls))
+    client = GrmBackend(["http://grm"], batch_size=2, transport=_fake_grm(calls))
     results = await client.score_rlmec(_inputs("a", "bb", "ccc", "dddd", "e"))
     assert sorted(calls) == [1, 2, 2] and client.calls == 3
     assert [len(r.token_ids) for r in results if isinstance(r, ScoreResult)] == [2, 3, 4, 5, 2]
@@ -155,9 +165,9 @@ async def test_grm_client_chunks_batches() -> None:
     await client.aclose()
 
 
-async def test_grm_client_isolates_a_rejected_sample() -> None:
+async def test_grm_backend_isolates_a_rejected_sample() -> None:
     calls: list[int] = []
-    client = GrmClient(["http://grm"], batch_size=8, transport=_fake_grm(calls))
+    client = GrmBackend(["http://grm"], batch_size=8, transport=_fake_grm(calls))
     results = await client.score_rlmec(_inputs("a", "bad", "c"))
     assert calls[0] == 3 and sorted(calls[1:]) == [1, 1, 1]
     assert isinstance(results[1], GrmFailure) and "422: too long" in results[1].message
@@ -165,9 +175,9 @@ async def test_grm_client_isolates_a_rejected_sample() -> None:
     await client.aclose()
 
 
-async def test_grm_client_503_and_unreachable_are_service_unavailable() -> None:
+async def test_grm_backend_503_and_unreachable_are_service_unavailable() -> None:
     not_ready = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"message": "x"}}))
-    client = GrmClient(["http://grm"], transport=not_ready)
+    client = GrmBackend(["http://grm"], transport=not_ready)
     with pytest.raises(ServiceUnavailableError, match="answered 503: x; retry later"):
         await client.score_rlmec(_inputs("a"))
     await client.aclose()
@@ -175,7 +185,7 @@ async def test_grm_client_503_and_unreachable_are_service_unavailable() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    client = GrmClient(["http://grm:1"], transport=httpx.MockTransport(refuse))
+    client = GrmBackend(["http://grm:1"], transport=httpx.MockTransport(refuse))
     with pytest.raises(ServiceUnavailableError, match=r"http://grm:1/v1/score is unreachable"):
         await client.score_rlmec(_inputs("a"))
     await client.aclose()
@@ -200,7 +210,7 @@ async def test_a_saturated_or_failing_grm_is_transient_and_never_split(
     # A busy GRM used to become per-sample grm_error (lost samples) after re-sending every
     # sample alone into the saturated GRM (6 requests -> 49 calls).
     calls: list[int] = []
-    client = GrmClient(["http://grm"], batch_size=8,
+    client = GrmBackend(["http://grm"], batch_size=8,
                        transport=_status_grm(calls, status, {"Retry-After": "7"}))  # fmt: skip
     with pytest.raises(error) as raised:
         await client.score_rlmec(_inputs("a", "b", "c", "d"))
@@ -234,7 +244,7 @@ def _context_grm(calls: list[int], too_long: set[str], budget: int) -> httpx.Moc
 async def test_a_sample_over_the_grm_context_is_reported_without_amplification() -> None:
     # One oversize sample in 8 used to cost a call per sample on every request (1 -> 520).
     calls: list[int] = []
-    client = GrmClient(["http://grm"], batch_size=8,
+    client = GrmBackend(["http://grm"], batch_size=8,
                        transport=_context_grm(calls, {"long"}, budget=100))  # fmt: skip
     results = await client.score_rlmec(_inputs("a", "b", "long", "d", "e", "f", "g", "h"))
     assert calls == [8, 7]
@@ -246,7 +256,7 @@ async def test_a_sample_over_the_grm_context_is_reported_without_amplification()
 
 async def test_a_chunk_over_the_request_budget_is_halved() -> None:
     calls: list[int] = []
-    client = GrmClient(["http://grm"], batch_size=8,
+    client = GrmBackend(["http://grm"], batch_size=8,
                        transport=_context_grm(calls, set(), budget=3))  # fmt: skip
     results = await client.score_rlmec(_inputs(*"abcdefgh"))
     assert all(isinstance(r, ScoreResult) for r in results) and len(results) == 8

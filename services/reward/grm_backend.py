@@ -1,4 +1,5 @@
-"""Async HTTP client of the GRM service (wire schemas in ``shared/grm_api.py``).
+"""The reward service's backend: its async HTTP calls to the GRM service (wire schemas in
+``shared/grm_api.py``). Not the SDK's :class:`rlmec.clients.GrmClient`, which is for users.
 
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
 ``max_concurrency`` calls in flight, round-robin over the GRM URLs). Transient answers stay
@@ -52,7 +53,7 @@ class GrmFailure:
     reason: Literal["grm_error", "grm_input_too_long"] = "grm_error"
 
 
-class GrmClient:
+class GrmBackend:
     """Talks to one or more GRM services. ``busy_seconds`` accumulates the wall time during
     which at least one GRM call was in flight (for the "time outside the GRM" figure);
     ``calls`` counts HTTP calls made."""

@@ -1,6 +1,7 @@
 """Exceptions the SDK raises. Every HTTP error carries the parsed error envelope
 (:class:`rlmec.shared.errors.ErrorBody`), so callers branch on ``type``/``code``/``param``
-instead of parsing text.
+instead of parsing text. A status error of a concept the services raise subclasses the
+service's class of the same name (:mod:`rlmec.shared.errors`): one name, one class family.
 
 Hierarchy::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import httpx
 
+from rlmec.shared import errors as domain
 from rlmec.shared.errors import ErrorBody
 
 
@@ -60,6 +62,7 @@ class APIStatusError(RlmecClientError):
         self.response = response
         self.status_code = response.status_code
         self.error = error
+        self.message, self.param, self.code = message, error.param, error.code
 
     @property
     def request_id(self) -> str | None:
@@ -71,19 +74,19 @@ class BadRequestError(APIStatusError):
     offending field."""
 
 
-class AuthenticationError(APIStatusError):
+class AuthenticationError(APIStatusError, domain.AuthenticationError):
     """401: missing or invalid API key (``api_key=`` or ``RLMEC_API_KEY``)."""
 
 
-class PermissionDeniedError(APIStatusError):
+class PermissionDeniedError(APIStatusError, domain.PermissionDeniedError):
     """403: the key is valid but not allowed to do this."""
 
 
-class NotFoundError(APIStatusError):
+class NotFoundError(APIStatusError, domain.NotFoundError):
     """404: unknown route, batch id or model."""
 
 
-class RateLimitError(APIStatusError):
+class RateLimitError(APIStatusError, domain.RateLimitError):
     """429: over quota or saturated. ``retry_after`` is the server's ``Retry-After`` in
     seconds (``None`` when absent). Raised after the SDK's own retries are used up."""
 
@@ -96,15 +99,15 @@ class RateLimitError(APIStatusError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, response=response, error=error)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # type: ignore[assignment]  # None: no Retry-After sent
 
 
-class QueueFullError(RateLimitError):
+class QueueFullError(RateLimitError, domain.QueueFullError):
     """429 on ``push_rollouts``: the team's rollout queue is full. Push again after
     ``retry_after`` seconds, or slow down generation."""
 
 
-class ServiceUnavailableError(APIStatusError):
+class ServiceUnavailableError(APIStatusError, domain.ServiceUnavailableError):
     """503: a dependency (GRM engine, Redis) is not ready."""
 
 

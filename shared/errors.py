@@ -3,10 +3,16 @@
 Wire shape (all services, all status codes): ``{"error": {"type", "message", "param", "code"}}``.
 Services map :class:`RlmecError` subclasses to their ``status_code`` in one handler; anything
 else is a 500 (never a 400). No FastAPI import here: status codes are plain ints.
+
+One class per concept on both sides of the wire: the SDK's exceptions
+(:mod:`rlmec.clients.errors`) subclass the class of the same name here, so
+``except rlmec.shared.errors.RateLimitError`` catches a quota refusal whether a service raised
+it or the SDK received it.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,11 +98,33 @@ class RetryableError(RlmecError):
         super().__init__(message, headers=headers, **kwargs)
 
 
-class RateLimitedError(RetryableError):
+class RateLimitError(RetryableError):
     """429: over quota, or a dependency is saturated."""
 
     type = "rate_limited"
     status_code = 429
+
+
+class QueueFullError(RateLimitError):
+    """429 on a rollout push: the team's queue is at its bound (``code="queue_full"``)."""
+
+    @classmethod
+    def for_team(
+        cls, team: str, stream: str, length: int, limit: int, retry_after: float
+    ) -> QueueFullError:
+        what = "waiting to be scored" if stream == "rollouts" else "scored and not yet trained on"
+        who = "reward workers" if stream == "rollouts" else "trainer"
+        error = cls(
+            f"team {team!r} has {length} samples {what}, its bound is {limit}; retry after "
+            f"{max(1, round(retry_after))} s, or let the {who} catch up",
+            retry_after=retry_after,
+            code="queue_full",
+        )
+        error.team, error.stream = team, stream
+        return error
+
+    team: str | None = None
+    stream: str | None = None
 
 
 class ServiceUnavailableError(RetryableError):
@@ -132,3 +160,18 @@ class GrmOutputError(RlmecError):
 
     type = "grm_output_error"
     status_code = 502
+
+
+_DEPRECATED = {"RateLimitedError": RateLimitError}
+
+
+def __getattr__(name: str) -> Any:
+    # 0.1 called the 429 class RateLimitedError (the SDK RateLimitError); one name since 0.2.
+    if name in _DEPRECATED:
+        warnings.warn(
+            f"rlmec.shared.errors.{name} is deprecated; use {_DEPRECATED[name].__name__}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _DEPRECATED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

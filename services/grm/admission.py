@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
+from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 
 
 class Admission:
@@ -27,7 +27,7 @@ class Admission:
         if self.closing:
             raise ServiceUnavailableError("the GRM service is shutting down; retry elsewhere")
         if self.active >= self.max_concurrent and self.waiting >= self.max_queued:
-            raise RateLimitedError(
+            raise RateLimitError(
                 f"the GRM service is saturated ({self.active} running, {self.waiting} queued; "
                 f"limits RLMEC_GRM_MAX_CONCURRENT_REQUESTS={self.max_concurrent}, "
                 f"RLMEC_GRM_MAX_QUEUED_REQUESTS={self.max_queued}); retry after the delay",

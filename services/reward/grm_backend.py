@@ -4,7 +4,7 @@
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
 ``max_concurrency`` calls in flight, round-robin over the GRM URLs). Transient answers stay
 transient: a GRM that cannot be reached, times out or answers 503/5xx raises
-:class:`ServiceUnavailableError`, a saturated one (429) :class:`RateLimitedError`, each with the
+:class:`ServiceUnavailableError`, a saturated one (429) :class:`RateLimitError`, each with the
 GRM's ``Retry-After``; the caller fails the whole request (nothing cached) and retries later.
 Deterministic per-sample errors mark only their samples, without amplification: a sample over
 the GRM's context (413 naming it) is reported and the rest re-sent once; a chunk over the
@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
+from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 from rlmec.shared.grm_api import (
     GrmSampleInput,
     ModelCard,
@@ -245,7 +245,7 @@ def _raise_if_transient(url: str, response: httpx.Response) -> None:
     retry_after = _retry_after(response)
     what = f"the GRM at {url} answered {status}: {_error_text(response)}"
     if status == 429:
-        raise RateLimitedError(
+        raise RateLimitError(
             f"{what}; it is saturated, retry later", retry_after=retry_after, code="grm_saturated"
         )
     raise ServiceUnavailableError(

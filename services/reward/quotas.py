@@ -27,7 +27,7 @@ from rlmec.services.reward.usage import add_usage
 from rlmec.shared.errors import (
     ClientDisconnectedError,
     PayloadTooLargeError,
-    RateLimitedError,
+    RateLimitError,
     RetryableError,
     RlmecError,
 )
@@ -96,7 +96,7 @@ class QuotaGate:
             keys=[self._rate_key(team)], args=[samples, team.rate_limit, team.rate_window_s]
         )
         if not ok:
-            raise RateLimitedError(
+            raise RateLimitError(
                 f"team {team.name!r} used {used} of {team.rate_limit} samples in this "
                 f"{team.rate_window_s} s window; retry after the window resets",
                 retry_after=max(1.0, int(ttl_ms) / 1000),
@@ -114,7 +114,7 @@ class QuotaGate:
             keys=[self._slots_key(team)], args=[lease, team.max_concurrency, self.lease_ttl_s]
         )
         if not ok:
-            raise RateLimitedError(
+            raise RateLimitError(
                 f"team {team.name!r} already has {held} requests in flight (limit "
                 f"{team.max_concurrency}); wait for one to finish or send bigger batches",
                 retry_after=1.0,
@@ -158,7 +158,7 @@ async def _admit(gate: QuotaGate, team: Team, samples: int) -> str:
     try:
         lease = await gate.acquire(team)
         await gate.charge(team, samples)
-    except (RateLimitedError, PayloadTooLargeError):
+    except (RateLimitError, PayloadTooLargeError):
         if lease is not None:
             await gate.release(team, lease)
         await add_usage(gate.redis, gate.prefix, team.name, {"rate_limited": 1})

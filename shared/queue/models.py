@@ -1,4 +1,5 @@
-"""What travels through the queue (batches, statuses), its limits and the queue-full error."""
+"""What travels through the queue (batches, statuses) and its limits. The queue-full error is
+:class:`rlmec.shared.errors.QueueFullError` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from rlmec.shared.errors import RateLimitedError
+from rlmec.shared.errors import QueueFullError as QueueFullError  # where 0.1 defined it
 from rlmec.shared.queue.keys import BatchId, TeamName
 from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, ScoredSample, StrictModel
 
@@ -67,23 +68,6 @@ class PushResult(StrictModel):
     status: BatchState
     n_samples: int
     duplicate: bool = Field(False, description="The batch id was already pushed; not re-queued.")
-
-
-class QueueFullError(RateLimitedError):
-    """The team's queue is at its bound; retry after ``retry_after`` seconds (HTTP 429)."""
-
-    def __init__(self, team: str, stream: str, length: int, limit: int, retry_after: float):
-        what = "waiting to be scored" if stream == "rollouts" else "scored and not yet trained on"
-        super().__init__(
-            f"team {team!r} has {length} samples {what}, its bound is {limit}; "
-            f"retry after {max(1, round(retry_after))} s, or let the "
-            + ("reward workers" if stream == "rollouts" else "trainer")
-            + " catch up",
-            retry_after=retry_after,
-            code="queue_full",
-        )
-        self.team = team
-        self.stream = stream
 
 
 @dataclass(frozen=True)

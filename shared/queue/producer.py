@@ -73,7 +73,7 @@ def _make_batch(
 def _full_error(team: str, full: tuple[str, int], limits: QueueLimits) -> QueueFullError:
     stream, length = full
     limit = limits.max_queued_samples if stream == "rollouts" else limits.max_scored_samples
-    return QueueFullError(team, stream, length, limit, limits.retry_after_s)
+    return QueueFullError.for_team(team, stream, length, limit, limits.retry_after_s)
 
 
 def _status(team: str, batch_id: str, raw: Mapping[Any, Any]) -> BatchStatus | None:

@@ -16,7 +16,7 @@ from rlmec.services.reward.cli import add_commands
 from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import TeamDirectory, hash_key
-from rlmec.shared.errors import RateLimitedError, ServiceUnavailableError
+from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 from rlmec.shared.grm_api import GrmSampleInput, ScoreResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 from tests.services.reward.conftest import CORRECT, sample
@@ -201,7 +201,7 @@ def _status_grm(calls: list[int], status: int, headers: dict[str, str]) -> httpx
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(429, RateLimitedError), (500, ServiceUnavailableError), (502, ServiceUnavailableError),
+    [(429, RateLimitError), (500, ServiceUnavailableError), (502, ServiceUnavailableError),
      (504, ServiceUnavailableError)],
 )  # fmt: skip
 async def test_a_saturated_or_failing_grm_is_transient_and_never_split(

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from rlmec.clients._base import Call, dict_parser, model_parser
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     GrmSampleInput,
     LocateRequest,
     LocateResponse,

@@ -25,7 +25,7 @@ from rlmec.clients._calls import (
     SampleLike,
     ScoreItemLike,
 )
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     LocateResponse,
     ModelList,
     RewriteResponse,

@@ -19,7 +19,7 @@ from rlmec.shared.errors import (
     RlmecError,
     ServiceUnavailableError,
 )
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     LocateRequest,
     LocateResponse,
     ModelList,

@@ -19,7 +19,7 @@ from rlmec.inference.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.shared import prompts
 from rlmec.shared.errors import InvalidRequestError, PayloadTooLargeError
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     GrmSampleInput,
     LocateRequest,
     LocateResponse,

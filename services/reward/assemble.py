@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer
 from rlmec.shared.alignment import KEPT, imitation_weights
 from rlmec.shared.answers import AnswerCheck, extract_answer
-from rlmec.shared.grm_api import ScoreResult, TokenizeResult
+from rlmec.shared.grm_schemas import ScoreResult, TokenizeResult
 from rlmec.shared.rewards import token_rewards
 from rlmec.shared.schemas import (
     GrmInfo,

@@ -1,5 +1,5 @@
 """The reward service's backend: its async HTTP calls to the GRM service (wire schemas in
-``shared/grm_api.py``). Not the SDK's :class:`rlmec.clients.GrmClient`, which is for users.
+``shared/grm_schemas.py``). Not the SDK's :class:`rlmec.clients.GrmClient`, which is for users.
 
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
 ``max_concurrency`` calls in flight, round-robin over the GRM URLs). Transient answers stay
@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     GrmSampleInput,
     ModelCard,
     ModelList,

@@ -28,7 +28,7 @@ from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.usage import add_usage
 from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
 from rlmec.shared.errors import ServiceUnavailableError
-from rlmec.shared.grm_api import GrmSampleInput, RewriteInput, RewriteResult
+from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 
 # Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded

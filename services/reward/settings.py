@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rlmec.shared.prompts import TaskType
 from rlmec.shared.queue.keys import TeamName
-from rlmec.shared.queue.models import QueueLimits
+from rlmec.shared.queue.schemas import QueueLimits
 from rlmec.shared.schemas import RewardParams
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -33,7 +33,7 @@ takes over entries other trainers of its group left idle for ``claim_idle_ms``. 
 trainer the same ``consumer`` name to get its own entries back at once; ``claim_idle_ms`` must
 exceed the longest step, or a slow step's batches are handed to another trainer of the group.
 
-Modules: :mod:`.keys` (key names, team and batch id checks, group names), :mod:`.models`
+Modules: :mod:`.keys` (key names, team and batch id checks, group names), :mod:`.schemas`
 (batches, statuses, limits, :class:`QueueFullError`), :mod:`.scripts` (the Lua scripts),
 :mod:`.producer` (:class:`RolloutQueue`, :class:`AsyncRolloutQueue`), :mod:`.consumer` (the reward
 worker's :class:`RolloutConsumer`, dead letters) and :mod:`.reader` (the trainer's
@@ -55,7 +55,9 @@ from rlmec.shared.queue.keys import (
     keys_for,
     new_batch_id,
 )
-from rlmec.shared.queue.models import (
+from rlmec.shared.queue.producer import AsyncRolloutQueue, RolloutQueue
+from rlmec.shared.queue.reader import Delivery, ScoredBatchReader
+from rlmec.shared.queue.schemas import (
     BatchState,
     BatchStatus,
     PushResult,
@@ -65,8 +67,6 @@ from rlmec.shared.queue.models import (
     RolloutBatch,
     ScoredBatch,
 )
-from rlmec.shared.queue.producer import AsyncRolloutQueue, RolloutQueue
-from rlmec.shared.queue.reader import Delivery, ScoredBatchReader
 
 __all__ = [
     "TEAMS_KEY",

@@ -11,8 +11,8 @@ import redis
 import redis.asyncio
 
 from rlmec.shared.queue.keys import _TEAM_RE, TEAMS_KEY, WORKER_GROUP, keys_for
-from rlmec.shared.queue.models import QueueLimits, RolloutBatch, ScoredBatch
 from rlmec.shared.queue.replies import _fields, _s, _stream_entries
+from rlmec.shared.queue.schemas import QueueLimits, RolloutBatch, ScoredBatch
 from rlmec.shared.queue.scripts import _BEGIN, _COMPLETE, _DEAD, _EXTEND, _RETRY, _TRIM
 from rlmec.shared.schemas import ScoredSample
 

@@ -11,7 +11,8 @@ import redis
 import redis.asyncio
 
 from rlmec.shared.queue.keys import TEAMS_KEY, StreamKeys, keys_for, new_batch_id
-from rlmec.shared.queue.models import (
+from rlmec.shared.queue.replies import _fields, _s
+from rlmec.shared.queue.schemas import (
     BatchStatus,
     PushResult,
     QueueDepth,
@@ -19,7 +20,6 @@ from rlmec.shared.queue.models import (
     QueueLimits,
     RolloutBatch,
 )
-from rlmec.shared.queue.replies import _fields, _s
 from rlmec.shared.queue.scripts import _PUSH, _TRIM
 from rlmec.shared.schemas import RewardParams, Sample
 

@@ -12,8 +12,8 @@ import redis
 
 from rlmec.shared.errors import PermissionDeniedError
 from rlmec.shared.queue.keys import TRAINER_GROUP, keys_for
-from rlmec.shared.queue.models import ScoredBatch
 from rlmec.shared.queue.replies import _fields, _s, _stream_entries
+from rlmec.shared.queue.schemas import ScoredBatch
 from rlmec.shared.queue.scripts import _ACK, _TRIM
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rlmec.clients import AsyncGrmClient, BadRequestError, GrmClient, NotFoundError
 from rlmec.clients._base import Call, model_parser
 from rlmec.clients.cli import add_commands
-from rlmec.shared.grm_api import LocateResponse
+from rlmec.shared.grm_schemas import LocateResponse
 
 SAMPLE = {
     "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as "

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rlmec.shared.grm_api import LocateRequest, RewriteInput, ScoreRequest
+from rlmec.shared.grm_schemas import LocateRequest, RewriteInput, ScoreRequest
 from rlmec.shared.schemas import (
     MAX_BATCH,
     MAX_TEXT_CHARS,
@@ -159,3 +159,20 @@ def test_bad_input_over_http_is_a_422_envelope() -> None:
         assert "U+D800 at index 5" in raw.json()["error"]["message"]
         big = client.post("/echo", json={"samples": [{**GOOD, "prediction": "x" * 1_000_000}]})
         assert big.status_code == 422 and big.json()["error"]["code"] == "string_too_long"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("rlmec.shared.grm_api", "rlmec.shared.grm_schemas", "ScoreRequest"),
+        ("rlmec.shared.queue.models", "rlmec.shared.queue.schemas", "RolloutBatch"),
+    ],
+)
+def test_renamed_schema_modules_still_import_with_a_warning(old: str, new: str, name: str) -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)

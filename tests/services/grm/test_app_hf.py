@@ -7,7 +7,7 @@ import concurrent.futures
 import httpx
 
 from rlmec.shared import prompts
-from rlmec.shared.grm_api import (
+from rlmec.shared.grm_schemas import (
     LocateResponse,
     ModelList,
     RewriteResponse,

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from rlmec.shared.alignment import imitation_weights
-from rlmec.shared.grm_api import ScoreResponse
+from rlmec.shared.grm_schemas import ScoreResponse
 from rlmec.shared.prompts import scoring_prompt
 from rlmec.shared.rewards import token_rewards
 from rlmec.shared.schemas import RewardParams, TokenRewardsResponse

@@ -17,7 +17,7 @@ from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import TeamDirectory, hash_key
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
-from rlmec.shared.grm_api import GrmSampleInput, ScoreResult
+from rlmec.shared.grm_schemas import GrmSampleInput, ScoreResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 from tests.services.reward.conftest import CORRECT, sample
 

@@ -1,0 +1,154 @@
+"""Wire schemas of the GRM service (``/v1/locate``, ``/v1/rewrite``, ``/v1/score``,
+``/v1/tokenize``, ``/v1/models``). Shared so the reward service and the SDK speak it without
+importing the service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlmec.shared.prompts import LocateStatus
+from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, StrictModel, Text
+
+
+class GrmSampleInput(StrictModel):
+    question: NonEmptyText
+    reference_solution: NonEmptyText
+    prediction: Text
+
+
+class LocateRequest(StrictModel):
+    samples: list[GrmSampleInput] = Field(min_length=1, max_length=MAX_BATCH)
+    max_new_tokens: int = Field(32, ge=1, le=256, description="Budget of the locate reply.")
+
+
+class LocateResult(StrictModel):
+    status: LocateStatus
+    step: int | None = Field(description="First wrong step (0-based) when status=located.")
+    raw: str = Field(description="The GRM's reply, verbatim.")
+    message: str = ""
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LocateResponse(StrictModel):
+    model: str
+    results: list[LocateResult]
+
+
+class RewriteInput(GrmSampleInput):
+    step: int | None = Field(
+        None, ge=0, description="First wrong step, if known: skips the locate subtask."
+    )
+
+
+class RewriteRequest(StrictModel):
+    samples: list[RewriteInput] = Field(min_length=1, max_length=MAX_BATCH)
+    max_new_tokens: int = Field(512, ge=1, le=8192, description="Budget of the rewrite.")
+    locate_max_new_tokens: int = Field(32, ge=1, le=256)
+
+
+RewriteStatus = Literal["rewritten", "out_of_range"]
+
+
+class RewriteResult(StrictModel):
+    """``located_step`` is the step the rewrite starts from; when locating gave no step
+    (``no_error``/``unparsed``) the GRM rewrites from step 0. ``out_of_range`` carries no
+    rewrite: the GRM named a step the prediction does not have."""
+
+    status: RewriteStatus
+    located_step: int | None
+    locate: LocateResult | None = Field(description="Absent when the caller gave the step.")
+    prefix: str | None = None
+    continuation: str | None = Field(None, description="The GRM's raw continuation.")
+    rewrite: str | None = None
+    message: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RewriteResponse(StrictModel):
+    model: str
+    results: list[RewriteResult]
+
+
+class ScoreItem(StrictModel):
+    prompt: Text
+    output: Text
+
+
+class ScoreRequest(StrictModel):
+    """``mode=raw``: log-probs of each ``output`` after its ``prompt``. ``mode=rlmec``: the
+    service builds the §3.1 scoring prompt from each sample and scores the prediction."""
+
+    mode: Literal["raw", "rlmec"] = "raw"
+    items: list[ScoreItem] | None = Field(None, max_length=MAX_BATCH)
+    samples: list[GrmSampleInput] | None = Field(None, max_length=MAX_BATCH)
+    add_eos: bool = Field(True, description="Append EOS to the output and score it too.")
+
+    @model_validator(mode="after")
+    def _inputs_match_mode(self) -> ScoreRequest:
+        want, other = ("items", "samples") if self.mode == "raw" else ("samples", "items")
+        if not getattr(self, want):
+            raise ValueError(f"mode={self.mode!r} needs a non-empty '{want}' list")
+        if getattr(self, other):
+            raise ValueError(f"mode={self.mode!r} takes '{want}', not '{other}'")
+        return self
+
+
+class ScoreResult(StrictModel):
+    """Per output token (EOS last when added): id, string, character offsets in the output,
+    teacher-forced log-prob."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    logprobs: list[float]
+    prompt_tokens: int
+
+
+class ScoreResponse(StrictModel):
+    model: str
+    results: list[ScoreResult]
+
+
+class TokenizeRequest(StrictModel):
+    """Output tokenization only, as ``/v1/score`` does it; no engine work."""
+
+    texts: list[Text] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="Texts to tokenize as /v1/score tokenizes an output (no prompt needed).",
+    )
+    add_eos: bool = Field(True, description="Append EOS, as /v1/score does with add_eos.")
+
+
+class TokenizeResult(StrictModel):
+    """Per token (EOS last when added): id, string, character offsets in the text; the same
+    values ``/v1/score`` returns for this text as an output."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+
+
+class TokenizeResponse(StrictModel):
+    model: str
+    results: list[TokenizeResult]
+
+
+class ModelCard(StrictModel):
+    id: str
+    object: Literal["model"] = "model"
+    revision: str = Field(description="Hash of the model directory's weights and config.")
+    tokenizer: str
+    max_model_len: int
+    engine: str
+    eos_token: str
+    eos_token_id: int
+
+
+class ModelList(StrictModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -54,7 +54,7 @@ def token_rewards(
 def get_reward(
     query: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[str] | None
 ) -> Call[dict[str, Any]]:
-    """OpenRLHF's remote reward protocol (interop.md): lists as long as ``query``."""
+    """OpenRLHF's remote reward protocol (docs/interop.md): lists as long as ``query``."""
     if isinstance(query, str):
         raise TypeError("query must be a list of strings, not a single string; wrap it: [query]")
     body: dict[str, Any] = {"query": list(query)}

@@ -65,7 +65,7 @@ class Engine(Protocol):
     """What the service needs from a model runtime.
 
     ``score`` returns, for each pair, the teacher-forced log-prob of every ``output_ids`` token
-    given ``prompt_ids`` and the output tokens before it (rlmec-method.md §3.1)."""
+    given ``prompt_ids`` and the output tokens before it (docs/method.md §3.1)."""
 
     name: str
 

@@ -1,4 +1,4 @@
-"""The exact RLMEC prompt strings (rlmec-method.md §2) and step handling (§2.4).
+"""The exact RLMEC prompt strings (docs/method.md §2) and step handling (§2.4).
 
 Everything here is byte-exact with the method page; tests compare against literal strings.
 """

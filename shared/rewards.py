@@ -14,7 +14,7 @@ def token_rewards(
     """``r_t`` for every token of the prediction (EOS included), from ``log p_t``.
 
     Wrong answer: ``clip(p_t - threshold, floor, 0)``; correct: ``clip(p_t - threshold, 0, cap)``
-    (rlmec-method.md §3.1). No discounting: each token's own value is its weight.
+    (docs/method.md §3.1). No discounting: each token's own value is its weight.
     """
     p = params or RewardParams()
     low, high = (0.0, p.cap) if correct else (p.floor, 0.0)

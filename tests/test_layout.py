@@ -60,3 +60,19 @@ def test_no_module_is_loaded_under_a_second_name() -> None:
 
     bare = sorted(m for m in sys.modules if m.split(".")[0] in FOLDERS)
     assert not bare, f"imported without the rlmec. prefix: {bare[:5]}"
+
+
+def test_every_doc_the_code_cites_is_in_the_repository() -> None:
+    """A clone must resolve every citation: the method page and the interop notes live in docs/,
+    and no source file points outside the repository for them."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("method.md", "interop.md", "architecture.md"):
+        assert (root / "docs" / name).is_file(), name
+    folders = ("shared", "inference", "data", "evaluation", "services", "trainer", "clients")
+    stale = [
+        str(path.relative_to(root))
+        for folder in folders
+        for path in (root / folder).rglob("*.py")
+        if "rlmec-method.md" in (text := path.read_text()) or "shared/docs/" in text
+    ]
+    assert stale == []

@@ -1,4 +1,4 @@
-"""The RLMEC objective (rlmec-method.md §5) as pure functions of tensors.
+"""The RLMEC objective (docs/method.md §5) as pure functions of tensors.
 
 Per-token terms first, one explicit reduction after (torchtune ``rlhf`` style). Everything here
 is usable from any trainer: give it per-token log-probs and the masks/values of the glossary

@@ -1,4 +1,4 @@
-"""The RLMEC training recipe (rlmec-method.md §5) on DeepSpeed, read top to bottom.
+"""The RLMEC training recipe (docs/method.md §5) on DeepSpeed, read top to bottom.
 
 ``train(config)``: join the process group → tokenizer, data source (JSONL or scored stream)
 → policy on a DeepSpeed engine (ZeRO 0-3, bf16/fp32, AdamW, cosine schedule with warmup) →

@@ -1,5 +1,5 @@
 """Scalars from RLMEC signals, for frameworks that take one number per completion
-(interop.md: "Scalar reward only"). The token rewards themselves stay available through
+(docs/interop.md: "Scalar reward only"). The token rewards themselves stay available through
 the SDK for trainers that take dense rewards."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
    (``--remote_rm_url`` in older versions). OpenRLHF's HTTP client sends no custom headers,
    so it cannot send an API key: the reward service must allow key-less access, which an
-   operator enables by explicit setting, on a private network only (interop.md).
+   operator enables by explicit setting, on a private network only (docs/interop.md).
 
 2. **Reward-function file** (authenticated): OpenRLHF also accepts a Python file as the
    remote URL and calls its ``reward_func(queries, prompts, labels)``. This module is such a

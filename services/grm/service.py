@@ -1,4 +1,4 @@
-"""The GRM subtasks (rlmec-method.md §2.1, §2.4, §3.1) over any :class:`Engine`; no FastAPI.
+"""The GRM subtasks (docs/method.md §2.1, §2.4, §3.1) over any :class:`Engine`; no FastAPI.
 
 Scoring tokenization (what the reward service relies on to line values up with characters):
 prompt ids = ``tokenizer(prompt)`` with the tokenizer's own special tokens; output ids =

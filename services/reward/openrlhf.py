@@ -1,4 +1,4 @@
-"""OpenRLHF remote reward model (``POST /get_reward``, ``shared/docs/interop.md``), without
+"""OpenRLHF remote reward model (``POST /get_reward``, ``docs/interop.md``), without
 FastAPI: requests become samples, scored samples become the scalar answer.
 
 - response = ``query[len(prompt):]``, question = the prompt; without ``prompts`` both are the

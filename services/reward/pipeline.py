@@ -1,4 +1,4 @@
-"""The RLMEC scoring pipeline (rlmec-method.md §3, §4, §6), without FastAPI.
+"""The RLMEC scoring pipeline (docs/method.md §3, §4, §6), without FastAPI.
 
 Per batch: cache lookup; answer check of every miss (§4); one batched ``/v1/rewrite`` for the
 wrong predictions without a given rewrite, concurrently with one batched ``/v1/score`` (mode

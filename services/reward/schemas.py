@@ -1,5 +1,5 @@
 """Wire schemas of the reward service beyond ``shared/schemas.py``: the OpenRLHF remote
-reward-model protocol (``/get_reward``, see ``shared/docs/interop.md``) and usage."""
+reward-model protocol (``/get_reward``, see ``docs/interop.md``) and usage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt strings byte-for-byte against literals written from rlmec-method.md §2, and the
+"""Prompt strings byte-for-byte against literals written from docs/method.md §2, and the
 located-step parsing of §2.4. The literals are typed out by hand on purpose: building them
 with the code under test would prove nothing."""
 

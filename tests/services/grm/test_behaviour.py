@@ -20,7 +20,7 @@ from tests.services.grm.fakes import ScriptedEngine
 
 Q, REF = "What is 2+3?", "2+3 = 5\n#### 5"
 PRED = "2+3 = 6\nThe answer is: 6"
-# rlmec-method.md §2.1, written out literally (not built with shared.prompts).
+# docs/method.md §2.1, written out literally (not built with shared.prompts).
 LOCATE_LITERAL = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n### Instruction:\nGiven the problem, correct solution and the "

@@ -1,4 +1,4 @@
-"""``POST /get_reward`` in OpenRLHF's remote reward-model format (shared/docs/interop.md)."""
+"""``POST /get_reward`` in OpenRLHF's remote reward-model format (docs/interop.md)."""
 
 from __future__ import annotations
 

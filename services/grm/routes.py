@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from rlmec.services.common import ERROR_RESPONSES, run_until_disconnect
 from rlmec.services.grm.admission import Admission
+from rlmec.services.grm.deps import AdmissionDep, ServiceDep, SettingsDep
 from rlmec.services.grm.service import GrmService
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.errors import (
@@ -32,26 +33,6 @@ from rlmec.shared.grm_schemas import (
 )
 
 T = TypeVar("T")
-
-
-def get_service(request: Request) -> GrmService:
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ServiceUnavailableError("the GRM engine is not loaded yet; retry shortly")
-    return service
-
-
-def get_admission(request: Request) -> Admission:
-    return request.app.state.admission
-
-
-def get_settings_dep(request: Request) -> GrmSettings:
-    return request.app.state.settings
-
-
-ServiceDep = Annotated[GrmService, Depends(get_service)]
-AdmissionDep = Annotated[Admission, Depends(get_admission)]
-SettingsDep = Annotated[GrmSettings, Depends(get_settings_dep)]
 
 
 async def run_guarded(

@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlmec.evaluation.run import SAMPLES_FILE, read_samples
+from rlmec.evaluation.run import SAMPLES_FILE
+from rlmec.shared.jsonl import read_rows
 
 BOOTSTRAP_ROUNDS = 2000
 
@@ -61,7 +62,7 @@ def paired_bootstrap(
 
 
 def _correct_by_id(run_dir: Path, task: str) -> dict[str, bool]:
-    return {r["id"]: bool(r["correct"]) for r in read_samples(run_dir / task / SAMPLES_FILE)}
+    return {r["id"]: bool(r["correct"]) for r in read_rows(run_dir / task / SAMPLES_FILE)}
 
 
 def _run_dir(results: Path) -> Path:

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from rlmec.data.tasks import Problem, load_task
 from rlmec.inference.engine import Engine
 from rlmec.shared.answers import AnswerCheck
 from rlmec.shared.checking import AnswerChecker, CheckFailure
+from rlmec.shared.jsonl import append_rows, open_output
 from rlmec.shared.prompts import TaskType, policy_prompt
 
 MAX_NEW_TOKENS: dict[TaskType, int] = {"math": 1024, "qa": 512}
@@ -61,27 +62,6 @@ class TaskResult:
         return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else 0.0
 
 
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """The rows a (maybe interrupted) run wrote; a torn last line is dropped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the run was killed mid-write: that row is generated again
-    return rows
-
-
-def _append(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _chunks(items: list[Problem], size: int) -> Iterator[list[Problem]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -100,8 +80,7 @@ async def evaluate_task(
     task_dir = out_dir / task
     task_dir.mkdir(parents=True, exist_ok=True)
     samples_path = task_dir / SAMPLES_FILE
-    written = read_samples(samples_path)
-    _rewrite_clean(samples_path, written)
+    written = open_output(samples_path)
     wanted = {p.id for p in problems}  # rows of another --limit/--seed stay, uncounted
     done = [row for row in written if row["id"] in wanted]
     seen = {row["id"] for row in done}
@@ -115,22 +94,13 @@ async def evaluate_task(
     started = time.perf_counter()
     for chunk in _chunks(todo, config.chunk_size):
         rows = await _generate_and_check(engine, checker, chunk, config)
-        _append(samples_path, rows)
+        append_rows(samples_path, rows)
         for row in rows:
             _count(result, row)
         if progress is not None:
             progress.update(len(rows))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _rewrite_clean(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Drop a torn last line so appending continues a valid JSONL file."""
-    if not path.is_file():
-        return
-    text = path.read_text(encoding="utf-8")
-    if len(text.splitlines()) != len(rows) or (text and not text.endswith("\n")):
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _count(result: TaskResult, row: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_paths(model: str, train_file: str | None) -> str | None:
+def check_paths(model: str, train_file: str | None) -> str | None:
     if not (Path(model) / "config.json").is_file():
         return (
             f"model ({model!r}) is not a local model directory with a config.json; give the "
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.model_dump_json(indent=2))
         return 0
-    problem = _check_paths(cfg.model, cfg.data.train_file if cfg.data.mode == "offline" else None)
+    problem = check_paths(cfg.model, cfg.data.train_file if cfg.data.mode == "offline" else None)
     if problem:
         print(f"rlmec train: {problem}", file=sys.stderr)
         return 2

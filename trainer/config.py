@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 from pydantic import (
@@ -160,6 +160,17 @@ class TrainConfig(_Section):
         return self.optim.global_batch_size // per_step
 
 
+class RecipeConfig(Protocol):
+    """What the DeepSpeed building blocks read from any recipe's config."""
+
+    model: str
+    optim: OptimConfig
+    engine: EngineConfig
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
 def _coerce(raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
@@ -185,7 +196,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML/JSON config (relative paths inside resolve against the CWD)."""
+    """The RLMEC recipe's config from a YAML/JSON file (see :func:`load_recipe_config`)."""
+    return load_recipe_config(path, overrides, TrainConfig)
+
+
+def load_recipe_config(path: str | Path, overrides: list[str] | None, schema: type[C]) -> C:
+    """Read a YAML/JSON config as ``schema`` (relative paths inside resolve against the CWD);
+    a bare name such as ``paper.yaml`` finds the shipped configs."""
     path = Path(path)
     if not path.is_file() and (CONFIG_DIR / path.name).is_file() and not path.parent.parts:
         path = CONFIG_DIR / path.name  # `--config paper.yaml` finds the shipped configs
@@ -200,7 +217,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"{path} must hold a mapping of settings at the top level")
     raw = apply_overrides(raw, overrides or [])
     try:
-        return TrainConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import Field, ValidationError, model_validator
@@ -30,6 +30,7 @@ from rlmec.shared.spans import project, to_spans
 from rlmec.shared.tokenization import encode_output
 
 PaddingSide = Literal["left", "right"]
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -85,6 +86,9 @@ class SequenceBatch:
     loss_mask: torch.Tensor
     values: torch.Tensor
 
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(*(t.to(device) for t in _fields(self)))
+
 
 @dataclass(frozen=True)
 class RlmecBatch:
@@ -116,12 +120,9 @@ class RlmecBatch:
         return int(n_r), int(n_c)
 
     def to(self, device: torch.device | str) -> RlmecBatch:
-        def move(s: SequenceBatch) -> SequenceBatch:
-            return SequenceBatch(*(t.to(device) for t in _fields(s)))
-
         return RlmecBatch(
-            move(self.prediction),
-            move(self.regular),
+            self.prediction.to(device),
+            self.regular.to(device),
             self.ref_logprobs.to(device),
             self.ref_known.to(device),
         )
@@ -277,7 +278,7 @@ def read_jsonl(path: str | Path, tok: PolicyEncoder) -> list[TrainSample]:
 # --- collation ----------------------------------------------------------------------------
 
 
-def _pad_rows(
+def pad_rows(
     rows: Sequence[tuple[Sequence[int], Sequence[int], Sequence[float]]],
     length: int,
     pad_id: int,
@@ -310,11 +311,11 @@ def collate(samples: Sequence[TrainSample], pad_id: int, side: PaddingSide = "ri
     length = max(
         len(s.prompt_ids) + max(len(s.prediction_ids), len(s.regular_ids)) for s in samples
     )
-    pred = _pad_rows(
+    pred = pad_rows(
         [(s.prompt_ids, s.prediction_ids, s.rewards) for s in samples], length, pad_id, side
     )
     reg = [(s.prompt_ids, s.regular_ids, s.imitation_weights) for s in samples]
-    regular = _pad_rows(reg, length, pad_id, side)
+    regular = pad_rows(reg, length, pad_id, side)
     ref = torch.zeros((len(samples), length), dtype=torch.float32)
     known = torch.tensor([s.ref_logprobs is not None for s in samples], dtype=torch.bool)
     for i, s in enumerate(samples):
@@ -329,7 +330,7 @@ def micro_batches(samples: Sequence[TrainSample], size: int) -> Iterator[list[Tr
         yield list(samples[i : i + size])
 
 
-def shuffled(samples: Sequence[TrainSample], seed: int, epoch: int) -> list[TrainSample]:
+def shuffled(samples: Sequence[T], seed: int, epoch: int) -> list[T]:
     """The epoch's order: the same on every rank and after a resume."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(len(samples), generator=g).tolist()

@@ -216,3 +216,20 @@ def rlmec_loss(
         num_reward_tokens=n_scored,
         num_imitation_tokens=n_im,
     )
+
+
+def sft_loss(
+    logprobs: torch.Tensor, loss_mask: torch.Tensor, num_tokens: torch.Tensor | float
+) -> torch.Tensor:
+    """Negative log-likelihood of the target tokens (GRM training, docs/method.md §1 step 4).
+
+    Args:
+        logprobs: ``[batch, seq]`` from :func:`token_logprobs`.
+        loss_mask: ``[batch, seq]``, True on target tokens (and EOS), never on the prompt.
+        num_tokens: target tokens of the whole optimizer step (all micro-batches and ranks),
+            so the step's loss is the mean over its tokens however it is split.
+
+    Returns:
+        The scalar ``-sum(logprobs[mask]) / num_tokens`` (0 for an empty mask).
+    """
+    return _normalise(-_masked(logprobs, loss_mask).sum(), num_tokens)

@@ -13,23 +13,23 @@ Runs as one process on CPU, or under ``deepspeed``/``torchrun`` on several ranks
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import signal
 import time
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_final
-from rlmec.trainer.config import TrainConfig
+from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
 from rlmec.trainer.loss import RlmecLossOutput, rlmec_loss, token_logprobs
+from rlmec.trainer.reporting import Reporter
 from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource
 
 log = logging.getLogger("rlmec.trainer")
@@ -85,7 +85,7 @@ class TrainResult:
 # --- building blocks ----------------------------------------------------------------------
 
 
-def deepspeed_config(cfg: TrainConfig, accumulation: int, world: int) -> dict[str, Any]:
+def deepspeed_config(cfg: RecipeConfig, accumulation: int, world: int) -> dict[str, Any]:
     micro = cfg.optim.micro_batch_size
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
@@ -111,7 +111,7 @@ def load_policy_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def init_deepspeed(cfg: TrainConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
+def init_deepspeed(cfg: RecipeConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
     """The policy on a DeepSpeed engine with AdamW and the cosine schedule."""
     import deepspeed
     from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
@@ -264,6 +264,14 @@ def _metrics(
     )
 
 
+def _summary(m: StepMetrics) -> str:
+    return (
+        f"step {m.step} loss {m.loss:.4f} (rl {m.rl_loss:.4f} im {m.imitation_loss:.4f}) "
+        f"reward {m.mean_reward:.4f} ratio {m.mean_ratio:.4f} clip {m.clip_fraction:.3f} "
+        f"lr {m.lr:.2e} tok/s {m.tokens_per_s:.0f}"
+    )
+
+
 # --- the loop -----------------------------------------------------------------------------
 
 
@@ -283,45 +291,6 @@ def build_source(
         cfg.data.online, tok, per_rank=cfg.optim.micro_batch_size * acc,
         micro_batch=cfg.optim.micro_batch_size, rank=rank, device=device,
     )  # fmt: skip
-
-
-class _Reporter:
-    """Console progress bar, TensorBoard and ``metrics.jsonl`` on rank 0."""
-
-    def __init__(self, cfg: TrainConfig, rank: int, start: int, total: int) -> None:
-        from tqdm import tqdm
-
-        self.on = rank == 0
-        self.every = cfg.log_every_steps
-        self.bar = tqdm(total=total, initial=start, disable=not self.on, desc="rlmec train")
-        self.writer: Any = None
-        self.path = Path(cfg.output_dir) / "metrics.jsonl"
-        if self.on:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"))
-
-    def report(self, m: StepMetrics) -> None:
-        if not self.on:
-            return
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{m.loss:.4f}", reward=f"{m.mean_reward:.3f}")
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(m)) + "\n")
-        if m.step % self.every == 0:
-            for name, value in asdict(m).items():
-                if name != "step":
-                    self.writer.add_scalar(f"train/{name}", value, m.step)
-            self.bar.write(
-                f"step {m.step} loss {m.loss:.4f} (rl {m.rl_loss:.4f} im {m.imitation_loss:.4f}) "
-                f"reward {m.mean_reward:.4f} ratio {m.mean_ratio:.4f} clip {m.clip_fraction:.3f} "
-                f"lr {m.lr:.2e} tok/s {m.tokens_per_s:.0f}"
-            )
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _checkpoint(engine: Any, cfg: TrainConfig, step: int, source: StepSource) -> None:
@@ -358,7 +327,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         step = int(state["step"])
         source.load_state(state["data"])
     result, saved = TrainResult(steps=step), step
-    reporter = _Reporter(cfg, rank, step, total)
+    reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec train")
     try:
         while step < total and (micro := source.next_step(step)) is not None:
             t0 = time.perf_counter()
@@ -372,7 +341,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             failpoint("after_step", step)
             m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0)
             result.history.append(m)
-            reporter.report(m)
+            reporter.report(m, _summary(m), loss=f"{m.loss:.4f}", reward=f"{m.mean_reward:.3f}")
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 _checkpoint(engine, cfg, step, source)
                 saved = step

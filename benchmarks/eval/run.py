@@ -61,14 +61,15 @@ def bare_vllm(model: Path, tasks: list[str], limit: int, out: Path) -> dict[str,
     from vllm import LLM, SamplingParams
 
     from rlmec.data.tasks import TASKS
-    from rlmec.evaluation.run import MAX_NEW_TOKENS, STOP, read_samples
+    from rlmec.evaluation.run import MAX_NEW_TOKENS, STOP
+    from rlmec.shared.jsonl import read_rows
 
     llm = LLM(model=str(model), dtype="float32", enforce_eager=True, max_model_len=2048,
               max_num_seqs=256, max_num_batched_tokens=8192, disable_log_stats=True)  # fmt: skip
     tokenizer = llm.get_tokenizer()
     figures = {}
     for task in tasks:
-        rows = read_samples(out / task / "samples.jsonl")
+        rows = read_rows(out / task / "samples.jsonl")
         task_type = TASKS[task].task_type
         ids = [list(tokenizer(r["prompt"])["input_ids"]) for r in rows]
         budget = MAX_NEW_TOKENS[task_type]

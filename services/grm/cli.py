@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
 
@@ -29,8 +30,8 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def add_commands(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="grm_command", metavar="SUBCOMMAND", required=True)
+def add_subcommands(sub: Any) -> None:
+    """``serve``, ``convert-smollm2``, ``build-tiny`` under ``rlmec grm`` (see rlmec.cli)."""
     serve = sub.add_parser("serve", help="run the GRM HTTP service")
     for flag, (_, kind, help_text) in _SERVE_FLAGS.items():
         serve.add_argument(flag, type=kind, default=None, help=help_text)

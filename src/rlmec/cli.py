@@ -9,12 +9,20 @@ import sys
 
 # command -> (module with add_commands(parser), one-line help)
 AREAS: dict[str, tuple[str, str]] = {
-    "grm": ("rlmec.services.grm.cli", "generative reward model service (serve, convert models)"),
+    "grm": ("", "generative reward model: train one, serve it, convert models"),
     "reward": ("rlmec.services.reward.cli", "token-reward service and queue workers"),
     "train": ("rlmec.trainer.cli", "RLMEC policy training on DeepSpeed"),
+    "data": ("rlmec.data.cli", "make a GRM's training data (synth, grm-sft)"),
     "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
     "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),
+}
+
+
+# Areas whose subcommands come from several modules, each with add_subcommands(subparsers):
+# making a GRM (trainer) and serving it (services) are one area for the user.
+JOINED: dict[str, tuple[str, ...]] = {
+    "grm": ("rlmec.services.grm.cli", "rlmec.trainer.sft_cli"),
 }
 
 
@@ -27,7 +35,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     wanted = argv[0] if argv and argv[0] in AREAS else None
     for name, (module, help_text) in AREAS.items():
         area = sub.add_parser(name, help=help_text, description=help_text)
-        if wanted == name:
+        if wanted != name:
+            continue
+        if name in JOINED:
+            subs = area.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
+            for joined in JOINED[name]:
+                importlib.import_module(joined).add_subcommands(subs)
+        else:
             importlib.import_module(module).add_commands(area)
     return parser
 

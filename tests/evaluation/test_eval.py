@@ -15,7 +15,7 @@ import pytest
 from rlmec.cli import main
 from rlmec.data.tasks import load_task
 from rlmec.evaluation.compare import compare, mcnemar_p, paired_bootstrap
-from rlmec.evaluation.run import read_samples
+from rlmec.shared.jsonl import read_rows
 from rlmec.shared.prompts import policy_prompt
 from rlmec.shared.redis_server import free_port
 from tests.servers import VLLM_ENV, vllm_openai_server, wait_healthy
@@ -26,7 +26,7 @@ def run_eval(model: Path, out: Path, *extra: str) -> int:
 
 
 def samples(out: Path, task: str) -> list[dict[str, Any]]:
-    return read_samples(out / task / "samples.jsonl")
+    return read_rows(out / task / "samples.jsonl")
 
 
 @pytest.mark.integration

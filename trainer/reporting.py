@@ -1,0 +1,48 @@
+"""Progress of a training recipe on rank 0: a console bar, TensorBoard and ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+class Reporter:
+    """``report(metrics, line)`` per optimizer step: ``metrics`` (a dataclass with a ``step``
+    field) goes to ``metrics.jsonl`` and TensorBoard, ``line`` to the console every
+    ``log_every`` steps."""
+
+    def __init__(
+        self, output_dir: str | Path, log_every: int, rank: int, start: int, total: int, desc: str
+    ) -> None:
+        from tqdm import tqdm
+
+        self.on = rank == 0
+        self.every = log_every
+        self.bar = tqdm(total=total, initial=start, disable=not self.on, desc=desc)
+        self.writer: Any = None
+        self.path = Path(output_dir) / "metrics.jsonl"
+        if self.on:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+
+    def report(self, metrics: Any, line: str, **postfix: str) -> None:
+        if not self.on:
+            return
+        values = asdict(metrics)
+        self.bar.update(1)
+        self.bar.set_postfix(**postfix)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(values) + "\n")
+        if values["step"] % self.every == 0:
+            for name, value in values.items():
+                if name != "step":
+                    self.writer.add_scalar(f"train/{name}", value, values["step"])
+            self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,209 @@
+"""GRM supervised fine-tuning (docs/method.md §1 step 4), read top to bottom: ``rlmec grm train``.
+
+``train_grm(config)``: join the process group → tokenizer and the ``rlmec data grm-sft``
+examples (prompt ids with the tokenizer's special tokens, target ids by the platform's one
+output tokenization, EOS appended) → the model on a DeepSpeed engine (the RLMEC recipe's
+building blocks: ZeRO 0-3, bf16/fp32, AdamW, cosine with warmup) → resume from the newest
+checkpoint → per optimizer step: count the step's target tokens on every rank, then per
+micro-batch the negative log-likelihood of the target tokens over that count, backward;
+``engine.step()`` → log, checkpoint → ``final/`` as a ``save_pretrained`` directory that
+``rlmec grm serve --model`` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from rlmec.shared.jsonl import BadLine, read_input
+from rlmec.shared.schemas import StrictModel
+from rlmec.shared.tokenization import encode_output
+from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_final
+from rlmec.trainer.config import EngineConfig, OptimConfig, PathStr, _Section
+from rlmec.trainer.data import DataError, SequenceBatch, pad_rows, shuffled
+from rlmec.trainer.distributed import all_reduce_sum, init_process_group
+from rlmec.trainer.loss import sft_loss, token_logprobs
+from rlmec.trainer.reporting import Reporter
+from rlmec.trainer.train import deepspeed_config, init_deepspeed, load_policy_tokenizer
+
+log = logging.getLogger("rlmec.trainer")
+
+
+class SftDataConfig(_Section):
+    train_file: PathStr = Field(description="JSONL of examples from `rlmec data grm-sft`.")
+    max_length: int = Field(2048, ge=8, le=1_000_000, description="Prompt + target tokens.")
+
+
+class SftConfig(_Section):
+    model: PathStr = Field(description="Local HF model directory of the base model.")
+    output_dir: PathStr = Field(description="Checkpoints, TensorBoard logs and final/ go here.")
+    seed: int = Field(42, description="Shuffling seed.")
+    data: SftDataConfig
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5))
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    save_every_steps: int = Field(0, ge=0, description="Checkpoint period; 0 = at the end.")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir.")
+    log_every_steps: int = Field(1, ge=1, description="Console/TensorBoard period.")
+
+
+class SftExampleRow(StrictModel):
+    """One line of ``rlmec data grm-sft`` output (only the fields training reads)."""
+
+    id: str
+    kind: str
+    prompt: str
+    target: str
+
+
+@dataclass(frozen=True)
+class SftSample:
+    prompt_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]  # the loss covers these (EOS last)
+
+
+@dataclass(frozen=True)
+class SftMetrics:
+    step: int
+    loss: float
+    target_tokens: int
+    lr: float
+    tokens_per_s: float
+    step_time_s: float
+
+
+@dataclass
+class SftResult:
+    steps: int
+    history: list[SftMetrics] = field(default_factory=list)
+    final_dir: Path | None = None
+    skipped: int = 0
+
+
+def encode_example(tokenizer: Any, row: SftExampleRow, max_length: int) -> SftSample | None:
+    """Token ids of one example; the target is cut to fit ``max_length`` (None if nothing of
+    it fits)."""
+    prompt = tuple(int(i) for i in tokenizer(row.prompt)["input_ids"])
+    target = tuple(encode_output(tokenizer, row.target).token_ids)
+    room = max_length - len(prompt)
+    if room < 1:
+        return None
+    return SftSample(prompt, target[:room])
+
+
+def read_examples(path: str, tokenizer: Any, max_length: int) -> tuple[list[SftSample], int]:
+    """The trainable examples of a file, and how many lines were skipped (each reported with
+    its file and line)."""
+    samples, skipped = [], 0
+    for number, row in read_input(Path(path), SftExampleRow):
+        sample = None if isinstance(row, BadLine) else encode_example(tokenizer, row, max_length)
+        if sample is None:
+            skipped += 1
+            why = row if isinstance(row, BadLine) else f"{path} line {number}: prompt too long"
+            log.warning("skipped %s", why)
+            continue
+        samples.append(sample)
+    if not samples:
+        raise DataError(f"{path} holds no trainable example; make one with `rlmec data grm-sft`")
+    return samples, skipped
+
+
+def collate_sft(samples: list[SftSample], pad_id: int) -> SequenceBatch:
+    """Right-padded ``[batch, seq]`` ids, attention, positions and the target mask."""
+    length = max(len(s.prompt_ids) + len(s.target_ids) for s in samples)
+    rows = [(s.prompt_ids, s.target_ids, [1.0] * len(s.target_ids)) for s in samples]
+    return pad_rows(rows, length, pad_id, "right")
+
+
+def sft_step(engine: Any, micro: list[list[SftSample]], pad_id: int, world: int) -> list[float]:
+    """One optimizer step; returns ``[summed loss, target tokens]`` over all ranks."""
+    device = engine.device
+    batches = [collate_sft(m, pad_id).to(device) for m in micro]
+    local = float(sum(int(b.loss_mask.sum()) for b in batches))
+    (n_tokens,) = all_reduce_sum([local], device)
+    total = 0.0
+    for b in batches:
+        logits = engine(
+            input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+            use_cache=False,
+        ).logits  # fmt: skip
+        loss = sft_loss(token_logprobs(logits, b.input_ids), b.loss_mask, n_tokens)
+        # The micro-batch's share of the step's loss: × world undoes DeepSpeed's averaging.
+        engine.backward(loss * world, scale_wrt_gas=False)
+        engine.step()
+        total += loss.item()
+    (loss_sum,) = all_reduce_sum([total], device)
+    return [loss_sum, n_tokens]
+
+
+def _micro_batches(
+    samples: list[SftSample], step: int, steps_per_epoch: int, cfg: SftConfig, rank: int, world: int
+) -> list[list[SftSample]]:
+    """Step ``step``'s micro-batches for this rank: the same on every run and after a resume."""
+    epoch, k = divmod(step, steps_per_epoch)
+    g = cfg.optim.global_batch_size
+    batch = shuffled(samples, cfg.seed, epoch)[k * g : (k + 1) * g][rank::world]
+    m = cfg.optim.micro_batch_size
+    return [batch[i : i + m] for i in range(0, len(batch), m)]
+
+
+def train_grm(cfg: SftConfig) -> SftResult:
+    """Run the whole GRM SFT recipe; returns the metrics of the steps this call ran."""
+    rank, world, _ = init_process_group()
+    per_step = cfg.optim.micro_batch_size * world
+    if cfg.optim.global_batch_size % per_step:
+        raise DataError(
+            f"optim.global_batch_size ({cfg.optim.global_batch_size}) is not a multiple of "
+            f"micro_batch_size × ranks ({per_step}); change one of them"
+        )
+    torch.manual_seed(cfg.seed)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer = load_policy_tokenizer(cfg.model)
+    samples, skipped = read_examples(cfg.data.train_file, tokenizer, cfg.data.max_length)
+    steps_per_epoch = len(samples) // cfg.optim.global_batch_size
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{cfg.data.train_file} has {len(samples)} examples, fewer than "
+            f"optim.global_batch_size ({cfg.optim.global_batch_size}); lower it"
+        )
+    total = steps_per_epoch * cfg.optim.epochs
+    total = min(total, cfg.optim.max_steps) if cfg.optim.max_steps else total
+    acc = cfg.optim.global_batch_size // per_step
+    engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total)
+    step = 0
+    if cfg.resume and (state := load_checkpoint(engine, cfg.output_dir)) is not None:
+        step = int(state["step"])
+    result = SftResult(steps=step, skipped=skipped)
+    reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec grm train")
+    saved = step
+    try:
+        while step < total:
+            t0, lr = time.perf_counter(), float(engine.get_lr()[0])
+            micro = _micro_batches(samples, step, steps_per_epoch, cfg, rank, world)
+            loss, n_tokens = sft_step(engine, micro, tokenizer.pad_token_id, world)
+            step += 1
+            dt = time.perf_counter() - t0
+            tokens = sum(len(s.prompt_ids) + len(s.target_ids) for m in micro for s in m) * world
+            m = SftMetrics(step, loss, int(n_tokens), lr, tokens / dt, dt)
+            result.history.append(m)
+            line = f"step {step} loss {loss:.4f} lr {lr:.2e} tok/s {m.tokens_per_s:.0f}"
+            reporter.report(m, line, loss=f"{loss:.4f}")
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save_checkpoint(engine, cfg.output_dir, step, {"step": step},
+                                keep=cfg.keep_checkpoints)  # fmt: skip
+                saved = step
+    finally:
+        reporter.close()
+    if step > saved:
+        save_checkpoint(engine, cfg.output_dir, step, {"step": step}, keep=cfg.keep_checkpoints)
+    result.steps = step
+    result.final_dir = save_final(
+        engine, tokenizer, Path(cfg.output_dir) / "final", zero_stage=cfg.engine.zero_stage
+    )
+    return result

@@ -1,5 +1,6 @@
 """``rlmec data ...``: the offline pipeline that makes a GRM's training data (method §1).
 
+    rlmec data sample  --model POLICY --limit 500 --output runs/data/samples.jsonl
     rlmec data synth   --task gsm8k_train --limit 2000 --output runs/data/synth.jsonl
     rlmec data grm-sft --records runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
 
@@ -17,17 +18,34 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rlmec.data.tasks import TASKS
+from rlmec.data.tasks import TASKS, resolve_tasks
+from rlmec.inference.settings import (
+    add_engine_arguments,
+    check_engine_arguments,
+    engine_settings_from,
+)
 
 SYNTH_KINDS = ("number", "operation", "arithmetic")
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Make a GRM's training data (method §1): synth (a free synthetic teacher for math), "
-        "grm-sft (GRM training examples from the records)."
+        "Make a GRM's training data (method §1): sample (the policy's solutions), synth (a "
+        "free synthetic teacher for math), grm-sft (GRM training examples from the records)."
     )
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    sample = sub.add_parser("sample", help="the policy writes n solutions per problem, judged")
+    add_engine_arguments(sample)
+    sample.add_argument("--tasks", default="gsm8k_train", help="comma-separated task names")
+    sample.add_argument("--limit", type=int, default=None, help="a seeded subset of N problems")
+    sample.add_argument("--n", type=int, default=5, help="solutions per problem (paper: 5)")
+    sample.add_argument("--temperature", type=float, default=0.7, help="paper: 0.7")
+    sample.add_argument("--top-p", type=float, default=0.95, help="paper: 0.95")
+    sample.add_argument("--max-new-tokens", type=int, default=512, help="paper: 512")
+    sample.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
+    sample.add_argument("--chunk-size", type=int, default=64, help="problems per engine call")
+    sample.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
+    sample.set_defaults(func=sample_command)
     synth = sub.add_parser(
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
     )
@@ -53,6 +71,76 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 def _fail(message: str) -> int:
     print(f"rlmec data: {message}", file=sys.stderr)
     return 2
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    problem = check_engine_arguments(args)
+    checks = [
+        (args.n >= 1, f"--n ({args.n}) must be at least 1"),
+        (args.temperature > 0, f"--temperature ({args.temperature}) must be > 0 to sample"),
+        (0 < args.top_p <= 1, f"--top-p ({args.top_p}) must lie in (0, 1]"),
+        (args.max_new_tokens >= 1, f"--max-new-tokens ({args.max_new_tokens}) must be >= 1"),
+        (args.limit is None or args.limit >= 1, f"--limit ({args.limit}) must be at least 1"),
+        (args.chunk_size >= 1, f"--chunk-size ({args.chunk_size}) must be at least 1"),
+    ]
+    problem = problem or next((msg for ok, msg in checks if not ok), None)
+    if problem:
+        return _fail(problem)
+    try:
+        tasks = resolve_tasks(args.tasks)
+    except ValueError as exc:
+        return _fail(f"--tasks: {exc}")
+    from rlmec.shared.errors import RlmecError
+
+    try:
+        counts = asyncio.run(_sample(args, tasks))
+    except (RlmecError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(getattr(exc, "message", exc)))
+    _print_sample_summary(args.output, counts)
+    return 0
+
+
+async def _sample(args: argparse.Namespace, tasks: list[str]) -> Counter[str]:
+    from tqdm import tqdm
+
+    from rlmec.data.sample import SampleConfig, sample_problems
+    from rlmec.data.tasks import load_task
+    from rlmec.inference import create_engine
+    from rlmec.shared.checking import AnswerChecker
+
+    config = SampleConfig(
+        n=args.n, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, chunk_size=args.chunk_size,
+    )  # fmt: skip
+    engine = create_engine(engine_settings_from(args))
+    counts: Counter[str] = Counter()
+    await engine.start()
+    try:
+        with AnswerChecker() as checker:
+            for task in tasks:
+                problems = load_task(task, limit=args.limit, seed=args.seed)
+                with tqdm(desc=f"sample {task}", unit="problem", dynamic_ncols=True) as bar:
+                    counts += await sample_problems(
+                        engine, checker, problems, args.output, config, bar
+                    )
+    finally:
+        await engine.close()
+    return counts
+
+
+def _print_sample_summary(path: Path, counts: Counter[str]) -> None:
+    from rlmec.shared.jsonl import read_rows
+
+    rows = read_rows(path)
+    correct = sum(bool(r["correct"]) for r in rows)
+    share = correct / len(rows) if rows else 0.0
+    print(
+        f"{len(rows)} samples in {path}: {correct} correct ({100 * share:.1f}%), "
+        f"{len(rows) - correct} wrong (the distill step's input); this run: "
+        f"{dict(counts) or 'nothing new'}"
+    )
 
 
 def synth_command(args: argparse.Namespace) -> int:

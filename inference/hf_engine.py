@@ -20,6 +20,7 @@ from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
+    Sampling,
     check_model_dir,
     config_max_len,
     cut_at_stop,
@@ -124,9 +125,17 @@ class HfEngine(LoadedEngine):
         return await self._submit(jobs)
 
     async def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling | None = None,
     ) -> list[Generation]:
-        key = ("generate", max_new_tokens, tuple(stop))
+        if sampling is None:
+            key: tuple[Any, ...] = ("generate", max_new_tokens, tuple(stop))
+            return await self._submit([self._job(key, p, [], max_new_tokens) for p in prompts])
+        # Sampled jobs batch only with their own call (one temperature/top-p per batch).
+        key = ("generate", max_new_tokens, tuple(stop), sampling)
         return await self._submit([self._job(key, p, [], max_new_tokens) for p in prompts])
 
     # --- batching --------------------------------------------------------------------------
@@ -240,7 +249,8 @@ class HfEngine(LoadedEngine):
         return backbone(input_ids=ids, attention_mask=mask).last_hidden_state, None
 
     def _generate_batch(self, jobs: list[_Job]) -> list[Generation]:
-        """Greedy, left-padded; stops on EOS or a stop string (text cut before it)."""
+        """Greedy (or sampled), left-padded; stops on EOS or a stop string (text cut before
+        it)."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -249,7 +259,14 @@ class HfEngine(LoadedEngine):
                 done = all(j.future.cancelled() for j in jobs)
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
-        _, max_new, stop = jobs[0].key
+        _, max_new, stop, *rest = jobs[0].key
+        sampling: Sampling | None = rest[0] if rest else None
+        decoding: dict[str, Any] = {"do_sample": False}
+        if sampling is not None:
+            if sampling.seeds:
+                torch.manual_seed(sampling.seeds[0])
+            decoding = {"do_sample": True, "temperature": sampling.temperature,
+                        "top_p": sampling.top_p}  # fmt: skip
         width = max(len(j.prompt) for j in jobs)
         ids = torch.full((len(jobs), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -261,7 +278,7 @@ class HfEngine(LoadedEngine):
                 input_ids=ids.to(self._device),
                 attention_mask=mask.to(self._device),
                 max_new_tokens=max_new,
-                do_sample=False,
+                **decoding,
                 stop_strings=list(stop) or None,
                 tokenizer=self._tokenizer,
                 pad_token_id=self._pad_id,

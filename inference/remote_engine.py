@@ -27,6 +27,7 @@ from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
+    Sampling,
     check_model_dir,
     config_max_len,
     cut_at_stop,
@@ -216,13 +217,21 @@ class RemoteEngine(LoadedEngine):
         return list(await asyncio.gather(*(one(p, o) for p, o in pairs)))
 
     async def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling | None = None,
     ) -> list[Generation]:
         upstream_stop = minimal_stops(stop)[:OPENAI_MAX_STOP]
 
-        async def one(prompt: list[int]) -> Generation:
-            body = {"prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0,
-                    "stop": upstream_stop}  # fmt: skip
+        async def one(i: int, prompt: list[int]) -> Generation:
+            body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_new_tokens,
+                                    "temperature": 0, "stop": upstream_stop}  # fmt: skip
+            if sampling is not None:
+                body.update(temperature=sampling.temperature, top_p=sampling.top_p)
+                if sampling.seeds:
+                    body["seed"] = sampling.seed(i)
             choice, generated = await self._completion(body)
             # Stops beyond the upstream's limit are applied here (the upstream generated past
             # them, so the token count may be higher than vLLM in-process would report).
@@ -233,4 +242,4 @@ class RemoteEngine(LoadedEngine):
                 finish_reason=str(choice.get("finish_reason") or "length"),
             )
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))

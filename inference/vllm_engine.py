@@ -19,6 +19,7 @@ from rlmec.inference.engine import (
     EngineInfo,
     Generation,
     LoadedEngine,
+    Sampling,
     check_model_dir,
     config_max_len,
     load_tokenizer,
@@ -127,23 +128,35 @@ class VllmEngine(LoadedEngine):
         )
 
     async def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling | None = None,
     ) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            max_tokens=max_new_tokens, temperature=0.0, stop=list(stop), skip_special_tokens=True
-        )
+        def params(i: int) -> Any:
+            if sampling is None:
+                return SamplingParams(max_tokens=max_new_tokens, temperature=0.0, stop=list(stop),
+                                      skip_special_tokens=True)  # fmt: skip
+            return SamplingParams(
+                max_tokens=max_new_tokens, temperature=sampling.temperature,
+                top_p=sampling.top_p, seed=sampling.seed(i), stop=list(stop),
+                skip_special_tokens=True,
+            )  # fmt: skip
 
-        async def one(prompt: list[int]) -> Generation:
-            completion = (await self._run(prompt, params)).outputs[0]
+        greedy = params(0) if sampling is None else None
+
+        async def one(i: int, prompt: list[int]) -> Generation:
+            completion = (await self._run(prompt, greedy or params(i))).outputs[0]
             return Generation(
                 text=completion.text,
                 num_tokens=len(completion.token_ids),
                 finish_reason=str(completion.finish_reason or "length"),
             )
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
 
 def _has_cuda() -> bool:

@@ -163,6 +163,14 @@ def format_qa_problem(question: str, options: list[str]) -> str:
     return question + "\nOptions:\n" + "\n".join(options)
 
 
+# A small policy that finishes its answer may start a new instruction block; its generation is
+# cut there (evaluation, sampling, rollouts).
+POLICY_STOP: tuple[str, ...] = (
+    "\n\n### Instruction",
+    "Below is an instruction that describes a task",
+)
+
+
 def policy_prompt(task: TaskType, problem: str) -> str:
     if task == "qa":
         return QA_POLICY_TEMPLATE.format(problem=problem)

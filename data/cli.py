@@ -1,6 +1,8 @@
 """``rlmec data ...``: the offline pipeline that makes a GRM's training data (method §1).
 
     rlmec data sample  --model POLICY --limit 500 --output runs/data/samples.jsonl
+    rlmec data distill --input runs/data/samples.jsonl --output runs/data/teacher.jsonl \
+        --protocol openai --base-url https://api.example.com/v1 --teacher-model NAME
     rlmec data synth   --task gsm8k_train --limit 2000 --output runs/data/synth.jsonl
     rlmec data grm-sft --records runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
 
@@ -30,8 +32,9 @@ SYNTH_KINDS = ("number", "operation", "arithmetic")
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Make a GRM's training data (method §1): sample (the policy's solutions), synth (a "
-        "free synthetic teacher for math), grm-sft (GRM training examples from the records)."
+        "Make a GRM's training data (method §1): sample (the policy's solutions), distill (a "
+        "teacher locates and rewrites the wrong ones), synth (a free synthetic teacher for "
+        "math), grm-sft (GRM training examples from the records)."
     )
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     sample = sub.add_parser("sample", help="the policy writes n solutions per problem, judged")
@@ -46,6 +49,33 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--chunk-size", type=int, default=64, help="problems per engine call")
     sample.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
     sample.set_defaults(func=sample_command)
+    distill = sub.add_parser("distill", help="a teacher locates and rewrites the wrong samples")
+    distill.add_argument("--input", type=Path, required=True, help="records (rlmec data sample)")
+    distill.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
+    distill.add_argument("--protocol", choices=["openai", "anthropic"], default="openai",
+                         help="OpenAI chat completions or Anthropic Messages")  # fmt: skip
+    distill.add_argument("--base-url", required=True,
+                         help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")  # fmt: skip
+    distill.add_argument("--teacher-model", required=True, help="model name at the endpoint")
+    distill.add_argument("--api-key-env", default=None,
+                         help="variable holding the key (default OPENAI_API_KEY or "
+                         "ANTHROPIC_API_KEY)")  # fmt: skip
+    distill.add_argument("--concurrency", type=int, default=8, help="teacher calls in flight")
+    distill.add_argument("--max-tokens", type=int, default=1024, help="rewrite reply budget")
+    distill.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+    distill.add_argument("--max-retries", type=int, default=6,
+                         help="SDK retries on 429/5xx/timeouts, honouring Retry-After")  # fmt: skip
+    distill.add_argument("--extra-body", type=json.loads, default=None, metavar="JSON",
+                         help="anthropic: extra request fields, e.g. '{\"temperature\": 0}' "
+                         "for an endpoint that takes one")  # fmt: skip
+    distill.add_argument("--price-input", type=float, default=0.0, help="$ per 1M input tokens")
+    distill.add_argument("--price-output", type=float, default=0.0, help="$ per 1M output tokens")
+    distill.add_argument("--released-output", type=Path, default=None,
+                         help="also write all records in the released code's schema")  # fmt: skip
+    distill.add_argument("--no-continue-prefill", action="store_true",
+                         help="openai: the server cannot continue an assistant turn")  # fmt: skip
+    distill.set_defaults(func=distill_command)
+
     synth = sub.add_parser(
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
     )
@@ -143,6 +173,92 @@ def _print_sample_summary(path: Path, counts: Counter[str]) -> None:
     )
 
 
+def distill_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    checks = [
+        (args.concurrency >= 1, f"--concurrency ({args.concurrency}) must be at least 1"),
+        (args.max_tokens >= 1, f"--max-tokens ({args.max_tokens}) must be at least 1"),
+        (args.base_url.startswith(("http://", "https://")),
+         f"--base-url {args.base_url!r} must start with http:// or https://"),
+    ]  # fmt: skip
+    problem = next((msg for ok, msg in checks if not ok), None)
+    if problem:
+        return _fail(problem)
+    try:
+        deferred = asyncio.run(_distill(args))
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    if deferred:
+        print(f"rlmec data: {deferred} records deferred (the teacher stayed unavailable after "
+              "retries); rerun the same command to finish them", file=sys.stderr)  # fmt: skip
+        return 3
+    return 0
+
+
+async def _distill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rlmec.data.records import GrmRecord, to_released
+    from rlmec.data.teacher import AnthropicTeacher, DistillStats, OpenAITeacher, distill_many
+    from rlmec.shared.checking import AnswerChecker
+    from rlmec.shared.jsonl import BadLine, append_rows, open_output, read_input, read_rows
+
+    records: list[GrmRecord] = []
+    for _, row in read_input(args.input, GrmRecord):
+        if isinstance(row, BadLine):
+            print(f"rlmec data: skipped {row}", file=sys.stderr)
+        else:
+            records.append(row)
+    done = {r["id"] for r in open_output(args.output)}
+    todo = [r for r in records if r.id not in done]
+    append_rows(args.output, [r for r in todo if r.correct])  # correct ones pass through
+    wrong = [r for r in todo if not r.correct]
+    env = args.api_key_env or ("OPENAI_API_KEY" if args.protocol == "openai" else
+                               "ANTHROPIC_API_KEY")  # fmt: skip
+    key = os.environ.get(env) or "no-key"  # a local server needs none
+    common = {"api_key": key, "timeout": args.timeout, "max_retries": args.max_retries}
+    teacher = (
+        OpenAITeacher(args.base_url, args.teacher_model,
+                      continue_prefill=not args.no_continue_prefill, **common)
+        if args.protocol == "openai"
+        else AnthropicTeacher(args.base_url, args.teacher_model, extra_body=args.extra_body,
+                              **common)
+    )  # fmt: skip
+    stats = DistillStats()
+    step = 4 * args.concurrency
+    try:
+        with AnswerChecker() as checker, tqdm(total=len(wrong), desc="distill",
+                                              unit="sample") as bar:  # fmt: skip
+            for start in range(0, len(wrong), step):
+                chunk = wrong[start : start + step]
+                kept = await distill_many(teacher, checker, chunk, stats,
+                                          concurrency=args.concurrency,
+                                          max_tokens=args.max_tokens)  # fmt: skip
+                append_rows(args.output, kept)
+                bar.update(len(chunk))
+    finally:
+        await teacher.close()
+    if args.released_output is not None:
+        rows = [to_released(GrmRecord.model_validate(r)) for r in read_rows(args.output)]
+        _write_atomic(args.released_output, rows)
+    print(json.dumps({
+        "output": str(args.output), "wrong_sent": len(wrong),
+        "passed_through_correct": sum(r.correct for r in todo),
+        "outcomes": dict(stats.outcomes), "input_tokens": stats.input_tokens,
+        "output_tokens": stats.output_tokens,
+        "estimated_cost": round(stats.cost(args.price_input, args.price_output), 6),
+    }, indent=1))  # fmt: skip
+    return sum(v for k, v in stats.outcomes.items() if k.startswith("deferred"))
+
+
+def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    os.replace(tmp, path)  # all or nothing: a short run never leaves half a file
+
+
 def synth_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -204,12 +320,7 @@ def grm_sft_command(args: argparse.Namespace) -> int:
     examples, stats = build_examples(records, seed=args.seed, identity_rate=args.identity_rate)
     if not examples:
         return _fail(f"no usable records in {', '.join(map(str, args.records))}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for example in examples:
-            f.write(example.model_dump_json() + "\n")
-    os.replace(tmp, args.output)  # all or nothing: a short run never leaves half a file
+    _write_atomic(args.output, [e.model_dump(mode="json") for e in examples])
     kinds = Counter(e.kind for e in examples)
     print(json.dumps({
         "output": str(args.output), "examples": len(examples), "by_kind": dict(kinds),

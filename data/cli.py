@@ -5,6 +5,8 @@
         --protocol openai --base-url https://api.example.com/v1 --teacher-model NAME
     rlmec data synth   --task gsm8k_train --limit 2000 --output runs/data/synth.jsonl
     rlmec data grm-sft --records runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
+    rlmec data signals --input runs/data/samples.jsonl --output runs/data/signals.jsonl \
+        --reward-url http://127.0.0.1:8002 --policy POLICY
 
 Every step appends to its output and skips the rows already there, so a rerun after an
 interruption continues where it stopped; each prints a summary at the end.
@@ -34,7 +36,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Make a GRM's training data (method §1): sample (the policy's solutions), distill (a "
         "teacher locates and rewrites the wrong ones), synth (a free synthetic teacher for "
-        "math), grm-sft (GRM training examples from the records)."
+        "math), grm-sft (GRM training examples from the records), signals (the RLMEC signals "
+        "of samples as rlmec train's records)."
     )
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     sample = sub.add_parser("sample", help="the policy writes n solutions per problem, judged")
@@ -75,6 +78,20 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     distill.add_argument("--no-continue-prefill", action="store_true",
                          help="openai: the server cannot continue an assistant turn")  # fmt: skip
     distill.set_defaults(func=distill_command)
+
+    signals = sub.add_parser("signals", help="RLMEC signals of samples as trainer records")
+    signals.add_argument("--input", type=Path, required=True, help="records (sample/distill)")
+    signals.add_argument("--output", type=Path, required=True, help="JSONL for rlmec train")
+    signals.add_argument("--reward-url", required=True, help="the reward service's base URL")
+    signals.add_argument("--api-key-env", default="RLMEC_API_KEY", help="variable with the key")
+    signals.add_argument("--policy", default=None, metavar="DIR",
+                         help="initial policy: add its reference log-probs (§3.2)")  # fmt: skip
+    signals.add_argument("--policy-engine", choices=["vllm", "hf"], default="vllm")
+    signals.add_argument("--batch-size", type=int, default=32, help="samples per request")
+    signals.add_argument("--use-rewrites", action="store_true",
+                         help="send accepted teacher/synthetic rewrites along "
+                         "(the GRM then only scores)")  # fmt: skip
+    signals.set_defaults(func=signals_command)
 
     synth = sub.add_parser(
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
@@ -257,6 +274,68 @@ def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     os.replace(tmp, path)  # all or nothing: a short run never leaves half a file
+
+
+def signals_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    if not 1 <= args.batch_size <= 1024:
+        return _fail(f"--batch-size ({args.batch_size}) must lie in 1..1024")
+    if args.policy and not (Path(args.policy).expanduser() / "config.json").is_file():
+        return _fail(f"--policy {args.policy!r} is not a model directory (no config.json)")
+    from rlmec.clients.errors import RlmecClientError
+
+    try:
+        counts = asyncio.run(_signals(args))
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    except RlmecClientError as exc:
+        # Nothing of the failed batch was written: a rerun continues from there.
+        return _fail(f"{exc}; the rows written so far are kept, rerun to continue")
+    print(json.dumps({"output": str(args.output), "this_run": dict(counts)}, indent=1))
+    return 0
+
+
+async def _signals(args: argparse.Namespace) -> Counter[str]:
+    from tqdm import tqdm
+
+    from rlmec.clients.async_ import AsyncClient
+    from rlmec.data.records import GrmRecord
+    from rlmec.data.signals import score_batch
+    from rlmec.inference import create_engine
+    from rlmec.inference.engine import Engine
+    from rlmec.inference.settings import EngineSettings
+    from rlmec.shared.jsonl import BadLine, open_output, read_input
+
+    records = []
+    for _, row in read_input(args.input, GrmRecord):
+        if isinstance(row, BadLine):
+            print(f"rlmec data: skipped {row}", file=sys.stderr)
+        else:
+            records.append(row)
+    done = {r.get("id") for r in open_output(args.output)}
+    todo = [r for r in records if r.id not in done]
+    engine: Engine | None = None
+    if args.policy:
+        engine = create_engine(EngineSettings(model=args.policy, engine=args.policy_engine,
+                                              dtype="float32", kv_cache_gib=1.0))  # fmt: skip
+        await engine.start()
+    counts: Counter[str] = Counter()
+    try:
+        async with AsyncClient(args.reward_url, api_key=os.environ.get(args.api_key_env),
+                               timeout=600.0) as client:  # fmt: skip
+            with tqdm(total=len(records), initial=len(records) - len(todo), desc="signals",
+                      unit="sample") as bar:  # fmt: skip
+                for start in range(0, len(todo), args.batch_size):
+                    batch = todo[start : start + args.batch_size]
+                    counts += await score_batch(client, batch, engine=engine,
+                                                use_rewrite=args.use_rewrites,
+                                                output=args.output)  # fmt: skip
+                    bar.update(len(batch))
+    finally:
+        if engine is not None:
+            await engine.close()
+    return counts
 
 
 def synth_command(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The house's import rules, checked on the source: ``shared`` imports nothing above it,
-``inference`` only ``shared``, ``data`` ``shared`` and ``inference``, no deployable imports
-another, ``clients`` and ``trainer`` only ``shared``; and no module is ever loaded under a
-second name (``shared.errors`` next to ``rlmec.shared.errors`` would give two different
-exception classes)."""
+``inference`` only ``shared``, ``data`` ``shared``, ``inference`` and ``clients``, no
+deployable imports another, ``clients`` and ``trainer`` only ``shared``; and no module is ever
+loaded under a second name (``shared.errors`` next to ``rlmec.shared.errors`` would give two
+different exception classes)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ FOLDERS = ("shared", "inference", "data", "evaluation", "services", "trainer", "
 ALLOWED = {
     "shared": set(),
     "inference": {"shared"},
-    "data": {"shared", "inference"},
+    "data": {"shared", "inference", "clients"},
     "evaluation": {"shared", "inference", "data"},
     "trainer": {"shared"},
     "clients": {"shared"},

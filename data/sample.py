@@ -19,7 +19,7 @@ from typing import Any
 
 from rlmec.data.records import GrmRecord
 from rlmec.data.tasks import Problem
-from rlmec.inference.engine import Engine, Sampling
+from rlmec.inference.engine import Engine, Sampling, generate_in_context
 from rlmec.shared.answers import AnswerCheck
 from rlmec.shared.checking import AnswerChecker
 from rlmec.shared.jsonl import append_rows, open_output
@@ -88,22 +88,12 @@ async def _sample_chunk(
     tokenizer = engine.tokenizer
     texts = [policy_prompt(p.task_type, p.question) for p, _ in jobs]
     prompt_ids = [list(tokenizer(text)["input_ids"]) for text in texts]
-    seeds = [sample_seed(config.seed, p.id, j) for p, j in jobs]
-    limit = engine.info().max_model_len
-    # The context bounds prompt + output: prompts of one budget go to the engine together.
-    budgets = [min(config.max_new_tokens, limit - len(x)) for x in prompt_ids]
-    gens: list[Any] = [None] * len(jobs)
-    for budget in sorted(set(budgets)):
-        idx = [i for i, b in enumerate(budgets) if b == budget]
-        if budget < 1:
-            raise ValueError(
-                f"{jobs[idx[0]][0].id}: the prompt ({len(prompt_ids[idx[0]])} tokens) fills the "
-                f"model's context ({limit}); sample with a longer-context model"
-            )
-        sampling = Sampling(config.temperature, config.top_p, tuple(seeds[i] for i in idx))
-        out = await engine.generate([prompt_ids[i] for i in idx], budget, POLICY_STOP, sampling)
-        for i, gen in zip(idx, out, strict=True):
-            gens[i] = gen
+    seeds = tuple(sample_seed(config.seed, p.id, j) for p, j in jobs)
+    sampling = Sampling(config.temperature, config.top_p, seeds)
+    gens = await generate_in_context(
+        engine, prompt_ids, config.max_new_tokens, POLICY_STOP, sampling,
+        names=[p.id for p, _ in jobs],
+    )  # fmt: skip
     checks = await checker.check_many(
         [(g.text, p.reference_answer, p.task_type) for g, (p, _) in zip(gens, jobs, strict=True)]
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.data.tasks import Problem, load_task
-from rlmec.inference.engine import Engine
+from rlmec.inference.engine import Engine, generate_in_context
 from rlmec.shared.answers import AnswerCheck
 from rlmec.shared.checking import AnswerChecker, CheckFailure
 from rlmec.shared.jsonl import append_rows, open_output
@@ -113,23 +113,12 @@ async def _generate_and_check(
     engine: Engine, checker: AnswerChecker, chunk: list[Problem], config: EvalConfig
 ) -> list[dict[str, Any]]:
     tokenizer = engine.tokenizer
-    limit = engine.info().max_model_len
     prompts = [policy_prompt(p.task_type, p.question) for p in chunk]
     ids = [list(tokenizer(text)["input_ids"]) for text in prompts]
-    task_max = config.max_new_tokens[chunk[0].task_type]
-    # The context bounds prompt + output: prompts of one budget go to the engine together.
-    budgets = [min(task_max, limit - len(x)) for x in ids]
-    outputs: list[Any] = [None] * len(chunk)
-    for budget in sorted(set(budgets)):
-        idx = [i for i, b in enumerate(budgets) if b == budget]
-        if budget < 1:
-            raise ValueError(
-                f"{chunk[idx[0]].id}: the prompt ({len(ids[idx[0]])} tokens) fills the model's "
-                f"context ({limit}); evaluate with a longer-context model or --max-model-len"
-            )
-        gens = await engine.generate([ids[i] for i in idx], budget, STOP)
-        for i, gen in zip(idx, gens, strict=True):
-            outputs[i] = gen
+    outputs = await generate_in_context(
+        engine, ids, config.max_new_tokens[chunk[0].task_type], STOP,
+        names=[p.id for p in chunk],
+    )  # fmt: skip
     checks = await checker.check_many(
         [(g.text, p.reference_answer, p.task_type) for g, p in zip(outputs, chunk, strict=True)]
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,6 +111,38 @@ class Engine(Protocol):
     async def score(
         self, prompt_ids: list[list[int]], output_ids: list[list[int]]
     ) -> list[list[float]]: ...
+
+
+async def generate_in_context(
+    engine: Engine,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stop: Sequence[str],
+    sampling: Sampling | None = None,
+    *,
+    names: Sequence[str] | None = None,
+) -> list[Generation]:
+    """:meth:`Engine.generate` with each prompt's budget cut to what its context leaves
+    (prompt + output <= max_model_len); prompts of one budget go to the engine together.
+    A prompt that fills the context is a ValueError naming it (``names[i]``)."""
+    limit = engine.info().max_model_len
+    budgets = [min(max_new_tokens, limit - len(p)) for p in prompts]
+    out: list[Generation | None] = [None] * len(prompts)
+    for budget in sorted(set(budgets)):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        if budget < 1:
+            name = names[idx[0]] if names else f"prompt {idx[0]}"
+            raise ValueError(
+                f"{name}: the prompt ({len(prompts[idx[0]])} tokens) fills the model's context "
+                f"({limit}); use a longer-context model or raise --max-model-len"
+            )
+        part = sampling
+        if sampling is not None and sampling.seeds:
+            part = replace(sampling, seeds=tuple(sampling.seeds[i] for i in idx))
+        gens = await engine.generate([prompts[i] for i in idx], budget, stop, part)
+        for i, gen in zip(idx, gens, strict=True):
+            out[i] = gen
+    return [g for g in out if g is not None]
 
 
 def model_revision(model_dir: str | Path) -> str:

@@ -41,3 +41,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rlmec.services.grm.model_files import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# A chat template for the tiny model (it has none), so the same server also answers
+# /v1/chat/completions and /v1/messages (the teacher tests).
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+    "{% if not loop.last %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}\n<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``vllm.entrypoints.openai.api_server`` on the tiny model for the session
+    (eval's remote engine, sampling, the teacher)."""
+    from tests.servers import vllm_openai_server, wait_healthy
+
+    template = tmp_path_factory.mktemp("chat") / "chat.jinja"
+    template.write_text(TINY_CHAT_TEMPLATE)
+    with vllm_openai_server(tiny_model_dir, "--chat-template", str(template)) as (url, proc):
+        wait_healthy(url, proc)
+        yield url

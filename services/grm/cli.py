@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SMOLLM2_DIR = Path("~/.cache/rlmec/models/smollm2-135m").expanduser()
+from rlmec.services.grm.model_files import SMOLLM2_DIR
 
 # flag -> settings field; flags override RLMEC_GRM_* environment variables.
 _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -48,7 +48,7 @@ def add_subcommands(sub: Any) -> None:
     convert = sub.add_parser(
         "convert-smollm2", help="write SmolLM2-135M-Instruct as a plain HF dir (cached)"
     )
-    convert.add_argument("--out", type=Path, default=DEFAULT_SMOLLM2_DIR, help="output dir")
+    convert.add_argument("--out", type=Path, default=SMOLLM2_DIR, help="output dir")
     convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     convert.set_defaults(func=_convert)
 

@@ -12,6 +12,12 @@ from pathlib import Path
 from rlmec.shared import prompts
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODELS_DIR = Path("~/.cache/rlmec/models").expanduser()
+SMOLLM2_DIR = MODELS_DIR / "smollm2-135m"
+# The GRM `python -m benchmarks.grm_quality.run` trains from SmolLM2-135M on synthetic GSM8K
+# errors (rlmec data synth → grm-sft → grm train); the demo's GRM when present.
+TRAINED_GRM_DIR = MODELS_DIR / "grm-smollm2-synth"
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
 

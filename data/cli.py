@@ -115,6 +115,22 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sft.set_defaults(func=grm_sft_command)
 
 
+def read_records(path: Path) -> tuple[list[Any], int]:
+    """The :class:`GrmRecord` rows of a JSONL file, and how many bad lines were skipped (each
+    reported with its file and line; the rest of the file is used)."""
+    from rlmec.data.records import GrmRecord
+    from rlmec.shared.jsonl import BadLine, read_input
+
+    records, bad = [], 0
+    for _, row in read_input(path, GrmRecord):
+        if isinstance(row, BadLine):
+            bad += 1
+            print(f"rlmec data: skipped {row}", file=sys.stderr)
+        else:
+            records.append(row)
+    return records, bad
+
+
 def _fail(message: str) -> int:
     print(f"rlmec data: {message}", file=sys.stderr)
     return 2
@@ -219,14 +235,9 @@ async def _distill(args: argparse.Namespace) -> int:
     from rlmec.data.records import GrmRecord, to_released
     from rlmec.data.teacher import AnthropicTeacher, DistillStats, OpenAITeacher, distill_many
     from rlmec.shared.checking import AnswerChecker
-    from rlmec.shared.jsonl import BadLine, append_rows, open_output, read_input, read_rows
+    from rlmec.shared.jsonl import append_rows, open_output, read_rows
 
-    records: list[GrmRecord] = []
-    for _, row in read_input(args.input, GrmRecord):
-        if isinstance(row, BadLine):
-            print(f"rlmec data: skipped {row}", file=sys.stderr)
-        else:
-            records.append(row)
+    records, _ = read_records(args.input)
     done = {r["id"] for r in open_output(args.output)}
     todo = [r for r in records if r.id not in done]
     append_rows(args.output, [r for r in todo if r.correct])  # correct ones pass through
@@ -300,19 +311,13 @@ async def _signals(args: argparse.Namespace) -> Counter[str]:
     from tqdm import tqdm
 
     from rlmec.clients.async_ import AsyncClient
-    from rlmec.data.records import GrmRecord
     from rlmec.data.signals import score_batch
     from rlmec.inference import create_engine
     from rlmec.inference.engine import Engine
     from rlmec.inference.settings import EngineSettings
-    from rlmec.shared.jsonl import BadLine, open_output, read_input
+    from rlmec.shared.jsonl import open_output
 
-    records = []
-    for _, row in read_input(args.input, GrmRecord):
-        if isinstance(row, BadLine):
-            print(f"rlmec data: skipped {row}", file=sys.stderr)
-        else:
-            records.append(row)
+    records, _ = read_records(args.input)
     done = {r.get("id") for r in open_output(args.output)}
     todo = [r for r in records if r.id not in done]
     engine: Engine | None = None
@@ -380,7 +385,6 @@ def synth_command(args: argparse.Namespace) -> int:
 def grm_sft_command(args: argparse.Namespace) -> int:
     from rlmec.data.grm_sft import build_examples
     from rlmec.data.records import GrmRecord
-    from rlmec.shared.jsonl import BadLine, read_input
 
     if args.identity_rate is not None and not 0.0 <= args.identity_rate <= 1.0:
         return _fail(f"--identity-rate ({args.identity_rate}) must lie in [0, 1]")
@@ -388,12 +392,9 @@ def grm_sft_command(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.records:
         try:
-            for _, row in read_input(path, GrmRecord):
-                if isinstance(row, BadLine):
-                    bad += 1
-                    print(f"rlmec data: skipped {row}", file=sys.stderr)
-                else:
-                    records.append(row)
+            good, skipped = read_records(path)
+            records += good
+            bad += skipped
         except FileNotFoundError as exc:
             return _fail(str(exc))
     examples, stats = build_examples(records, seed=args.seed, identity_rate=args.identity_rate)

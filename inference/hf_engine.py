@@ -131,11 +131,9 @@ class HfEngine(LoadedEngine):
         stop: Sequence[str],
         sampling: Sampling | None = None,
     ) -> list[Generation]:
-        if sampling is None:
-            key: tuple[Any, ...] = ("generate", max_new_tokens, tuple(stop))
-            return await self._submit([self._job(key, p, [], max_new_tokens) for p in prompts])
         # Sampled jobs batch only with their own call (one temperature/top-p per batch).
-        key = ("generate", max_new_tokens, tuple(stop), sampling)
+        key: tuple[Any, ...] = ("generate", max_new_tokens, tuple(stop))
+        key += (sampling,) if sampling is not None else ()
         return await self._submit([self._job(key, p, [], max_new_tokens) for p in prompts])
 
     # --- batching --------------------------------------------------------------------------

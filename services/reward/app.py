@@ -41,7 +41,10 @@ def _lifespan(
             stack.push_async_callback(redis.aclose)
             app.state.redis = redis
             app.state.quotas = QuotaGate(
-                redis, prefix=settings.redis_prefix, lease_ttl_s=settings.lease_ttl_s
+                redis,
+                prefix=settings.redis_prefix,
+                lease_ttl_s=settings.lease_ttl_s,
+                admission_wait_s=settings.admission_wait_s,
             )
             app.state.pipeline = pipeline or await stack.enter_async_context(
                 open_pipeline(settings)

@@ -2,7 +2,9 @@
 ``shared/grm_schemas.py``). Not the SDK's :class:`rlmec.clients.GrmClient`, which is for users.
 
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
-``max_concurrency`` calls in flight, round-robin over the GRM URLs). Transient answers stay
+``max_concurrency`` calls in flight, round-robin over the GRM URLs). The calls in flight are
+shared fairly: a free slot goes to the next team in turn (:class:`~.admission.FairSlots`), so
+one team's backlog does not queue ahead of another team's call. Transient answers stay
 transient: a GRM that cannot be reached, times out or answers 503/5xx raises
 :class:`ServiceUnavailableError`, a saturated one (429) :class:`RateLimitError`, each with the
 GRM's ``Retry-After``; the caller fails the whole request (nothing cached) and retries later.
@@ -23,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from rlmec.services.reward.admission import FairSlots
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 from rlmec.shared.grm_schemas import (
     GrmSampleInput,
@@ -70,7 +73,7 @@ class GrmBackend:
         self.urls = list(urls)
         self.batch_size = batch_size
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self.slots = FairSlots(max_concurrency)
         self._next_url = itertools.cycle(self.urls)
         self._in_flight = 0
         self._busy_since = 0.0
@@ -96,7 +99,7 @@ class GrmBackend:
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
         url = next(self._next_url) + path
-        async with self._slots:
+        async with self.slots.slot():
             self.calls += 1
             self._enter()
             try:

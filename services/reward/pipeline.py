@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from rlmec.services.reward import assemble
+from rlmec.services.reward.admission import current_team
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
 from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
@@ -102,7 +103,9 @@ class RewardPipeline:
         policy_tokenizer: str | None = None,
         team: str | None = None,
     ) -> list[ScoredSample]:
-        """Score ``samples`` in order; cached results come back with ``cached=True``."""
+        """Score ``samples`` in order; cached results come back with ``cached=True``. GRM calls
+        are made in ``team``'s lane of the fair GRM slots."""
+        current_team.set(team or "")
         started = time.perf_counter()
         tokenizer = self.tokenizers.get(policy_tokenizer) if policy_tokenizer else None
         grm = await self.grm_info()

@@ -7,7 +7,9 @@ for work done: a request that fails transiently (GRM or Redis down, 5xx, client 
 samples back.
 Concurrency: a sorted set of lease ids scored by their expiry time; a request takes a lease if
 fewer than ``max_concurrency`` unexpired leases exist and gives it back when done. A replica
-that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. Both checks are Lua
+that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. A request that finds
+no free slot waits for one in its team's queue (:class:`~.admission.SlotWaiters`, up to
+``admission_wait_s``, at most ``max_waiting_requests``) before it gets a 429. Both checks are Lua
 scripts, atomic on the server, and use the server clock so replicas need no synced clocks.
 """
 
@@ -21,6 +23,7 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from rlmec.services.reward.admission import SlotWaiters
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.teams import Team
 from rlmec.services.reward.usage import add_usage
@@ -68,10 +71,13 @@ return redis.call('DECRBY', KEYS[1], math.min(used, tonumber(ARGV[1])))
 
 
 class QuotaGate:
-    def __init__(self, redis: Redis, *, prefix: str, lease_ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, *, prefix: str, lease_ttl_s: int, admission_wait_s: float = 0.0
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.lease_ttl_s = lease_ttl_s
+        self.waiters = SlotWaiters(max_wait_s=admission_wait_s)
         self._rate = redis.register_script(_RATE_LUA)
         self._lease = redis.register_script(_LEASE_LUA)
         self._refund = redis.register_script(_REFUND_LUA)
@@ -107,23 +113,28 @@ class QuotaGate:
         """Give back ``samples`` charged for work that was not done (never below 0)."""
         await self._refund(keys=[self._rate_key(team)], args=[samples])
 
-    async def acquire(self, team: Team) -> str:
-        """Take one of the team's concurrency slots (a lease id), or raise 429."""
+    async def try_acquire(self, team: Team) -> str | None:
+        """One of the team's concurrency slots (a lease id), or None when all are taken."""
         lease = uuid.uuid4().hex
-        ok, held = await self._lease(
+        ok, _ = await self._lease(
             keys=[self._slots_key(team)], args=[lease, team.max_concurrency, self.lease_ttl_s]
         )
-        if not ok:
-            raise RateLimitError(
-                f"team {team.name!r} already has {held} requests in flight (limit "
-                f"{team.max_concurrency}); wait for one to finish or send bigger batches",
-                retry_after=1.0,
-                code="concurrency_limit",
-            )
-        return lease
+        return lease if ok else None
+
+    async def acquire(self, team: Team) -> str:
+        """A concurrency slot, after waiting in the team's queue if need be; else 429."""
+        return await self.waiters.acquire(
+            team.name,
+            lambda: self.try_acquire(team),
+            max_waiting=team.max_waiting_requests,
+            limit=team.max_concurrency,
+        )
 
     async def release(self, team: Team, lease: str) -> None:
-        await self.redis.zrem(self._slots_key(team), lease)
+        try:
+            await self.redis.zrem(self._slots_key(team), lease)
+        finally:
+            self.waiters.wake(team.name)
 
 
 def _work_not_done(exc: BaseException) -> bool:

@@ -41,7 +41,19 @@ class TeamConfig(BaseModel):
     )
     rate_limit: int = Field(10_000, ge=1, description="Samples per rate window.")
     rate_window_s: int = Field(60, ge=1, le=86_400, description="Rate window in seconds.")
-    max_concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
+    max_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Requests in flight at once; more wait in the team's queue (below).",
+    )
+    max_waiting_requests: int = Field(
+        1024,
+        ge=0,
+        le=100_000,
+        description="Requests that may wait for a concurrency slot (up to the service's "
+        "admission_wait_s) before further ones get 429; 0 = answer 429 at once.",
+    )
     max_queued_samples: int = Field(
         QueueLimits.max_queued_samples,
         ge=1,
@@ -132,7 +144,7 @@ class RewardSettings(BaseSettings):
         False, description="Serve requests without a key as team 'anonymous' (private nets)."
     )
     anonymous_rate_limit: int = Field(10_000, ge=1, description="Samples/window, anonymous.")
-    anonymous_max_concurrency: int = Field(4, ge=1, description="In flight, anonymous.")
+    anonymous_max_concurrency: int = Field(16, ge=1, description="In flight, anonymous.")
     cache_enabled: bool = True
     cache_ttl_s: int = Field(7 * 86_400, ge=1, description="Lifetime of a cached result.")
     cache_max_entries: int = Field(
@@ -153,6 +165,13 @@ class RewardSettings(BaseSettings):
     )
     answer_check_memory_mib: int = Field(
         1024, ge=256, description="Address-space cap of each answer-checking process."
+    )
+    admission_wait_s: float = Field(
+        120.0,
+        ge=0,
+        le=3600,
+        description="How long a request over its team's concurrency waits for a slot before "
+        "a 429 (below OpenRLHF's 180 s request timeout).",
     )
     lease_ttl_s: int = Field(
         900, ge=10, description="A concurrency slot frees itself after this if never released."

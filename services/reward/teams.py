@@ -20,6 +20,7 @@ class Team:
     rate_limit: int
     rate_window_s: int
     max_concurrency: int
+    max_waiting_requests: int
     max_queued_samples: int
     max_scored_samples: int
     anonymous: bool = False
@@ -31,6 +32,7 @@ class Team:
             rate_limit=config.rate_limit,
             rate_window_s=config.rate_window_s,
             max_concurrency=config.max_concurrency,
+            max_waiting_requests=config.max_waiting_requests,
             max_queued_samples=config.max_queued_samples,
             max_scored_samples=config.max_scored_samples,
             anonymous=anonymous,

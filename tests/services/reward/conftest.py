@@ -19,7 +19,12 @@ from rlmec.services.reward.teams import hash_key
 from rlmec.shared.redis_server import LocalRedis
 from tests.servers import serve_app
 
-KEYS = {"alpha": "key-alpha-0123456789", "beta": "key-beta-0123456789", "gamma": "key-gamma-01234"}
+KEYS = {
+    "alpha": "key-alpha-0123456789",
+    "beta": "key-beta-0123456789",
+    "gamma": "key-gamma-01234",
+    "delta": "key-delta-01234",
+}
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
@@ -48,6 +53,12 @@ def teams() -> list[TeamConfig]:
         TeamConfig(name="alpha", key_sha256=[hash_key(KEYS["alpha"])]),
         TeamConfig(name="beta", key_sha256=[hash_key(KEYS["beta"])], rate_limit=3),
         TeamConfig(name="gamma", key_sha256=[hash_key(KEYS["gamma"])], max_concurrency=1),
+        TeamConfig(
+            name="delta",
+            key_sha256=[hash_key(KEYS["delta"])],
+            max_concurrency=1,
+            max_waiting_requests=0,
+        ),
     ]
 
 
@@ -59,6 +70,7 @@ def reward_settings(grm_url: str, redis_url: str, **overrides: Any) -> RewardSet
         "grm_max_new_tokens": 12,
         "grm_timeout_s": 60.0,
         "grm_info_ttl_s": 3600.0,
+        "admission_wait_s": 2.0,
         **overrides,
     }
     return RewardSettings(**values)

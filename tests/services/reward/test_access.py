@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,19 +74,46 @@ def test_429_when_rate_limit_is_spent(client: httpx.Client) -> None:
     assert usage["rate_limited"] == 2 and usage["samples"] == 3
 
 
-def test_429_when_concurrency_is_taken(client: httpx.Client, redis_url: str) -> None:
-    """gamma may run one request at a time; a lease held by another replica blocks it until
-    released, and an expired lease (a crashed replica) does not."""
+def test_over_concurrency_a_request_waits_for_a_slot(client: httpx.Client, redis_url: str) -> None:
+    """gamma may run one request at a time. A lease held by another replica makes gamma's
+    request wait (not 429) until it is released; one never released is a 429 after
+    ``admission_wait_s`` (2 s here); an expired lease (a crashed replica) blocks nothing."""
     r = redis.Redis.from_url(redis_url)
     key = "rlmec:reward:inflight:gamma"
-    far, past = (time.time() + 600) * 1000, (time.time() - 1) * 1000
-    r.zadd(key, {"other-replica": far})
+    r.zadd(key, {"other-replica": (time.time() + 600) * 1000})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(post, client, "gamma", sample(CORRECT))
+        time.sleep(0.5)
+        assert not waiting.done()  # queued for the slot, not refused
+        r.zrem(key, "other-replica")  # the other replica finishes
+        assert waiting.result(timeout=60).status_code == 200
+    r.zadd(key, {"other-replica": (time.time() + 600) * 1000})
     refused = post(client, "gamma", sample(CORRECT))
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 5
     assert refused.json()["error"]["code"] == "concurrency_limit"
-    r.zadd(key, {"other-replica": past})
+    r.zadd(key, {"other-replica": (time.time() - 1) * 1000})
     assert post(client, "gamma", sample(CORRECT)).status_code == 200
     assert r.zcard(key) == 0  # our own lease was given back
+    r.close()
+
+
+def test_concurrent_requests_over_the_quota_all_succeed(client: httpx.Client) -> None:
+    """Eight requests at once against gamma's single slot: they queue and all are scored."""
+    predictions = [f"{CORRECT} ({i})" for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: post(client, "gamma", sample(p)), predictions))
+    assert [a.status_code for a in answers] == [200] * 8
+    usage = client.get("/v1/usage", headers=auth("gamma")).json()["usage"]
+    assert usage["requests"] == 8 and usage.get("rate_limited", 0) == 0
+
+
+def test_no_waiting_room_is_an_immediate_429(client: httpx.Client, redis_url: str) -> None:
+    """delta has ``max_waiting_requests=0``: over its quota it is refused at once."""
+    r = redis.Redis.from_url(redis_url)
+    r.zadd("rlmec:reward:inflight:delta", {"other-replica": (time.time() + 600) * 1000})
+    refused = post(client, "delta", sample(CORRECT))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "admission_queue_full"
     r.close()
 
 

@@ -1,0 +1,159 @@
+"""Fair waiting, in two places where teams meet.
+
+- :class:`SlotWaiters`: a request over its team's concurrency quota waits in a bounded FIFO
+  queue of its team for a slot instead of getting an immediate 429. RL frameworks send a burst
+  of per-sample requests and treat an error as a lost reward (OpenRLHF retries 5 x 1 s, veRL
+  fails the step), so waiting a little is what their traffic needs. Each team has its own queue:
+  one team's burst never delays another team's admission.
+- :class:`FairSlots`: the GRM calls in flight, shared by every team, handed out round-robin
+  over the teams that wait (FIFO within a team), so a team with a thousand queued GRM calls
+  delays a quiet team by at most one call per other busy team, not by its whole backlog.
+
+Both are per replica (in-process, no extra Redis round-trips); the leases they wait for are the
+Redis ones of :mod:`rlmec.services.reward.quotas`, so the quota still holds across replicas.
+Waiters poll the Redis lease every ``poll_s`` too, because slots freed by another replica (or by
+an expired lease) wake nobody here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+
+from rlmec.shared.errors import RateLimitError
+
+# The team on whose behalf the current task calls the GRM (set by the pipeline; inherited by
+# the tasks it starts). Calls outside any team share one anonymous lane.
+current_team: contextvars.ContextVar[str] = contextvars.ContextVar("rlmec_team", default="")
+
+
+class SlotWaiters:
+    """Per-team FIFO queues of requests waiting for a concurrency lease.
+
+    ``try_acquire(team)`` returns a lease id or None (the Redis check); ``acquire`` waits for
+    one up to ``max_wait_s`` in the team's queue of at most ``max_waiting`` requests; past
+    either bound it raises 429 with ``Retry-After``."""
+
+    def __init__(self, *, max_wait_s: float, poll_s: float = 0.25) -> None:
+        self.max_wait_s = max_wait_s
+        self.poll_s = poll_s
+        self._queues: dict[str, deque[asyncio.Event]] = {}
+
+    def waiting(self, team: str) -> int:
+        return len(self._queues.get(team, ()))
+
+    async def acquire(
+        self,
+        team: str,
+        try_acquire: Callable[[], Awaitable[str | None]],
+        *,
+        max_waiting: int,
+        limit: int,
+    ) -> str:
+        queue = self._queues.setdefault(team, deque())
+        if not queue:  # nobody of this team waits: no queue to jump
+            lease = await try_acquire()
+            if lease is not None:
+                return lease
+        if len(queue) >= max_waiting or self.max_wait_s <= 0:
+            raise RateLimitError(
+                f"team {team!r} has {limit} requests in flight and {len(queue)} waiting (its "
+                f"limits); send bigger batches or ask the operator for a higher max_concurrency",
+                retry_after=max(1.0, self.max_wait_s),
+                code="admission_queue_full",
+            )
+        me = asyncio.Event()
+        queue.append(me)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        try:
+            while True:
+                if queue[0] is me:
+                    lease = await try_acquire()
+                    if lease is not None:
+                        return lease
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise RateLimitError(
+                        f"team {team!r} waited {self.max_wait_s:g} s for one of its "
+                        f"{limit} concurrency slots; retry, or send bigger batches",
+                        retry_after=max(1.0, min(self.max_wait_s, 5.0)),
+                        code="concurrency_limit",
+                    )
+                me.clear()
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, self.poll_s)):
+                        await me.wait()
+        finally:
+            queue.remove(me)
+            if queue:  # the new head tries now (a slot may be free, or the head changed)
+                queue[0].set()
+            else:
+                self._queues.pop(team, None)
+
+    def wake(self, team: str) -> None:
+        """A slot of ``team`` was released here: the head of its queue tries at once."""
+        queue = self._queues.get(team)
+        if queue:
+            queue[0].set()
+
+
+class FairSlots:
+    """``capacity`` slots shared by teams, granted round-robin over the teams with waiters
+    (FIFO within a team). ``async with slots.slot(): ...`` holds one for the current team
+    (:data:`current_team`)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        # team -> its waiting futures; the order of the dict is the round-robin order.
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire(current_team.get())
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, team: str) -> None:
+        if self.in_use < self.capacity and not self._waiting:
+            self.in_use += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(team, deque()).append(future)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self._release()  # granted and cancelled at once: hand the slot on
+            else:
+                self._forget(team, future)
+            raise
+
+    def _forget(self, team: str, future: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(team)
+        if queue is not None and future in queue:
+            queue.remove(future)
+            if not queue:
+                del self._waiting[team]
+
+    def _release(self) -> None:
+        """Give the freed slot to the next team in turn (then it goes to the back)."""
+        while self._waiting:
+            team, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            del self._waiting[team]
+            if queue:
+                self._waiting[team] = queue  # re-inserted at the end: its turn is over
+            if not future.done():
+                future.set_result(None)  # the slot passes on; in_use is unchanged
+                return
+        self.in_use -= 1

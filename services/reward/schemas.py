@@ -5,53 +5,51 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlmec.shared.schemas import MAX_BATCH, MAX_TEXT_CHARS, StrictModel, check_text
+from rlmec.shared.schemas import MAX_BATCH, StrictModel
 
 
-def _check_texts(values: list[str] | None, name: str) -> None:
-    for i, value in enumerate(values or []):
-        if len(value) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"{name}[{i}] has {len(value)} characters, over {MAX_TEXT_CHARS}; shorten it"
-            )
-        try:
-            check_text(value)
-        except ValueError as exc:
-            raise ValueError(f"{name}[{i}]: {exc}") from None
+# OpenRLHF posts whole rollout batches in its 2025 protocol (one request per reward server);
+# bigger than our own API's batches, they are scored in chunks of MAX_BATCH.
+MAX_OPENRLHF_BATCH = 16 * MAX_BATCH
+
+Label = str | int | float | None
 
 
 class GetRewardRequest(BaseModel):
     """OpenRLHF's body. Unknown fields are ignored, unlike our own API: OpenRLHF versions add
-    fields (and a team cannot change what its framework sends)."""
+    fields (and a team cannot change what its framework sends). Only the shape is checked here;
+    each query's own problems (control characters, a prompt it does not contain, a missing or
+    odd label, an oversized text) make that query unscored, not the request a 422."""
 
     model_config = ConfigDict(extra="ignore")
 
     query: list[str] = Field(
-        max_length=MAX_BATCH, description="Prompt + response as the policy rendered them."
+        max_length=MAX_OPENRLHF_BATCH, description="Prompt + response as the policy rendered them."
     )
     prompts: list[str] | None = Field(
-        None, max_length=MAX_BATCH, description="The prompts; response = query[len(prompt):]."
+        None,
+        max_length=MAX_OPENRLHF_BATCH,
+        description="The prompts; response = what follows the prompt in the query.",
     )
-    labels: list[str] | None = Field(
-        None, max_length=MAX_BATCH, description="Reference answers (--data.label_key)."
+    labels: list[Label] | None = Field(
+        None,
+        max_length=MAX_OPENRLHF_BATCH,
+        description="Reference answers (--data.label_key); numbers are read as text.",
     )
 
     @model_validator(mode="after")
     def _lengths(self) -> GetRewardRequest:
+        if self.query and self.labels is None:
+            raise ValueError(
+                "labels is missing: RLMEC judges each response against its reference answer; "
+                "send it with OpenRLHF's --data.label_key (the dataset column holding the answer)"
+            )
         for name in ("prompts", "labels"):
             values = getattr(self, name)
             if values is not None and len(values) != len(self.query):
                 raise ValueError(
                     f"{name} has {len(values)} entries but query has {len(self.query)}; send "
                     "one per query"
-                )
-            _check_texts(values, name)
-        _check_texts(self.query, "query")
-        for i, (query, prompt) in enumerate(zip(self.query, self.prompts or [], strict=False)):
-            if not query.startswith(prompt):
-                raise ValueError(
-                    f"query[{i}] does not start with prompts[{i}]; the response is "
-                    "query[len(prompt):], so send the prompt exactly as rendered in the query"
                 )
         return self
 

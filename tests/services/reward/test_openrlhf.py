@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
 import httpx
 import pytest
 
+from rlmec.services.reward.app import create_app
 from rlmec.services.reward.openrlhf import LOG_NAMES
-from tests.services.reward.conftest import CORRECT, QUESTION, REWRITE, WRONG, auth
+from rlmec.services.reward.settings import RewardSettings
+from tests.servers import serve_app
+from tests.services.reward.conftest import (
+    CORRECT,
+    QUESTION,
+    REWRITE,
+    WRONG,
+    auth,
+    reward_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +72,60 @@ def test_empty_lists_in_empty_lists_out(client: httpx.Client) -> None:
     assert resp.json() == {"rewards": [], "scores": [], "extra_logs": {}}
 
 
-def test_without_prompts_or_labels(client: httpx.Client) -> None:
-    """No prompts: the query is both question and response. No labels: nothing to judge."""
+def test_without_prompts_the_query_is_the_response(client: httpx.Client) -> None:
     no_prompts = get_reward(client, {"query": [PROMPT + CORRECT], "labels": ["72"]}).json()
     assert no_prompts["rewards"] == [1.0]
-    no_labels = get_reward(client, {"query": [PROMPT + CORRECT], "prompts": [PROMPT]}).json()
-    assert no_labels["rewards"] == [0.0] and no_labels["extra_logs"]["rlmec_scored"] == [0.0]
+
+
+def test_without_labels_is_a_clear_422_not_a_silent_zero(client: httpx.Client) -> None:
+    resp = get_reward(client, {"query": [PROMPT + CORRECT], "prompts": [PROMPT]})
+    assert resp.status_code == 422
+    assert "--data.label_key" in resp.json()["error"]["message"]
+
+
+def test_a_bad_query_fails_alone(client: httpx.Client) -> None:
+    """Control characters, a prompt the query lacks, a missing label, an oversized text: each
+    of those queries scores 0 with its reason; the good ones in the batch are scored."""
+    good = PROMPT + CORRECT
+    body = {
+        "query": [good, PROMPT + "72 \x07 bell \x00", "<|user|>other<|assistant|>72", good,
+                  PROMPT + "9" * 100_001, good],
+        "prompts": [PROMPT] * 6,
+        "labels": ["72", "72", "72", None, "72", 72],
+    }  # fmt: skip
+    resp = get_reward(client, body)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["rewards"] == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]  # the numeric label 72 works
+    logs = out["extra_logs"]
+    assert set(logs) == set(LOG_NAMES) and all(len(v) == 6 for v in logs.values())
+    assert logs["rlmec_unscored"] == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert logs["rlmec_unscored_invalid_text"] == [0, 1, 0, 0, 0, 0]
+    assert logs["rlmec_unscored_prompt_not_in_query"] == [0, 0, 1, 0, 0, 0]
+    assert logs["rlmec_unscored_missing_label"] == [0, 0, 0, 1, 0, 0]
+    assert logs["rlmec_unscored_text_too_long"] == [0, 0, 0, 0, 1, 0]
+
+
+def test_2025_protocol_left_padded_batch(client: httpx.Client) -> None:
+    """OpenRLHF 0.6-0.8 decodes left-padded sequences with their special tokens and posts the
+    batch: the prompt is found after the padding, trailing EOS/pad tokens are not judged."""
+    pad = "<|endoftext|>"
+    body = {
+        "query": [pad * 3 + PROMPT + CORRECT + "<|im_end|>" + pad * 2, PROMPT + WRONG + pad],
+        "prompts": [PROMPT, PROMPT],
+        "labels": ["72", "72"],
+    }
+    out = get_reward(client, body).json()
+    assert out["rewards"] == [1.0, 0.0]
+    assert out["extra_logs"]["rlmec_unscored_prompt_not_in_query"] == [0.0, 0.0]
+
+
+def test_a_batch_over_1024_queries_is_scored(client: httpx.Client) -> None:
+    n = 1100
+    body = {"query": [PROMPT + CORRECT] * n, "prompts": [PROMPT] * n, "labels": ["72"] * n}
+    resp = get_reward(client, body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rewards"] == [1.0] * n
 
 
 def test_qa_task_from_the_url(client: httpx.Client) -> None:
@@ -75,9 +138,9 @@ def test_qa_task_from_the_url(client: httpx.Client) -> None:
     ("body", "needle"),
     [
         ({"query": ["a", "b"], "labels": ["1"]}, "labels has 1 entries but query has 2"),
-        ({"query": ["abc"], "prompts": ["xyz"]}, "query[0] does not start with prompts[0]"),
+        ({"query": ["abc"], "labels": ["1"], "prompts": []}, "prompts has 0 entries"),
         ({"query": "abc"}, "query"),
-        ({"query": ["a\x00"], "labels": ["1"]}, "query[0]"),
+        ({"query": ["a"], "labels": [{"x": 1}]}, "labels"),
     ],
 )
 def test_bad_openrlhf_body_is_422(
@@ -91,3 +154,51 @@ def test_bad_openrlhf_body_is_422(
 def test_needs_a_key(client: httpx.Client) -> None:
     resp = client.post("/get_reward", json={"query": []})
     assert resp.status_code == 401
+
+
+@pytest.fixture
+def anonymous_service(grm_url: str, redis_url: str) -> Iterator[str]:
+    """The service as an operator runs it for OpenRLHF on a private network: key-less access
+    with the default quota and admission wait. Long rewrites (400 tokens) make the tiny GRM as
+    slow per sample as a real one, so a burst outlasts OpenRLHF's 5 x 1 s retries (without the
+    admission wait, 23 of 64 rewards were lost here)."""
+    settings = reward_settings(grm_url, redis_url, allow_anonymous=True, grm_max_new_tokens=400)
+    settings.admission_wait_s = RewardSettings.model_fields["admission_wait_s"].default
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+async def _openrlhf_post_request(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
+    """OpenRLHF's current client, as in ``openrlhf/utils/agent.py``
+    (``SingleTurnAgentExecutor._fetch_rewards_via_http._post_request``, 2026-08): a new session
+    per try, 180 s timeout, 5 tries 1 s apart, any error swallowed."""
+    timeout = aiohttp.ClientTimeout(total=180)
+    for _ in range(try_max_times):
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:  # noqa: SIM117 (as OpenRLHF writes it)
+                async with session.post(url, json=data) as response:
+                    response.raise_for_status()
+                    return await response.json()
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(1)
+    return None  # OpenRLHF raises, catches it in execute() and keeps reward None
+
+
+def test_current_openrlhf_64_samples_in_flight_get_64_rewards(anonymous_service: str) -> None:
+    """One request per sample, all 64 at once (one rollout step), against the default
+    concurrency quota: the ones over it wait for a slot, none is lost."""
+    predictions = [f"Sample {i}.\n" + (CORRECT if i % 2 else WRONG) for i in range(64)]
+
+    async def step() -> list[Any]:
+        url = anonymous_service + "/get_reward"
+        return await asyncio.gather(
+            *(_openrlhf_post_request(url, {"query": [PROMPT + p], "prompts": [PROMPT],
+                                           "labels": ["72"]})
+              for p in predictions)
+        )  # fmt: skip
+
+    answers = asyncio.run(step())
+    rewards = [a["rewards"][0] if a else None for a in answers]
+    assert None not in rewards, f"{rewards.count(None)} of 64 rewards lost"
+    assert rewards == [float(i % 2) for i in range(64)]

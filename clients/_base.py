@@ -24,7 +24,10 @@ M = TypeVar("M", bound=BaseModel)
 
 API_KEY_ENV = "RLMEC_API_KEY"
 DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_RETRIES = 20
+# Total seconds a call may spend waiting between retries of 429/503: long enough for a loaded
+# GRM to work through a few batches (and for the reward service's own admission wait).
+DEFAULT_MAX_RETRY_WAIT = 600.0
 # Statuses that mean "same request, later": over quota / queue full (429) and a dependency
 # not ready yet (503). Everything else is final: retrying a 4xx cannot help, and retrying a
 # 500 or a timeout could score (or enqueue) the same batch twice.
@@ -60,18 +63,20 @@ def _check_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter on 429/503, honouring ``Retry-After``.
+    """Exponential backoff with full jitter on 429/503, honouring ``Retry-After``, within a
+    total waiting budget.
 
     Attempt ``n`` (from 0) waits ``Retry-After`` when the server sent one, else a random
-    time in ``[base * 2**n / 2, base * 2**n]`` capped at ``max_backoff``. A ``Retry-After``
-    longer than ``max_retry_after`` is not waited for: the error is raised at once with
-    ``retry_after`` set, so a caller is never blocked for minutes without knowing why.
+    time in ``[base * 2**n / 2, base * 2**n]`` capped at ``max_backoff``. Retries stop after
+    ``max_retries`` or once the waits would pass ``max_wait`` seconds in all: a ``Retry-After``
+    longer than what is left is not waited for, the error is raised at once with
+    ``retry_after`` set, so a caller is never blocked longer than it allowed without knowing why.
     """
 
     max_retries: int = DEFAULT_MAX_RETRIES
     backoff_base: float = 0.5
     max_backoff: float = 30.0
-    max_retry_after: float = 60.0
+    max_wait: float = DEFAULT_MAX_RETRY_WAIT
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -79,16 +84,23 @@ class RetryPolicy:
             raise ValueError(f"max_retries ({self.max_retries}) must be >= 0; 0 disables retries")
         if self.backoff_base < 0 or self.max_backoff < 0:
             raise ValueError("backoff_base and max_backoff must be >= 0 seconds")
+        if not math.isfinite(self.max_wait) or self.max_wait < 0:
+            raise ValueError(
+                f"max_retry_wait ({self.max_wait}) must be a finite number of seconds >= 0"
+            )
 
-    def delay(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before retrying ``response``, or ``None`` to give up."""
+    def delay(self, response: httpx.Response, attempt: int, waited: float = 0.0) -> float | None:
+        """Seconds to wait before retrying ``response`` (``waited`` seconds were already spent
+        waiting in this call), or ``None`` to give up."""
         if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
             return None
+        left = self.max_wait - waited
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if retry_after is not None:
-            return retry_after if retry_after <= self.max_retry_after else None
+            return retry_after if retry_after <= left else None
         ceiling = min(self.max_backoff, self.backoff_base * (2**attempt))
-        return self.rng.uniform(ceiling / 2, ceiling)
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        return delay if delay <= left else None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -223,12 +235,16 @@ class ClientCore:
         max_retries: int,
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url)
         self.timeout = _check_timeout(timeout)
         self.retry = RetryPolicy(
-            max_retries=max_retries, backoff_base=backoff_base, max_backoff=max_backoff
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            max_backoff=max_backoff,
+            max_wait=max_retry_wait,
         )
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}

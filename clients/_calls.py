@@ -26,7 +26,13 @@ from rlmec.shared.grm_schemas import (
     TokenizeResponse,
 )
 from rlmec.shared.queue import BatchStatus, PushResult
-from rlmec.shared.schemas import RewardParams, Sample, TokenRewardsRequest, TokenRewardsResponse
+from rlmec.shared.schemas import (
+    RewardParams,
+    Sample,
+    TokenRewardsRequest,
+    TokenRewardsResponse,
+    UsageResponse,
+)
 
 SampleLike = Sample | Mapping[str, Any]
 ParamsLike = RewardParams | Mapping[str, Any] | None
@@ -92,6 +98,10 @@ def rollout_status(batch_id: str) -> Call[BatchStatus]:
         raise ValueError("batch_id is empty; pass the id push_rollouts returned")
     path = f"/v1/rollouts/{quote(batch_id, safe='')}"
     return Call("GET", path, model_parser(BatchStatus))
+
+
+def usage() -> Call[UsageResponse]:
+    return Call("GET", "/v1/usage", model_parser(UsageResponse))
 
 
 def health() -> Call[dict[str, Any]]:

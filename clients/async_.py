@@ -13,6 +13,7 @@ import httpx
 from rlmec.clients import _calls
 from rlmec.clients._base import (
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_TIMEOUT,
     Call,
     ClientCore,
@@ -34,7 +35,7 @@ from rlmec.shared.grm_schemas import (
     TokenizeResponse,
 )
 from rlmec.shared.queue import BatchStatus, PushResult
-from rlmec.shared.schemas import TokenRewardsResponse
+from rlmec.shared.schemas import TokenRewardsResponse, UsageResponse
 
 T = TypeVar("T")
 
@@ -49,6 +50,7 @@ class _AsyncBase:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -59,6 +61,7 @@ class _AsyncBase:
             max_retries=max_retries,
             backoff_base=backoff_base,
             max_backoff=max_backoff,
+            max_retry_wait=max_retry_wait,
             headers=headers,
         )
         self._http = httpx.AsyncClient(
@@ -73,7 +76,7 @@ class _AsyncBase:
         return self._core.base_url
 
     async def _send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             try:
                 response = await self._http.request(call.method, call.path, json=call.body)
@@ -81,12 +84,12 @@ class _AsyncBase:
                 raise transport_error(exc, self._core.url(call.path)) from exc
             if response.is_success:
                 return call.parse(response)
-            delay = self._core.retry.delay(response, attempt)
+            delay = self._core.retry.delay(response, attempt, waited)
             if delay is None:
                 raise status_error(response, is_push=call.is_push)
             await response.aclose()
             await asyncio.sleep(delay)
-            attempt += 1
+            attempt, waited = attempt + 1, waited + delay
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -109,8 +112,9 @@ class AsyncClient(_AsyncBase):
     >>> async with AsyncClient("http://localhost:8002") as client:  # doctest: +SKIP
     ...     result = (await client.token_rewards([sample])).results[0]
 
-    Retries 429 and 503 up to ``max_retries`` times with exponential backoff and jitter,
-    waiting ``Retry-After`` when the server sends it; every other error is raised at once
+    Retries 429 and 503 with exponential backoff and jitter, waiting ``Retry-After`` when the
+    server sends it, up to ``max_retries`` times and ``max_retry_wait`` seconds of waiting in
+    all (600: long enough for a loaded GRM); every other error is raised at once
     (see :mod:`rlmec.clients.errors`). ``api_key`` defaults to ``$RLMEC_API_KEY``.
     """
 
@@ -148,6 +152,10 @@ class AsyncClient(_AsyncBase):
 
     async def rollout_status(self, batch_id: str) -> BatchStatus:
         return await self._send(_calls.rollout_status(batch_id))
+
+    async def usage(self) -> UsageResponse:
+        """Your team's usage counters (requests, samples, scored, rate-limited, ...)."""
+        return await self._send(_calls.usage())
 
     async def health(self) -> dict[str, Any]:
         return await self._send(_calls.health())

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from rlmec.clients._base import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT
 from rlmec.clients._jsonl import InputFileError, count_lines, read_samples
 from rlmec.clients.errors import RlmecClientError
 from rlmec.clients.sync import Client, GrmClient
@@ -56,8 +57,16 @@ def _add_connection(p: argparse.ArgumentParser, *, url_env: str = URL_ENV) -> No
     p.add_argument(
         "--max-retries",
         type=int,
-        default=3,
-        help="retries on 429/503 with backoff, honouring Retry-After (default: 3)",
+        default=DEFAULT_MAX_RETRIES,
+        help="retries on 429/503 with backoff, honouring Retry-After "
+        f"(default: {DEFAULT_MAX_RETRIES})",
+    )
+    p.add_argument(
+        "--max-retry-wait",
+        type=float,
+        default=DEFAULT_MAX_RETRY_WAIT,
+        help="seconds of waiting between retries in all, per call "
+        f"(default: {DEFAULT_MAX_RETRY_WAIT:g})",
     )
 
 
@@ -167,7 +176,13 @@ def _guarded(
 
 
 def _client(args: argparse.Namespace, cls: type[Client] | type[GrmClient] = Client) -> Any:
-    return cls(args.url, api_key=args.api_key, timeout=args.timeout, max_retries=args.max_retries)
+    return cls(
+        args.url,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        max_retry_wait=args.max_retry_wait,
+    )
 
 
 def _params(args: argparse.Namespace) -> RewardParams:

@@ -12,6 +12,7 @@ import httpx
 from rlmec.clients import _calls
 from rlmec.clients._base import (
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_TIMEOUT,
     Call,
     ClientCore,
@@ -33,7 +34,7 @@ from rlmec.shared.grm_schemas import (
     TokenizeResponse,
 )
 from rlmec.shared.queue import BatchStatus, PushResult
-from rlmec.shared.schemas import TokenRewardsResponse
+from rlmec.shared.schemas import TokenRewardsResponse, UsageResponse
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ class _SyncBase:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -58,6 +60,7 @@ class _SyncBase:
             max_retries=max_retries,
             backoff_base=backoff_base,
             max_backoff=max_backoff,
+            max_retry_wait=max_retry_wait,
             headers=headers,
         )
         self._http = httpx.Client(
@@ -72,7 +75,7 @@ class _SyncBase:
         return self._core.base_url
 
     def _send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             try:
                 response = self._http.request(call.method, call.path, json=call.body)
@@ -80,12 +83,12 @@ class _SyncBase:
                 raise transport_error(exc, self._core.url(call.path)) from exc
             if response.is_success:
                 return call.parse(response)
-            delay = self._core.retry.delay(response, attempt)
+            delay = self._core.retry.delay(response, attempt, waited)
             if delay is None:
                 raise status_error(response, is_push=call.is_push)
             response.close()
             time.sleep(delay)
-            attempt += 1
+            attempt, waited = attempt + 1, waited + delay
 
     def close(self) -> None:
         self._http.close()
@@ -108,8 +111,9 @@ class Client(_SyncBase):
     >>> with Client("http://localhost:8002", api_key="team-key") as client:  # doctest: +SKIP
     ...     result = client.token_rewards([sample]).results[0]
 
-    Retries 429 and 503 up to ``max_retries`` times with exponential backoff and jitter,
-    waiting ``Retry-After`` when the server sends it; every other error is raised at once
+    Retries 429 and 503 with exponential backoff and jitter, waiting ``Retry-After`` when the
+    server sends it, up to ``max_retries`` times and ``max_retry_wait`` seconds of waiting in
+    all (600: long enough for a loaded GRM); every other error is raised at once
     (see :mod:`rlmec.clients.errors`). ``api_key`` defaults to ``$RLMEC_API_KEY``.
     """
 
@@ -147,6 +151,10 @@ class Client(_SyncBase):
 
     def rollout_status(self, batch_id: str) -> BatchStatus:
         return self._send(_calls.rollout_status(batch_id))
+
+    def usage(self) -> UsageResponse:
+        """Your team's usage counters (requests, samples, scored, rate-limited, ...)."""
+        return self._send(_calls.usage())
 
     def health(self) -> dict[str, Any]:
         return self._send(_calls.health())

@@ -192,3 +192,11 @@ class TokenRewardsRequest(StrictModel):
 class TokenRewardsResponse(StrictModel):
     results: list[ScoredSample]
     grm: GrmInfo
+
+
+class UsageResponse(StrictModel):
+    """A team's usage counters (``GET /v1/usage``): requests, samples, scored, unscored,
+    cache hits, GRM errors, rate-limited requests."""
+
+    team: str
+    usage: dict[str, int]

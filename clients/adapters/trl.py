@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from rlmec.clients._base import DEFAULT_MAX_RETRIES
+from rlmec.clients._base import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT
 from rlmec.clients.adapters._common import (
     ScoreMode,
     check_mode,
@@ -47,6 +47,7 @@ def make_reward_func(
     batch_size: int = 64,
     timeout: float = 180.0,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RewardFunc:
     """Build an ``async def reward_func(prompts, completions, completion_ids, **kwargs)``.
@@ -102,7 +103,7 @@ def make_reward_func(
             return []
         async with AsyncClient(
             base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            transport=transport,
+            max_retry_wait=max_retry_wait, transport=transport,
         ) as client:  # fmt: skip
             results = await score_samples(
                 client, samples, batch_size=batch_size, params=reward_params,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlmec.shared.schemas import MAX_BATCH, StrictModel
+from rlmec.shared.schemas import MAX_BATCH, StrictModel, UsageResponse
+
+__all__ = ["GetRewardRequest", "GetRewardResponse", "Label", "ReadyResponse", "UsageResponse"]
 
 
 # OpenRLHF posts whole rollout batches in its 2025 protocol (one request per reward server);
@@ -58,11 +60,6 @@ class GetRewardResponse(StrictModel):
     rewards: list[float] = Field(description="1.0 when the final answer is correct, else 0.0.")
     scores: list[float] = Field(description="Same as rewards, in [0, 1].")
     extra_logs: dict[str, list[float]] = Field(description="RLMEC summaries, one per query.")
-
-
-class UsageResponse(StrictModel):
-    team: str
-    usage: dict[str, int]
 
 
 class ReadyResponse(StrictModel):

@@ -75,6 +75,21 @@ def test_token_rewards_with_policy_projection(reward_url: str) -> None:
     assert out.grm.model_id
 
 
+def test_usage_counts_the_teams_own_requests(reward_url: str) -> None:
+    with Client(reward_url, api_key=SMALL_KEY) as client:
+        before = client.usage()
+        client.token_rewards([sample(CORRECT), sample(WRONG)])
+        after = client.usage()
+    assert before.team == after.team == "small"
+    assert after.usage["requests"] == before.usage.get("requests", 0) + 1
+    assert after.usage["samples"] == before.usage.get("samples", 0) + 2
+
+
+async def test_async_usage(reward_url: str) -> None:
+    async with AsyncClient(reward_url, api_key=SMALL_KEY) as client:
+        assert (await client.usage()).team == "small"
+
+
 def test_bad_key_and_server_side_errors_are_typed(reward_url: str) -> None:
     with Client(reward_url, api_key="not-a-key") as client, pytest.raises(AuthenticationError):
         client.token_rewards([sample(CORRECT)])

@@ -119,21 +119,21 @@ def test_retry_after_is_honoured_and_error_raised_when_retries_run_out() -> None
 
 def test_push_429_is_queue_full_with_retry_after() -> None:
     rec = Recorder(
-        httpx.Response(429, headers={"Retry-After": "120"}, json=envelope("queue_full", "full"))
+        httpx.Response(429, headers={"Retry-After": "900"}, json=envelope("queue_full", "full"))
     )
     with client(rec) as c, pytest.raises(QueueFullError) as info:
         c.push_rollouts([SAMPLE], batch_id="b1")
-    # 120 s exceeds the default max_retry_after (60 s): raised at once, not slept through.
+    # 900 s exceeds the default retry budget (600 s): raised at once, not slept through.
     assert len(rec.requests) == 1
     assert isinstance(info.value, RateLimitError)
-    assert info.value.retry_after == 120.0
+    assert info.value.retry_after == 900.0
     assert "full" in str(info.value)
 
 
 def test_push_429_with_another_code_stays_a_rate_limit() -> None:
     body = {"error": {"type": "rate_limited", "message": "quota", "param": None,
                       "code": "team_quota"}}  # fmt: skip
-    rec = Recorder(httpx.Response(429, headers={"Retry-After": "600"}, json=body))
+    rec = Recorder(httpx.Response(429, headers={"Retry-After": "3600"}, json=body))
     with client(rec) as c, pytest.raises(RateLimitError) as info:
         c.push_rollouts([SAMPLE])
     assert type(info.value) is RateLimitError
@@ -272,6 +272,32 @@ def test_retry_policy_backoff_is_jittered_and_capped() -> None:
     assert policy.delay(httpx.Response(500), 0) is None
     with pytest.raises(ValueError, match="max_retries"):
         RetryPolicy(max_retries=-1)
+    with pytest.raises(ValueError, match="max_retry_wait"):
+        RetryPolicy(max_wait=float("inf"))
+
+
+def test_retries_follow_retry_after_within_the_total_wait_budget() -> None:
+    """Many retries are fine while their waits fit the budget; the wait that would pass it is
+    not made: the error comes back with its Retry-After."""
+    policy = RetryPolicy(max_wait=10.0)
+    busy = httpx.Response(429, headers={"Retry-After": "4"})
+    assert policy.delay(busy, attempt=0, waited=0.0) == 4.0
+    assert policy.delay(busy, attempt=1, waited=4.0) == 4.0
+    assert policy.delay(busy, attempt=2, waited=8.0) is None  # 8 + 4 > 10
+    long = httpx.Response(503, headers={"Retry-After": "120"})
+    assert RetryPolicy().delay(long, 0) == 120.0  # within the default 600 s
+    backoff = RetryPolicy(max_wait=1.0, backoff_base=1.0, rng=random.Random(0))
+    assert backoff.delay(httpx.Response(503), attempt=3, waited=0.5) is None
+
+
+def test_the_client_retries_until_the_budget_is_spent() -> None:
+    rec = Recorder(*[
+        httpx.Response(429, headers={"Retry-After": "0.2"}, json=envelope("rate_limited", "busy"))
+        for _ in range(10)
+    ])  # fmt: skip
+    with client(rec, max_retry_wait=0.5) as c, pytest.raises(RateLimitError):
+        c.token_rewards([SAMPLE])
+    assert len(rec.requests) == 3  # waits 0.2 + 0.2; a third 0.2 would pass 0.5
 
 
 def test_parse_retry_after_number_and_http_date() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from pydantic import BaseModel
 
 from rlmec.clients._base import Call, dict_parser, model_parser
@@ -25,7 +26,14 @@ from rlmec.shared.grm_schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from rlmec.shared.queue import BatchStatus, PushResult
+from rlmec.shared.queue import (
+    AckResult,
+    BatchStatus,
+    PullResponse,
+    PushResult,
+    ScoredBatch,
+    ScoredDelivery,
+)
 from rlmec.shared.schemas import (
     RewardParams,
     Sample,
@@ -98,6 +106,31 @@ def rollout_status(batch_id: str) -> Call[BatchStatus]:
         raise ValueError("batch_id is empty; pass the id push_rollouts returned")
     path = f"/v1/rollouts/{quote(batch_id, safe='')}"
     return Call("GET", path, model_parser(BatchStatus))
+
+
+def rollout_result(batch_id: str) -> Call[ScoredBatch]:
+    if not batch_id:
+        raise ValueError("batch_id is empty; pass the id push_rollouts returned")
+    return Call("GET", f"/v1/rollouts/{quote(batch_id, safe='')}/result", model_parser(ScoredBatch))
+
+
+def _deliveries(response: httpx.Response) -> list[ScoredDelivery]:
+    return model_parser(PullResponse)(response).deliveries
+
+
+def pull_scored(
+    max_batches: int, wait_ms: int, consumer: str, redeliver_after_s: int
+) -> Call[list[ScoredDelivery]]:
+    body = {"max_batches": max_batches, "wait_ms": wait_ms, "consumer": consumer,
+            "redeliver_after_s": redeliver_after_s}  # fmt: skip
+    return Call("POST", "/v1/scored/pull", _deliveries, body)
+
+
+def ack_scored(entry_ids: Sequence[str]) -> Call[AckResult]:
+    ids = list(entry_ids)
+    if not ids:
+        raise ValueError("entry_ids is empty; pass the entry_id of each delivery you trained on")
+    return Call("POST", "/v1/scored/ack", model_parser(AckResult), {"entry_ids": ids})
 
 
 def usage() -> Call[UsageResponse]:

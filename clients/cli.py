@@ -90,7 +90,7 @@ def _add_scoring(p: argparse.ArgumentParser, default_batch: int) -> None:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
-    """Register ``score``, ``push``, ``status``, ``grm-models`` and ``health`` under the
+    """Register ``score``, ``push``, ``status``, ``result``, ``grm-models`` and ``health`` under the
     ``client`` parser given by ``rlmec.cli``."""
     sub = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
 
@@ -139,6 +139,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--wait-timeout", type=float, default=600.0, help="give up after (default: 600 s)"
     )
     status.set_defaults(func=_run_status)
+
+    result = sub.add_parser(
+        "result",
+        help="results of a scored batch, one JSON line per sample",
+        description="GET /v1/rollouts/BATCH_ID/result: every sample's result in push order "
+        "(404 until the batch is scored; `status --wait` first).",
+    )
+    _add_connection(result)
+    result.add_argument("batch_id", metavar="BATCH_ID")
+    result.set_defaults(func=_run_result)
 
     models = sub.add_parser(
         "grm-models", help="list the GRM service's models", description="GET /v1/models."
@@ -270,6 +280,15 @@ def _run_status(args: argparse.Namespace) -> int:
             time.sleep(args.poll_interval)
     print(batch.model_dump_json())
     return 1 if batch.status == "dead_lettered" else 0
+
+
+@_guarded
+def _run_result(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        batch = client.rollout_result(args.batch_id)
+    for result in batch.results:
+        print(result.model_dump_json(exclude_none=True))
+    return 0
 
 
 @_guarded

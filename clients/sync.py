@@ -33,7 +33,7 @@ from rlmec.shared.grm_schemas import (
     ScoreResponse,
     TokenizeResponse,
 )
-from rlmec.shared.queue import BatchStatus, PushResult
+from rlmec.shared.queue import AckResult, BatchStatus, PushResult, ScoredBatch, ScoredDelivery
 from rlmec.shared.schemas import TokenRewardsResponse, UsageResponse
 
 T = TypeVar("T")
@@ -151,6 +151,28 @@ class Client(_SyncBase):
 
     def rollout_status(self, batch_id: str) -> BatchStatus:
         return self._send(_calls.rollout_status(batch_id))
+
+    def rollout_result(self, batch_id: str) -> ScoredBatch:
+        """A scored batch's results in push order (404 until it is scored)."""
+        return self._send(_calls.rollout_result(batch_id))
+
+    def pull_scored(
+        self,
+        max_batches: int = 1,
+        *,
+        wait_ms: int = 0,
+        consumer: str = "http-0",
+        redeliver_after_s: int = 300,
+    ) -> list[ScoredDelivery]:
+        """Your team's next scored batches, for a trainer without Redis access; acknowledge
+        each with :meth:`ack_scored` after the step that used it (else it comes back after
+        ``redeliver_after_s``)."""
+        call = _calls.pull_scored(max_batches, wait_ms, consumer, redeliver_after_s)
+        return self._send(call)
+
+    def ack_scored(self, entry_ids: Sequence[str]) -> AckResult:
+        """Acknowledge pulled batches by ``entry_id``: they are done."""
+        return self._send(_calls.ack_scored(entry_ids))
 
     def usage(self) -> UsageResponse:
         """Your team's usage counters (requests, samples, scored, rate-limited, ...)."""

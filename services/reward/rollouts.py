@@ -21,16 +21,21 @@ from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.teams import Team
 from rlmec.shared.errors import InvalidRequestError, NotFoundError
 from rlmec.shared.queue import (
+    AckResult,
     AsyncRolloutQueue,
+    AsyncScoredPuller,
     BatchId,
     BatchStatus,
+    PullResponse,
     PushResult,
     QueueLimits,
+    ScoredBatch,
     check_batch_id,
 )
 from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, StrictModel
 
 router = APIRouter(tags=["rollouts"])
+ConsumerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 _RESPONSES = {**ERROR_RESPONSES, 404: {"description": "No such batch for this team."}}
 
 
@@ -103,3 +108,73 @@ async def rollout_status(
             param="batch_id",
         )
     return status
+
+
+@router.get("/v1/rollouts/{batch_id}/result", response_model=ScoredBatch, responses=_RESPONSES)
+async def rollout_result(
+    batch_id: Annotated[str, Path(max_length=128, description="The id the push returned.")],
+    team: TeamDep,
+    redis: RedisDep,
+) -> ScoredBatch:
+    """The scored batch: every sample's result, in push order. 404 for an unknown batch or
+    another team's, and while it is not scored yet (the message gives its status)."""
+    status = await rollout_status(batch_id, team, redis)
+    async with redis_guard(redis):
+        batch = await AsyncScoredPuller(redis, team.name).result(batch_id)
+    if batch is None:
+        why = (
+            "its results were consumed by your trainer and trimmed"
+            if status.status == "scored"
+            else f"it is {status.status}" + (f" ({status.reason})" if status.reason else "")
+        )
+        raise NotFoundError(
+            f"batch {batch_id!r} has no result to read: {why}; poll GET /v1/rollouts/{batch_id}",
+            param="batch_id",
+            code="no_result",
+        )
+    return batch
+
+
+class PullRequest(StrictModel):
+    max_batches: int = Field(1, ge=1, le=64, description="At most this many scored batches.")
+    wait_ms: int = Field(
+        0, ge=0, le=30_000, description="Wait this long for a batch when none is ready."
+    )
+    consumer: ConsumerName = Field(
+        "http-0",
+        description="Your trainer's name in the team's consumer group; a restarted trainer "
+        "that keeps it gets its unacknowledged batches back after redeliver_after_s.",
+    )
+    redeliver_after_s: int = Field(
+        300,
+        ge=1,
+        le=86_400,
+        description="Batches pulled this long ago and never acknowledged are handed out again "
+        "(longer than your slowest optimizer step).",
+    )
+
+
+class AckRequest(StrictModel):
+    entry_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=1024, description="entry_id of each delivery trained on."
+    )
+
+
+@router.post("/v1/scored/pull", response_model=PullResponse, responses=_RESPONSES)
+async def pull_scored(body: PullRequest, team: TeamDep, redis: RedisDep) -> PullResponse:
+    """Scored batches of your team for a trainer outside the cluster (no Redis access needed).
+    Acknowledge each with ``POST /v1/scored/ack`` after the optimizer step that used it;
+    unacknowledged ones come back after ``redeliver_after_s``."""
+    puller = AsyncScoredPuller(
+        redis, team.name, consumer=body.consumer, redeliver_after_ms=body.redeliver_after_s * 1000
+    )
+    async with redis_guard(redis):
+        return PullResponse(deliveries=await puller.pull(body.max_batches, body.wait_ms))
+
+
+@router.post("/v1/scored/ack", response_model=AckResult, responses=_RESPONSES)
+async def ack_scored(body: AckRequest, team: TeamDep, redis: RedisDep) -> AckResult:
+    """Acknowledge scored batches (by ``entry_id``): they are done and leave your team's
+    scored bound. Ids that are not your team's come back as ``unknown``."""
+    async with redis_guard(redis):
+        return await AsyncScoredPuller(redis, team.name).ack(body.entry_ids)

@@ -26,9 +26,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -268,10 +269,17 @@ async def _plain(scorer: Scorer) -> AsyncIterator[Scorer]:
     yield scorer
 
 
-def load_scorer(spec: str) -> AbstractAsyncContextManager[Scorer]:
-    """``pipeline`` (default), ``instant``, or ``module:function`` naming an async scorer."""
+def load_scorer(
+    spec: str, overrides: dict[str, Any] | None = None
+) -> AbstractAsyncContextManager[Scorer]:
+    """``pipeline`` (default; its settings from the env plus ``overrides``), ``instant``, or
+    ``module:function`` naming an async scorer."""
     if spec == "pipeline":
-        return pipeline_scorer()
+        if not overrides:
+            return pipeline_scorer()
+        from rlmec.services.reward.settings import get_settings
+
+        return pipeline_scorer(get_settings(**overrides))
     if spec == "instant":
         return _plain(instant_scorer)
     module, sep, name = spec.partition(":")
@@ -288,6 +296,13 @@ def load_scorer(spec: str) -> AbstractAsyncContextManager[Scorer]:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="default: RLMEC_REWARD_REDIS_URL")
+    parser.add_argument(
+        "--grm-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="GRM service base URL, repeatable (default: RLMEC_REWARD_GRM_URLS)",
+    )
     parser.add_argument(
         "--team",
         action="append",
@@ -340,7 +355,12 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
     return config
 
 
-async def serve(redis_url: str, scorer_spec: str, config: WorkerConfig) -> WorkerStats:
+async def serve(
+    redis_url: str,
+    scorer_spec: str,
+    config: WorkerConfig,
+    overrides: dict[str, Any] | None = None,
+) -> WorkerStats:
     """Run until SIGTERM/SIGINT; the batch in hand is finished first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -351,7 +371,7 @@ async def serve(redis_url: str, scorer_spec: str, config: WorkerConfig) -> Worke
         redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 10
     )
     try:
-        async with load_scorer(scorer_spec) as scorer:
+        async with load_scorer(scorer_spec, overrides) as scorer:
             worker = RewardWorker(client, scorer, config)
             logger.info("worker %s ready (%d loops)", config.consumer, config.concurrency)
             await worker.run(stop)
@@ -367,8 +387,16 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rlmec reward worker: {exc}", file=sys.stderr)
         return 2
+    # The pipeline's own connections (cache, usage) go where the flags point the worker.
+    overrides: dict[str, Any] = {"redis_url": redis_url} if args.redis_url else {}
+    if args.grm_url:
+        overrides["grm_urls"] = args.grm_url
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stats = asyncio.run(serve(redis_url, args.scorer, config))
+    try:
+        stats = asyncio.run(serve(redis_url, args.scorer, config, overrides))
+    except ValidationError as exc:
+        print(f"rlmec reward worker: {exc}", file=sys.stderr)
+        return 2
     logger.info("worker stopped: %s", stats)
     return 0
 

@@ -36,8 +36,9 @@ exceed the longest step, or a slow step's batches are handed to another trainer 
 Modules: :mod:`.keys` (key names, team and batch id checks, group names), :mod:`.schemas`
 (batches, statuses, limits, :class:`QueueFullError`), :mod:`.scripts` (the Lua scripts),
 :mod:`.producer` (:class:`RolloutQueue`, :class:`AsyncRolloutQueue`), :mod:`.consumer` (the reward
-worker's :class:`RolloutConsumer`, dead letters) and :mod:`.reader` (the trainer's
-:class:`ScoredBatchReader`); everything public is re-exported here.
+worker's :class:`RolloutConsumer`, dead letters), :mod:`.reader` (the trainer's
+:class:`ScoredBatchReader`) and :mod:`.puller` (:class:`AsyncScoredPuller`, the same for trainers
+that pull over HTTP); everything public is re-exported here.
 """
 
 from __future__ import annotations
@@ -56,28 +57,35 @@ from rlmec.shared.queue.keys import (
     new_batch_id,
 )
 from rlmec.shared.queue.producer import AsyncRolloutQueue, RolloutQueue
+from rlmec.shared.queue.puller import AsyncScoredPuller
 from rlmec.shared.queue.reader import Delivery, ScoredBatchReader
 from rlmec.shared.queue.schemas import (
+    AckResult,
     BatchState,
     BatchStatus,
+    PullResponse,
     PushResult,
     QueueDepth,
     QueueFullError,
     QueueLimits,
     RolloutBatch,
     ScoredBatch,
+    ScoredDelivery,
 )
 
 __all__ = [
     "TEAMS_KEY",
     "TRAINER_GROUP",
     "WORKER_GROUP",
+    "AckResult",
     "AsyncRolloutQueue",
+    "AsyncScoredPuller",
     "BatchId",
     "BatchState",
     "BatchStatus",
     "DeadLetter",
     "Delivery",
+    "PullResponse",
     "PushResult",
     "QueueDepth",
     "QueueFullError",
@@ -88,6 +96,7 @@ __all__ = [
     "RolloutQueue",
     "ScoredBatch",
     "ScoredBatchReader",
+    "ScoredDelivery",
     "StreamKeys",
     "TeamName",
     "check_batch_id",

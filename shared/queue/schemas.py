@@ -43,6 +43,22 @@ class ScoredBatch(StrictModel):
         return [r.id for r in self.results]
 
 
+class ScoredDelivery(StrictModel):
+    """A scored batch handed to an HTTP trainer; acknowledge ``entry_id`` after the step."""
+
+    entry_id: str = Field(description="Stream entry id: what POST /v1/scored/ack takes.")
+    batch: ScoredBatch
+
+
+class PullResponse(StrictModel):
+    deliveries: list[ScoredDelivery]
+
+
+class AckResult(StrictModel):
+    acked: list[str] = Field(description="Entry ids acknowledged (again: acks are idempotent).")
+    unknown: list[str] = Field(description="Entry ids not in your team's scored stream.")
+
+
 class BatchStatus(StrictModel):
     """What ``GET /v1/rollouts/{batch_id}`` answers."""
 

@@ -40,6 +40,7 @@ local id = redis.call('XADD', KEYS[2], '*', 'batch_id', ARGV[3], 'sample_ids', A
                       'batch', ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], 'status', 'scored', 'updated_at', ARGV[6], 'scored_entry', id)
+redis.call('HDEL', KEYS[3], 'reason')  -- an earlier attempt's error is stale now
 redis.call('EXPIRE', KEYS[3], ARGV[7])
 local n = tonumber(redis.call('HGET', KEYS[3], 'n_samples') or '0')
 if redis.call('DECRBY', KEYS[4], n) < 0 then redis.call('SET', KEYS[4], 0) end

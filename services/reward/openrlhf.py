@@ -5,7 +5,8 @@ FastAPI: requests become samples, scored samples become the scalar answer.
   batches with their pad tokens, so the prompt is looked for after any padding, and special
   tokens trailing the response (EOS, padding) are not part of the solution. Without ``prompts``
   the query is both question and response (the GRM then sees the response in the problem too:
-  send ``prompts``).
+  send ``prompts``). With a chat template named (``?chat_template=`` or the team's setting),
+  the question is the user's message without the markup.
 - reference answer = the label (a number is read as text), which also serves as the reference
   solution text.
 - reward = score = 1.0 when the final answer matches the label, else 0.0 (in [0, 1] as
@@ -22,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from rlmec.services.reward.schemas import GetRewardRequest, GetRewardResponse, Label
+from rlmec.shared.chat import ChatMarkup
 from rlmec.shared.prompts import TaskType
 from rlmec.shared.schemas import MAX_TEXT_CHARS, Sample, ScoredSample, check_text
 
@@ -52,18 +54,22 @@ class Unjudged:
     message: str
 
 
-def to_samples(request: GetRewardRequest, task: TaskType) -> list[Sample | Unjudged]:
-    """One sample per query, or :class:`Unjudged` with the reason it cannot be judged."""
+def to_samples(
+    request: GetRewardRequest, task: TaskType, markup: ChatMarkup | None = None
+) -> list[Sample | Unjudged]:
+    """One sample per query, or :class:`Unjudged` with the reason it cannot be judged. With
+    ``markup`` the question is the user's message inside the chat-templated prompt (the prompt
+    as it is where it does not carry that template's markup)."""
     labels: list[Label] = list(request.labels or [None] * len(request.query))
     out: list[Sample | Unjudged] = []
     for i, (query, label) in enumerate(zip(request.query, labels, strict=True)):
         prompt = request.prompts[i] if request.prompts is not None else None
-        out.append(_to_sample(i, query, prompt, label, task))
+        out.append(_to_sample(i, query, prompt, label, task, markup))
     return out
 
 
 def _to_sample(
-    i: int, query: str, prompt: str | None, label: Label, task: TaskType
+    i: int, query: str, prompt: str | None, label: Label, task: TaskType, markup: ChatMarkup | None
 ) -> Sample | Unjudged:
     reference = _label_text(label)
     if reference is None:
@@ -81,6 +87,8 @@ def _to_sample(
         if start < 0:
             return Unjudged("prompt_not_in_query", f"query {i} does not contain prompts[{i}]")
         question, response = prompt, query[start + len(prompt) :]
+        if markup is not None:
+            question = markup.question(prompt) or prompt
     if not question.strip():
         return Unjudged("missing_label", f"query {i} has no question text")
     return Sample(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rlmec.shared.chat import ChatMarkup
 from rlmec.shared.errors import InvalidRequestError
 from rlmec.shared.tokenization import OutputTokens, encode_output
 
@@ -27,6 +28,7 @@ class PolicyTokenizer:
             raise ValueError(f"policy tokenizer {name!r} has no EOS token; set eos_token")
         self.name = name
         self._tok = tokenizer
+        self._markup: ChatMarkup | None = None
 
     @classmethod
     def load(cls, name: str, path: Path) -> PolicyTokenizer:
@@ -36,6 +38,24 @@ class PolicyTokenizer:
 
     def encode(self, text: str) -> OutputTokens:
         return encode_output(self._tok, text)
+
+    def chat_markup(self) -> ChatMarkup:
+        """Where the user's question sits in prompts rendered with this tokenizer's chat
+        template (learned once from the template)."""
+        if self._markup is None:
+            if not getattr(self._tok, "chat_template", None):
+                raise InvalidRequestError(
+                    f"policy tokenizer {self.name!r} has no chat template, so chat markup cannot "
+                    "be removed with it; register the policy's own tokenizer directory",
+                    param="chat_template",
+                    code="no_chat_template",
+                )
+            self._markup = ChatMarkup.from_template(
+                lambda messages: self._tok.apply_chat_template(
+                    list(messages), tokenize=False, add_generation_prompt=True
+                )
+            )
+        return self._markup
 
 
 class TokenizerRegistry:

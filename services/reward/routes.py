@@ -74,13 +74,21 @@ async def get_reward(
     task: Literal["math", "qa"] | None = Query(
         None, description="Answer checking; default RLMEC_REWARD_OPENRLHF_TASK."
     ),
+    chat_template: str | None = Query(
+        None,
+        max_length=256,
+        description="A registered policy tokenizer whose chat template the prompts use: the "
+        "GRM gets the user's question without the markup (default: the team's setting).",
+    ),
 ) -> GetRewardResponse:
     """OpenRLHF remote reward model: scalar rewards/scores in [0, 1] plus RLMEC summaries. A
     query that cannot be judged scores 0 with its reason in ``extra_logs``; the rest are
     scored (batches above 1024 queries too, in chunks)."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
-    samples = openrlhf.to_samples(body, task or settings.openrlhf_task)
+    template = chat_template or team.chat_template
+    markup = pipeline.tokenizers.get(template).chat_markup() if template else None
+    samples = openrlhf.to_samples(body, task or settings.openrlhf_task, markup)
     todo = [s for s in samples if isinstance(s, Sample)]
     scored: list[ScoredSample] = []
     async with admit(quotas, team, len(body.query)):

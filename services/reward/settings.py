@@ -54,6 +54,12 @@ class TeamConfig(BaseModel):
         description="Requests that may wait for a concurrency slot (up to the service's "
         "admission_wait_s) before further ones get 429; 0 = answer 429 at once.",
     )
+    chat_template: str | None = Field(
+        None,
+        description="A registered policy tokenizer whose chat template this team's /get_reward "
+        "prompts use: the GRM then gets the user's question without the chat markup (the "
+        "request's ?chat_template= overrides it).",
+    )
     max_queued_samples: int = Field(
         QueueLimits.max_queued_samples,
         ge=1,
@@ -212,6 +218,13 @@ class RewardSettings(BaseSettings):
             raise ValueError(f"team names {dupes} appear more than once; make them unique")
         if ANONYMOUS in names:
             raise ValueError(f"team name {ANONYMOUS!r} is reserved for key-less access")
+        for team in self.teams:
+            if team.chat_template is not None and team.chat_template not in self.policy_tokenizers:
+                raise ValueError(
+                    f"team {team.name!r}: chat_template {team.chat_template!r} is not a "
+                    f"registered policy tokenizer ({sorted(self.policy_tokenizers) or 'none'}); "
+                    "register it in policy_tokenizers"
+                )
         hashes = [h for t in self.teams for h in t.key_sha256]
         if len(hashes) != len(set(hashes)):
             raise ValueError("one key hash is given to two teams; every key belongs to one team")

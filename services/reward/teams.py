@@ -23,6 +23,7 @@ class Team:
     max_waiting_requests: int
     max_queued_samples: int
     max_scored_samples: int
+    chat_template: str | None = None
     anonymous: bool = False
 
     @classmethod
@@ -35,6 +36,7 @@ class Team:
             max_waiting_requests=config.max_waiting_requests,
             max_queued_samples=config.max_queued_samples,
             max_scored_samples=config.max_scored_samples,
+            chat_template=config.chat_template,
             anonymous=anonymous,
         )
 

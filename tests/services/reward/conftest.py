@@ -3,6 +3,7 @@ module, and a reward app on loopback with three teams and a real Redis."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,14 +85,30 @@ def grm_url(tiny_model_dir: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def chatml_tokenizer_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tokenizer with SmolLM2-Instruct's real chat template (ChatML)."""
+    from tests.shared.test_chat import SMOLLM2
+
+    out = tmp_path_factory.mktemp("chatml-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, out / name)
+    (out / "chat_template.jinja").write_text(SMOLLM2)
+    return out
+
+
 @pytest.fixture(scope="module")
 def reward_app(
-    grm_url: str, redis_server: LocalRedis, tiny_model_dir: Path
+    grm_url: str, redis_server: LocalRedis, tiny_model_dir: Path, chatml_tokenizer_dir: Path
 ) -> Iterator[tuple[FastAPI, str]]:
     """The reward service on loopback; the tiny model's tokenizer is registered as the
-    policy tokenizer 'tiny' (same tokenizer as the GRM)."""
+    policy tokenizer 'tiny' (same tokenizer as the GRM), and with a ChatML template as
+    'chatml'."""
     settings = reward_settings(
-        grm_url, redis_server.url, policy_tokenizers={"tiny": tiny_model_dir}
+        grm_url,
+        redis_server.url,
+        policy_tokenizers={"tiny": tiny_model_dir, "chatml": chatml_tokenizer_dir},
     )
     app = create_app(settings)
     with serve_app(app) as url:

@@ -128,6 +128,26 @@ def test_a_batch_over_1024_queries_is_scored(client: httpx.Client) -> None:
     assert resp.json()["rewards"] == [1.0] * n
 
 
+def test_the_grm_gets_the_question_without_the_chat_markup(client: httpx.Client) -> None:
+    """A ChatML prompt with ``?chat_template=chatml``: the sample is the user's question (its
+    cached result is found again by the plain question through /v1/token-rewards)."""
+    chat_prompt = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        f"Face<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    body = {"query": [chat_prompt + WRONG], "prompts": [chat_prompt], "labels": ["72"]}
+    assert get_reward(client, body, chat_template="chatml").json()["rewards"] == [0.0]
+    plain = {"question": QUESTION, "reference_solution": "72", "reference_answer": "72",
+             "prediction": WRONG}  # fmt: skip
+    again = client.post("/v1/token-rewards", headers=auth("alpha"), json={"samples": [plain]})
+    assert again.json()["results"][0]["cached"] is True
+    unknown = get_reward(client, body, chat_template="nope")
+    assert unknown.status_code == 422 and "not registered" in unknown.json()["error"]["message"]
+    no_template = get_reward(client, body, chat_template="tiny")
+    assert no_template.status_code == 422
+    assert no_template.json()["error"]["code"] == "no_chat_template"
+
+
 def test_qa_task_from_the_url(client: httpx.Client) -> None:
     body = {"query": ["Q? A: the answer is Paris."], "prompts": ["Q? A:"], "labels": ["paris"]}
     assert get_reward(client, body, task="qa").json()["rewards"] == [1.0]

@@ -53,6 +53,8 @@ def test_teams_from_env_json_and_yaml_file(tmp_path: Path, monkeypatch: pytest.M
         ({"grm_urls": ["grm:8001"]}, "must start with http"),
         ({"policy_tokenizers": {"p": "/no/such/dir"}}, "is not a directory"),
         ({"teams_file": "/no/such/teams.json"}, "does not exist"),
+        ({"teams": [{"name": "a", "chat_template": "llama3"}]},
+         "chat_template 'llama3' is not a registered policy tokenizer"),
     ],
 )  # fmt: skip
 def test_bad_settings_name_the_value(values: dict[str, object], needle: str) -> None:

@@ -30,7 +30,7 @@ from rlmec.services.reward.usage import add_usage
 from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
-from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
+from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample, check_text
 
 # Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded
 # machine may not repeat, so they are not.
@@ -266,9 +266,22 @@ def _apply_rewrite(item: Item, rw: RewriteResult | GrmFailure) -> None:
         item.result = assemble.unscored(
             item, "grm_out_of_range", rw.message or "the GRM located a step out of range"
         )
+    elif (bad := _bad_text(rw.rewrite)) is not None:
+        # A GRM can generate anything; a rewrite no tokenizer endpoint would accept back is
+        # this sample's failure, not the request's (it used to be a 500).
+        item.located_step = rw.located_step
+        item.result = assemble.unscored(item, "grm_error", f"the GRM's rewrite is unusable: {bad}")
     else:
         item.rewrite = rw.rewrite
         item.located_step = rw.located_step
+
+
+def _bad_text(text: str) -> str | None:
+    try:
+        check_text(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _echo(

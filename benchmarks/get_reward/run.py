@@ -1,0 +1,220 @@
+"""``/get_reward`` under OpenRLHF's traffic: one sample per request, 64 and 512 in flight.
+
+OpenRLHF (current protocol) posts every sample of a rollout step as its own request, all at
+once, with its own client (a new aiohttp session per try, 180 s timeout, 5 tries 1 s apart,
+errors swallowed into a lost reward). This benchmark posts exactly that way against the reward
+service as an operator runs it for OpenRLHF (``rlmec reward serve --allow-anonymous``, default
+quota: 16 requests in flight, the rest wait in the admission queue), with a fast GRM (``rlmec
+grm serve --engine hf`` on the tests' tiny 2-layer model, so the service's own overhead shows),
+real Redis, every process separate. Samples are GSM8K test problems, half correct, half wrong
+(the GRM rewrites those, 16 new tokens), each unique (no cache hits).
+
+Baseline, same run, same samples' shape: ``/v1/token-rewards`` in batches of 64, 8 in flight.
+Per-sample overhead of the per-request protocol = its wall time per sample / the batched one's.
+
+    .venv/bin/python -m benchmarks.get_reward.run [--samples 512] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from benchmarks.report import machine, replace_section, today
+from rlmec.data.tasks import raw_rows
+
+PROMPT = "<|user|>{question}\n<|assistant|>"
+BATCH, BATCH_CLIENTS = 64, 8
+
+
+def workload(n: int, tag: str) -> list[dict[str, str]]:
+    """``n`` unique GSM8K samples: prompt, response, label; odd ones answer wrong."""
+    rows = raw_rows("gsm8k_test")
+    out = []
+    for i in range(n):
+        row = rows[i % len(rows)]
+        solution, _, answer = row["answer"].rpartition("####")
+        answer = answer.strip().replace(",", "")
+        given = answer if i % 2 == 0 else str(int(answer) + 1)
+        prompt = PROMPT.format(question=f"{row['question']} ({tag} {i})")
+        out.append({"prompt": prompt, "response": f"{solution.strip()}\nThe answer is: {given}",
+                    "label": answer})  # fmt: skip
+    return out
+
+
+async def openrlhf_post(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
+    """OpenRLHF's ``_post_request`` (``openrlhf/utils/agent.py``, 2026-08), timed."""
+    timeout = aiohttp.ClientTimeout(total=180)
+    for _ in range(try_max_times):
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:  # noqa: SIM117
+                async with session.post(url, json=data) as response:
+                    response.raise_for_status()
+                    return await response.json()
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(1)
+    return None
+
+
+async def per_sample(base: str, samples: list[dict[str, str]], in_flight: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(in_flight)
+    latencies: list[float] = []
+
+    async def one(s: dict[str, str]) -> float | None:
+        body = {"query": [s["prompt"] + s["response"]], "prompts": [s["prompt"]],
+                "labels": [s["label"]]}  # fmt: skip
+        async with gate:
+            t0 = time.perf_counter()
+            answer = await openrlhf_post(base + "/get_reward", body)
+            latencies.append(time.perf_counter() - t0)
+        return None if answer is None else float(answer["rewards"][0])
+
+    start = time.perf_counter()
+    rewards = await asyncio.gather(*(one(s) for s in samples))
+    wall = time.perf_counter() - start
+    expected = [1.0 if i % 2 == 0 else 0.0 for i in range(len(samples))]
+    return {
+        "in_flight": in_flight, "samples": len(samples), "wall_s": wall,
+        "lost": sum(r is None for r in rewards),
+        "wrong": sum(r is not None and r != e for r, e in zip(rewards, expected, strict=True)),
+        "p50_s": statistics.median(latencies), "p99_s": _quantile(latencies, 0.99),
+    }  # fmt: skip
+
+
+async def batched(base: str, samples: list[dict[str, str]]) -> dict[str, Any]:
+    gate = asyncio.Semaphore(BATCH_CLIENTS)
+    chunks = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
+
+    async def post(http: httpx.AsyncClient, chunk: list[dict[str, str]]) -> int:
+        body = {"samples": [{"question": s["prompt"], "reference_solution": s["label"],
+                             "reference_answer": s["label"], "prediction": s["response"]}
+                            for s in chunk]}  # fmt: skip
+        async with gate:
+            resp = await http.post("/v1/token-rewards", json=body)
+        resp.raise_for_status()
+        return len(resp.json()["results"])
+
+    async with httpx.AsyncClient(base_url=base, timeout=600) as http:
+        start = time.perf_counter()
+        done = sum(await asyncio.gather(*(post(http, c) for c in chunks)))
+        wall = time.perf_counter() - start
+    return {"samples": done, "wall_s": wall}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} was not ready in {timeout} s")
+
+
+def run(samples: int, levels: list[int]) -> dict[str, Any]:
+    from rlmec.services.grm.model_files import build_tiny_model
+    from rlmec.shared.redis_server import LocalRedis, free_port
+
+    model = build_tiny_model(Path(tempfile.mkdtemp(prefix="rlmec-bench-tiny-")))
+    redis = LocalRedis().start()
+    grm_port, reward_port = free_port(), free_port()
+    grm_url, base = f"http://127.0.0.1:{grm_port}", f"http://127.0.0.1:{reward_port}"
+    rlmec = [sys.executable, "-m", "rlmec"]
+    procs = [
+        start([*rlmec, "grm", "serve", "--model", str(model), "--engine", "hf",
+               "--port", str(grm_port), "--log-level", "warning"], {}),  # fmt: skip
+        start([*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
+               "--port", str(reward_port), "--allow-anonymous", "--log-level", "warning"],
+              {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16"}),  # fmt: skip
+    ]
+    try:
+        wait_ready(grm_url, procs[0])
+        wait_ready(base, procs[1])
+        out: dict[str, Any] = {"batched": asyncio.run(batched(base, workload(samples, "b")))}
+        for in_flight in levels:
+            n = max(samples, 2 * in_flight)
+            out[f"get_reward_{in_flight}"] = asyncio.run(
+                per_sample(base, workload(n, f"p{in_flight}"), in_flight)
+            )
+            print(json.dumps(out), flush=True)
+        return out
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        redis.stop()
+
+
+def report(samples: int, levels: list[int], out: dict[str, Any]) -> str:
+    base = out["batched"]["wall_s"] / out["batched"]["samples"]
+    rows = []
+    for in_flight in levels:
+        r = out[f"get_reward_{in_flight}"]
+        per = r["wall_s"] / r["samples"]
+        rows.append(
+            f"| {in_flight} | {r['samples']} | {1000 * r['p50_s']:.0f} ms | "
+            f"{1000 * r['p99_s']:.0f} ms | {r['samples'] / r['wall_s']:.1f} | "
+            f"{1000 * per:.1f} ms | {per / base:.2f}x | lost: {r['lost']} | {r['wrong']} |"
+        )
+    b = out["batched"]
+    return f"""`POST /get_reward` posted exactly as OpenRLHF's current client posts it (one sample per
+request, all of a step at once, a new aiohttp session per try, 5 tries 1 s apart), against
+`rlmec reward serve --allow-anonymous` with its default quota (16 in flight, the rest wait in
+the admission queue, up to 120 s), real Redis, and a fast GRM (`rlmec grm serve --engine hf` on
+the tests' tiny 2-layer model, 16-token rewrites), each in its own process. GSM8K test
+problems, half correct, half wrong, all unique (no cache hits). Baseline, same run:
+`/v1/token-rewards` in batches of {BATCH}, {BATCH_CLIENTS} in flight, {b['samples']} samples:
+{b['samples'] / b['wall_s']:.1f} samples/s, {1000 * base:.1f} ms per sample.
+
+- machine: {machine()}, no GPU
+- date: {today()}
+- command: `.venv/bin/python -m benchmarks.get_reward.run --samples {samples} --in-flight {",".join(map(str, levels))}`
+
+| in flight | samples | p50 | p99 | samples/s | wall per sample | vs batched | lost | wrong reward |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |
+{chr(10).join(rows)}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--in-flight", default="64,512", help="comma-separated levels")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.in_flight.split(",")]
+    out = run(args.samples, levels)
+    text = report(args.samples, levels, out)
+    print(text)
+    if not args.no_write:
+        replace_section("get_reward", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ def summarize(result: ScoredSample) -> dict[str, float]:
     - ``mean_token_reward``: mean §3.1 ``r_t`` over the prediction's tokens and EOS.
     - ``kept_fraction``: share of tokens with ``r_t >= 0``, i.e. tokens the GRM would keep
       (``p_t >= threshold``); 1 for a correct prediction.
+    - ``unjudged``: 1 for a completion that could not even be sent (see :func:`unjudged`).
     """
     values = result.rewards.values if result.rewards is not None else []
     scored = result.status == "scored" and bool(values)
@@ -36,13 +37,22 @@ def summarize(result: ScoredSample) -> dict[str, float]:
         "scored": 1.0 if scored else 0.0,
         "mean_token_reward": sum(values) / len(values) if scored else 0.0,
         "kept_fraction": sum(v >= 0 for v in values) / len(values) if scored else 0.0,
+        "unjudged": 0.0,
     }
 
 
-def scalar(result: ScoredSample, mode: ScoreMode) -> float | None:
-    """The per-completion scalar. ``correctness`` is defined for every sample; the token-based
-    modes are ``None`` for an unscored sample (the GRM gave no token rewards)."""
-    summary = summarize(result)
+def unjudged() -> dict[str, float]:
+    """The summary of a completion that cannot be judged (control characters, no reference):
+    not correct, not scored; the same keys as :func:`summarize`."""
+    return {"correct": 0.0, "scored": 0.0, "mean_token_reward": 0.0, "kept_fraction": 0.0,
+            "unjudged": 1.0}  # fmt: skip
+
+
+def scalar(result: ScoredSample | None, mode: ScoreMode) -> float | None:
+    """The per-completion scalar (``None`` result: a completion that cannot be judged).
+    ``correctness`` is defined for every sample (0 when unjudged); the token-based modes are
+    ``None`` for an unscored or unjudged sample (the GRM gave no token rewards)."""
+    summary = summarize(result) if result is not None else unjudged()
     if mode == "correctness":
         return summary["correct"]
     if not summary["scored"]:

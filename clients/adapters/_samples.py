@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from rlmec.clients.async_ import AsyncClient
 from rlmec.clients.errors import RlmecClientError
 from rlmec.shared.prompts import TaskType
@@ -48,6 +50,19 @@ def build_sample(
         prompt=prompt,
         **fields,
     )
+
+
+def try_build_sample(**fields: Any) -> Sample | str:
+    """:func:`build_sample`, or why the sample cannot be judged (a control character in the
+    completion, an empty reference, ...): one bad completion fails alone, never the batch."""
+    try:
+        return build_sample(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}"
+    except ValueError as exc:
+        return str(exc)
 
 
 async def score_samples(

@@ -24,11 +24,13 @@ from rlmec.clients.adapters._common import (
     last_user_turn,
     message_text,
     scalar,
+    summarize,
+    unjudged,
 )
-from rlmec.clients.adapters._samples import build_sample, column, score_samples
+from rlmec.clients.adapters._samples import column, score_samples, try_build_sample
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
-from rlmec.shared.schemas import MAX_BATCH, RewardParams
+from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, ScoredSample
 
 RewardFunc = Callable[..., Awaitable[list[float | None]]]
 
@@ -88,8 +90,8 @@ def make_reward_func(
         questions = column(kwargs, question_key, n)
         solutions = column(kwargs, solution_key, n)
         tasks = column(kwargs, "task", n)
-        samples = [
-            build_sample(
+        built = [
+            try_build_sample(
                 question=str(questions[i]) if questions else last_user_turn(prompts[i]),
                 prediction=message_text(completions[i]),
                 reference=str(answers[i]),
@@ -99,19 +101,43 @@ def make_reward_func(
             )
             for i in range(n)
         ]
-        if not samples:
-            return []
-        async with AsyncClient(
-            base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            max_retry_wait=max_retry_wait, transport=transport,
-        ) as client:  # fmt: skip
-            results = await score_samples(
-                client, samples, batch_size=batch_size, params=reward_params,
-                policy_tokenizer=policy_tokenizer,
-            )  # fmt: skip
+        samples = [b for b in built if isinstance(b, Sample)]
+        scored: list[ScoredSample] = []
+        if samples:
+            async with AsyncClient(
+                base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                max_retry_wait=max_retry_wait, transport=transport,
+            ) as client:  # fmt: skip
+                scored = await score_samples(
+                    client, samples, batch_size=batch_size, params=reward_params,
+                    policy_tokenizer=policy_tokenizer,
+                )  # fmt: skip
+        by_sample = iter(scored)
+        results = [next(by_sample) if isinstance(b, Sample) else None for b in built]
+        _log(kwargs, results, built)
         return [scalar(r, mode) for r in results]
 
     # TRL logs each reward function under its __name__.
     reward_func.__name__ = f"rlmec_{mode}"
     reward_func.__qualname__ = reward_func.__name__
     return reward_func
+
+
+def _log(
+    kwargs: dict[str, Any], results: list[ScoredSample | None], built: list[Sample | str]
+) -> None:
+    """RLMEC figures through TRL's hooks (``GRPOTrainer`` passes ``log_metric(name, value)``,
+    averaged per logging step, and ``log_extra(column, values)`` for its completions table);
+    older TRL versions pass neither and nothing is logged."""
+    summaries = [summarize(r) if r is not None else unjudged() for r in results]
+    log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+    if callable(log_metric) and summaries:
+        for key in ("correct", "scored", "mean_token_reward", "kept_fraction", "unjudged"):
+            log_metric(f"rlmec/{key}", sum(s[key] for s in summaries) / len(summaries))
+    if callable(log_extra):
+        status = [
+            (r.status if r.reason is None else f"unscored: {r.reason}")
+            if r is not None else f"unjudged: {b}"
+            for r, b in zip(results, built, strict=True)
+        ]  # fmt: skip
+        log_extra("rlmec_status", status)

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from rlmec.clients.adapters._common import check_mode, scalar, summarize
-from rlmec.clients.adapters._samples import build_sample
+from rlmec.clients.adapters._common import check_mode, scalar, summarize, unjudged
+from rlmec.clients.adapters._samples import try_build_sample
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
 
@@ -71,7 +71,7 @@ async def compute_score(
     info = dict(extra_info or {})
     task = _task_of(data_source, info)
     worked = info.get("answer") if isinstance(info.get("answer"), str) else None
-    sample = build_sample(
+    sample = try_build_sample(
         question=_question(info),
         prediction=solution_str,
         reference=str(ground_truth),
@@ -79,6 +79,8 @@ async def compute_score(
         solution=worked if worked and worked.strip() != str(ground_truth).strip() else None,
         sample_id=str(info["index"]) if "index" in info else None,
     )
+    if isinstance(sample, str):  # cannot be judged (e.g. control characters): 0, not a crash
+        return {"score": 0.0, **{f"rlmec_{k}": v for k, v in unjudged().items()}}
     async with AsyncClient(
         url,
         api_key=os.environ.get("RLMEC_API_KEY") or None,

@@ -72,8 +72,13 @@ async def test_verl_compute_score(
     info = {"question": QUESTION, "answer": "2 + 3 = 5\n#### 5", "index": 7}
     out = await verl.compute_score("openai/gsm8k", "2 + 3 = 5\nThe answer is: 5", "5", info)
     assert out["score"] == 1.0
-    assert set(out) == {"score", "rlmec_correct", "rlmec_scored", "rlmec_mean_token_reward",
-                        "rlmec_kept_fraction"}  # fmt: skip
+    keys = {"score", "rlmec_correct", "rlmec_scored", "rlmec_mean_token_reward",
+            "rlmec_kept_fraction", "rlmec_unjudged"}  # fmt: skip
+    assert set(out) == keys and out["rlmec_unjudged"] == 0.0
+    # A completion with a control character is judged 0, with the same keys (veRL collects
+    # them into per-key lists), instead of failing the step.
+    bad = await verl.compute_score("openai/gsm8k", "2 + 3 = 5\x07\nThe answer is: 5", "5", info)
+    assert bad["score"] == 0.0 and bad["rlmec_unjudged"] == 1.0 and set(bad) == keys
     with pytest.raises(ValueError, match="extra_info has no 'question'"):
         await verl.compute_score("openai/gsm8k", "x", "5", {})
     monkeypatch.delenv("RLMEC_URL")
@@ -112,9 +117,10 @@ def test_summaries_and_reference_fields() -> None:
             "reference_answer": "5"}  # fmt: skip
     unscored = ScoredSample(status="unscored", correct=False, reason="rewrite_incorrect", **base)
     assert summarize(unscored) == {"correct": 0.0, "scored": 0.0, "mean_token_reward": 0.0,
-                                   "kept_fraction": 0.0}  # fmt: skip
+                                   "kept_fraction": 0.0, "unjudged": 0.0}  # fmt: skip
     assert scalar(unscored, "correctness") == 0.0
     assert scalar(unscored, "kept_fraction") is None
+    assert scalar(None, "correctness") == 0.0 and scalar(None, "mean_token_reward") is None
     assert reference_fields("72", "math") == {
         "reference_solution": "The answer is: 72", "reference_answer": "72"
     }  # fmt: skip

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "answers": ["benchmarks.alignment.answers"],
     "grm": ["benchmarks.grm.run"],
     "reward": ["benchmarks.reward.run"],
+    "get_reward": ["benchmarks.get_reward.run"],
     "robustness": ["benchmarks.robustness.run"],
     "queue": ["benchmarks.queue.run"],
     "trainer": ["benchmarks.trainer.run"],

@@ -146,13 +146,12 @@ def run(samples: int, levels: list[int]) -> dict[str, Any]:
     grm_port, reward_port = free_port(), free_port()
     grm_url, base = f"http://127.0.0.1:{grm_port}", f"http://127.0.0.1:{reward_port}"
     rlmec = [sys.executable, "-m", "rlmec"]
-    procs = [
-        start([*rlmec, "grm", "serve", "--model", str(model), "--engine", "hf",
-               "--port", str(grm_port), "--log-level", "warning"], {}),  # fmt: skip
-        start([*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
-               "--port", str(reward_port), "--allow-anonymous", "--log-level", "warning"],
-              {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16"}),  # fmt: skip
-    ]
+    grm_cmd = [*rlmec, "grm", "serve", "--model", str(model), "--engine", "hf",
+               "--port", str(grm_port), "--log-level", "warning"]  # fmt: skip
+    reward_cmd = [*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
+                  "--port", str(reward_port), "--allow-anonymous",
+                  "--log-level", "warning"]  # fmt: skip
+    procs = [start(grm_cmd, {}), start(reward_cmd, {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16"})]
     try:
         wait_ready(grm_url, procs[0])
         wait_ready(base, procs[1])
@@ -183,18 +182,22 @@ def report(samples: int, levels: list[int], out: dict[str, Any]) -> str:
             f"{1000 * per:.1f} ms | {per / base:.2f}x | lost: {r['lost']} | {r['wrong']} |"
         )
     b = out["batched"]
-    return f"""`POST /get_reward` posted exactly as OpenRLHF's current client posts it (one sample per
-request, all of a step at once, a new aiohttp session per try, 5 tries 1 s apart), against
+    command = (
+        ".venv/bin/python -m benchmarks.get_reward.run "
+        f"--samples {samples} --in-flight {','.join(map(str, levels))}"
+    )
+    return f"""`POST /get_reward` posted exactly as OpenRLHF's current client posts it (one sample
+per request, all of a step at once, a new aiohttp session per try, 5 tries 1 s apart), against
 `rlmec reward serve --allow-anonymous` with its default quota (16 in flight, the rest wait in
 the admission queue, up to 120 s), real Redis, and a fast GRM (`rlmec grm serve --engine hf` on
 the tests' tiny 2-layer model, 16-token rewrites), each in its own process. GSM8K test
 problems, half correct, half wrong, all unique (no cache hits). Baseline, same run:
-`/v1/token-rewards` in batches of {BATCH}, {BATCH_CLIENTS} in flight, {b['samples']} samples:
-{b['samples'] / b['wall_s']:.1f} samples/s, {1000 * base:.1f} ms per sample.
+`/v1/token-rewards` in batches of {BATCH}, {BATCH_CLIENTS} in flight, {b["samples"]} samples:
+{b["samples"] / b["wall_s"]:.1f} samples/s, {1000 * base:.1f} ms per sample.
 
 - machine: {machine()}, no GPU
 - date: {today()}
-- command: `.venv/bin/python -m benchmarks.get_reward.run --samples {samples} --in-flight {",".join(map(str, levels))}`
+- command: `{command}`
 
 | in flight | samples | p50 | p99 | samples/s | wall per sample | vs batched | lost | wrong reward |
 | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |

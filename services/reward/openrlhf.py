@@ -76,7 +76,8 @@ def _to_sample(
         return Unjudged("missing_label", f"query {i} has no label to judge against")
     for name, text in (("query", query), ("prompt", prompt or ""), ("label", reference)):
         if len(text) > MAX_TEXT_CHARS:
-            return Unjudged("text_too_long", f"{name} {i}: {len(text)} characters, over {MAX_TEXT_CHARS}")
+            size = f"{len(text)} characters, over {MAX_TEXT_CHARS}"
+            return Unjudged("text_too_long", f"{name} {i}: {size}")
         try:
             check_text(text)
         except ValueError as exc:

@@ -57,9 +57,10 @@ class AsyncScoredPuller:
         )  # fmt: skip
         entries: list[tuple[Any, Any]] = [(i, f) for i, f in reply[1] if f]
         if len(entries) < max_batches:
+            block = wait_ms if wait_ms > 0 and not entries else None  # never 0: that is forever
             fresh = await self.client.xreadgroup(
                 self.group, self.consumer, {self.keys.scored: ">"},
-                count=max_batches - len(entries), block=wait_ms if wait_ms > 0 and not entries else None,
+                count=max_batches - len(entries), block=block,
             )  # fmt: skip
             found = _stream_entries(fresh)
             entries += found[0][1] if found else []
@@ -74,7 +75,8 @@ class AsyncScoredPuller:
             except (KeyError, ValueError):
                 stale.append(_s(entry_id))  # unreadable: never handed out (the reader dead-letters)
                 continue
-            if await self.client.hexists(self.keys.status(batch.batch_id), f"acked_by:{self.group}"):
+            done = f"acked_by:{self.group}"
+            if await self.client.hexists(self.keys.status(batch.batch_id), done):
                 stale.append(_s(entry_id))
                 continue
             out.append(ScoredDelivery(entry_id=_s(entry_id), batch=batch))

@@ -222,6 +222,14 @@ class RewardPipeline:
         the output tokenization ``/v1/score`` uses (it does not depend on the prompt), so both
         sequences share the GRM tokenizer for §3.3 without a forward pass over the rewrite."""
         pending = [it for it in items if it.result is None and not it.correct]
+        for it in pending:
+            # A GRM can generate anything: a rewrite the tokenize endpoint would refuse
+            # (control characters) fails its sample, not the request (it used to be a 500).
+            if (bad := _bad_text(it.rewrite or "")) is not None:
+                it.result = assemble.unscored(
+                    it, "grm_error", f"the GRM's rewrite is unusable: {bad}"
+                )
+        pending = [it for it in pending if it.result is None]
         if not pending:
             return
         t0 = time.perf_counter()
@@ -266,11 +274,6 @@ def _apply_rewrite(item: Item, rw: RewriteResult | GrmFailure) -> None:
         item.result = assemble.unscored(
             item, "grm_out_of_range", rw.message or "the GRM located a step out of range"
         )
-    elif (bad := _bad_text(rw.rewrite)) is not None:
-        # A GRM can generate anything; a rewrite no tokenizer endpoint would accept back is
-        # this sample's failure, not the request's (it used to be a 500).
-        item.located_step = rw.located_step
-        item.result = assemble.unscored(item, "grm_error", f"the GRM's rewrite is unusable: {bad}")
     else:
         item.rewrite = rw.rewrite
         item.located_step = rw.located_step

@@ -313,7 +313,7 @@ async def test_a_grm_rewrite_with_control_characters_fails_only_its_sample(redis
             return httpx.Response(200, json={"model": "m", "results": [_score_result(WRONG)]})
         assert request.url.path == "/v1/rewrite", request.url.path
         rewritten = RewriteResult(status="rewritten", located_step=0, locate=None,
-                                  rewrite="in\x0cpo\x1fnomp")  # fmt: skip
+                                  rewrite="48/2 = 24\x0c\nThe answer is: 72")  # fmt: skip
         return httpx.Response(
             200, json=RewriteResponse(model="m", results=[rewritten]).model_dump()
         )

@@ -20,6 +20,8 @@ from rlmec.shared.queue.replies import _fields, _s, _stream_entries
 from rlmec.shared.queue.schemas import AckResult, ScoredBatch, ScoredDelivery
 from rlmec.shared.queue.scripts import _ACK, _TRIM
 
+BLOCK_SLICE_MS = 2000
+
 
 class AsyncScoredPuller:
     def __init__(
@@ -57,14 +59,22 @@ class AsyncScoredPuller:
         )  # fmt: skip
         entries: list[tuple[Any, Any]] = [(i, f) for i, f in reply[1] if f]
         if len(entries) < max_batches:
-            block = wait_ms if wait_ms > 0 and not entries else None  # never 0: that is forever
-            fresh = await self.client.xreadgroup(
-                self.group, self.consumer, {self.keys.scored: ">"},
-                count=max_batches - len(entries), block=block,
-            )  # fmt: skip
-            found = _stream_entries(fresh)
-            entries += found[0][1] if found else []
+            entries += await self._read_new(max_batches - len(entries), 0 if entries else wait_ms)
         return await self._keep_new(entries)
+
+    async def _read_new(self, count: int, wait_ms: int) -> list[tuple[Any, Any]]:
+        """New entries, blocking up to ``wait_ms`` in slices of :data:`BLOCK_SLICE_MS` (one
+        long BLOCK would outlast the client's socket timeout and read as Redis down)."""
+        deadline = time.monotonic() + wait_ms / 1000
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            block = min(left_ms, BLOCK_SLICE_MS) if left_ms > 0 else None  # 0 would be forever
+            fresh = await self.client.xreadgroup(
+                self.group, self.consumer, {self.keys.scored: ">"}, count=count, block=block
+            )
+            found = _stream_entries(fresh)
+            if found or block is None:
+                return list(found[0][1]) if found else []
 
     async def _keep_new(self, entries: list[tuple[Any, Any]]) -> list[ScoredDelivery]:
         out: list[ScoredDelivery] = []

@@ -97,13 +97,16 @@ def test_over_concurrency_a_request_waits_for_a_slot(client: httpx.Client, redis
     r.close()
 
 
-def test_concurrent_requests_over_the_quota_all_succeed(client: httpx.Client) -> None:
-    """Eight requests at once against gamma's single slot: they queue and all are scored."""
-    predictions = [f"{CORRECT} ({i})" for i in range(8)]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda p: post(client, "gamma", sample(p)), predictions))
-    assert [a.status_code for a in answers] == [200] * 8
-    usage = client.get("/v1/usage", headers=auth("gamma")).json()["usage"]
+def test_concurrent_requests_over_the_quota_all_succeed(grm_url: str, redis_url: str) -> None:
+    """Eight requests at once against gamma's single slot, with the default admission wait
+    (120 s): they queue and all are scored."""
+    settings = reward_settings(grm_url, redis_url, admission_wait_s=120.0)
+    predictions = [f"Step {i}.\n{CORRECT}" for i in range(8)]
+    with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=300) as client:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: post(client, "gamma", sample(p)), predictions))
+        assert [a.status_code for a in answers] == [200] * 8
+        usage = client.get("/v1/usage", headers=auth("gamma")).json()["usage"]
     assert usage["requests"] == 8 and usage.get("rate_limited", 0) == 0
 
 

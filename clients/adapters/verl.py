@@ -17,8 +17,11 @@ question is required: RLMEC scores a solution against its problem.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +31,7 @@ from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
 
 URL_ENV = "RLMEC_URL"
+T = TypeVar("T")
 QA_SOURCES = ("ecqa", "qasc", "openbookqa", "arc", "commonsense")
 
 
@@ -96,3 +100,27 @@ async def compute_score(
     out: dict[str, Any] = {"score": summary["correct"] if value is None else value}
     out.update({f"rlmec_{k}": v for k, v in summary.items()})
     return out
+
+
+def compute_score_sync(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`compute_score` for veRL's legacy reward managers (``use_reward_loop=False``),
+    which call the function synchronously: ``custom_reward_function.name=compute_score_sync``.
+    Works also where the calling thread already runs an event loop."""
+    return run_sync(compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs))
+
+
+def run_sync(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion from synchronous code, also when this thread already runs an
+    event loop (then in a helper thread: a running loop cannot be re-entered)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()

@@ -30,11 +30,10 @@ veRL must be installed (this module imports it).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from verl import DataProto
@@ -45,14 +44,13 @@ from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from rlmec.clients.adapters._common import summarize, unjudged
 from rlmec.clients.adapters._samples import score_samples, try_build_sample
-from rlmec.clients.adapters.verl import URL_ENV, _question, _task_of
+from rlmec.clients.adapters.verl import URL_ENV, _question, _task_of, run_sync
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.schemas import Sample, ScoredSample
 from rlmec.shared.spans import project
 from rlmec.shared.tokenization import encode_output
 
 BATCH = 64
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -192,17 +190,6 @@ class _Coalescer:
                 future.set_result(result)
 
 
-def _run_sync(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` to completion from synchronous code, also when this thread already runs an
-    event loop (then in a helper thread: a loop cannot be re-entered)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(work)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, work).result()
-
-
 @register_loop("rlmec")
 class RlmecRewardManager(RewardManagerBase):
     """veRL reward-loop manager: dense RLMEC token rewards (see the module docstring)."""
@@ -251,7 +238,7 @@ class RlmecLegacyRewardManager(AbstractRewardManager):
         if from_rm is not None:
             return from_rm
         batch = responses(data)
-        results = _run_sync(score(self.tokenizer, batch))
+        results = run_sync(score(self.tokenizer, batch))
         reward_tensor = torch.zeros_like(data.batch["responses"], dtype=torch.float32)
         infos: dict[str, list[float]] = {}
         for i, (response, result) in enumerate(zip(batch, results, strict=True)):

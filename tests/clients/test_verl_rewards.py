@@ -156,3 +156,26 @@ def test_dense_values_follow_the_spans_onto_the_policy_tokens(tiny_model_dir: Pa
     text = tokenizer.decode(split)
     offsets = verl_rewards.token_offsets(tokenizer, split, text)
     assert len(offsets) == len(split) and offsets[-1][1] == len(text)
+
+
+def test_legacy_naive_manager_calls_the_sync_compute_score(
+    reward_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """veRL's own legacy NaiveRewardManager calls compute_score synchronously: the async one
+    broke it; ``compute_score_sync`` gives it the scalar per sample."""
+    from transformers import AutoTokenizer
+    from verl.workers.reward_manager import get_reward_manager_cls
+
+    from rlmec.clients.adapters import verl as verl_adapter
+
+    monkeypatch.setenv("RLMEC_URL", reward_url)
+    monkeypatch.setenv("RLMEC_API_KEY", KEY)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data, lengths = batch(tokenizer)
+    naive = get_reward_manager_cls("naive")(
+        tokenizer, num_examine=0, compute_score=verl_adapter.compute_score_sync
+    )
+    out = naive(data, return_dict=True)
+    last = [float(out["reward_tensor"][i, n - 1]) for i, n in enumerate(lengths)]
+    assert last == [1.0, 0.0, 0.0, 1.0]  # correctness on the last token, the unjudged one 0
+    assert list(out["reward_extra_info"]["rlmec_unjudged"]) == [0.0, 0.0, 1.0, 0.0]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
+import requests
 
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.openrlhf import LOG_NAMES
@@ -222,3 +224,29 @@ def test_current_openrlhf_64_samples_in_flight_get_64_rewards(anonymous_service:
     rewards = [a["rewards"][0] if a else None for a in answers]
     assert None not in rewards, f"{rewards.count(None)} of 64 rewards lost"
     assert rewards == [float(i % 2) for i in range(64)]
+
+
+def _openrlhf_2025_request(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
+    """OpenRLHF's 2025 client, as in ``openrlhf/utils/remote_rm_utils.py``
+    (``request_api_wrapper`` before 2026-01): ``requests``, 180 s timeout, 5 tries 1 s apart."""
+    headers = {"Content-Type": "application/json"}
+    for _ in range(try_max_times):
+        try:
+            response = requests.post(url=url, json=data, headers=headers, timeout=180)
+            response.raise_for_status()
+            return response.json()
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    return None
+
+
+def test_2025_openrlhf_batch_posted_as_its_code_posts_it(anonymous_service: str) -> None:
+    """One whole micro-batch per request, queries decoded with their padding."""
+    pad = "<|endoftext|>"
+    queries = [pad * (i % 3) + PROMPT + (CORRECT if i % 2 else WRONG) + pad for i in range(8)]
+    answer = _openrlhf_2025_request(
+        anonymous_service + "/get_reward",
+        {"query": queries, "prompts": [PROMPT] * 8, "labels": ["72"] * 8},
+    )
+    assert answer is not None and answer["rewards"] == [float(i % 2) for i in range(8)]

@@ -22,7 +22,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlmec.shared.errors import ClientDisconnectedError, ErrorBody, ErrorEnvelope, RlmecError
+from rlmec.shared.errors import (
+    BodyTimeoutError,
+    ClientDisconnectedError,
+    ErrorBody,
+    ErrorEnvelope,
+    PayloadTooLargeError,
+    RlmecError,
+)
 
 logger = logging.getLogger("rlmec.services")
 T = TypeVar("T")
@@ -169,3 +176,111 @@ class RequestObserver(ABC):
     @abstractmethod
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         """Record one finished request (metrics); must not raise."""
+
+
+# Looks at a request's headers before its body is read: a response refuses it, None lets it on.
+Precheck = Callable[[Scope], "JSONResponse | None"]
+
+
+class BodyGuard:
+    """Pure ASGI middleware bounding what a request may cost before the app parses it:
+
+    - ``precheck(scope)`` runs on the headers alone (the reward service checks the API key
+      there), so an unauthenticated body is never read;
+    - a body over ``max_body_bytes`` is a 413: at once when ``Content-Length`` says so, else as
+      soon as the bytes received pass it (chunked uploads), without reading further;
+    - a client that takes longer than ``body_timeout_s`` to send its body gets a 408.
+
+    The body is read here and handed to the app whole (the app would read it whole anyway):
+    errors raised from inside the app's own body reading would come out as FastAPI's 400.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        precheck: Precheck | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.precheck = precheck
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = self.precheck(scope) if self.precheck is not None else None
+        if refused is None:
+            refused = self._declared_too_large(scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(receive)
+        except RlmecError as exc:
+            await error_response(exc.status_code, exc.type, exc.message, code=exc.code)(
+                scope, receive, send
+            )
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _declared_too_large(self, scope: Scope) -> JSONResponse | None:
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is None:
+            return None
+        try:
+            declared = int(length)
+        except ValueError:
+            return error_response(400, "invalid_request", "Content-Length is not a number")
+        if declared <= self.max_body_bytes:
+            return None
+        error = PayloadTooLargeError(self._message(declared), code="body_too_large")
+        return error_response(413, error.type, error.message, code=error.code)
+
+    def _message(self, size: int) -> str:
+        return (
+            f"request body of {size}+ bytes is over the service's limit of "
+            f"{self.max_body_bytes} bytes; send smaller batches"
+        )
+
+    async def _read_body(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        raise ClientDisconnectedError("client disconnected while sending")
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_body_bytes:
+                        raise PayloadTooLargeError(self._message(received), code="body_too_large")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise BodyTimeoutError(
+                f"the request body did not arrive within {self.body_timeout_s:g} s; send it "
+                "at once",
+                code="body_timeout",
+            ) from None
+
+
+def _replay(body: bytes | None, receive: Any) -> Any:
+    """A ``receive`` that gives the app the already-read body, then the client's own messages
+    (a disconnect)."""
+
+    async def replay() -> MutableMapping[str, Any]:
+        nonlocal body
+        if body is not None:
+            message = {"type": "http.request", "body": body, "more_body": False}
+            body = None
+            return message
+        result: MutableMapping[str, Any] = await receive()
+        return result
+
+    return replay

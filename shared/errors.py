@@ -134,6 +134,13 @@ class ServiceUnavailableError(RetryableError):
     status_code = 503
 
 
+class BodyTimeoutError(RlmecError):
+    """The client did not finish sending its request body in time."""
+
+    type = "request_timeout"
+    status_code = 408
+
+
 class RequestTimeoutError(RlmecError):
     """504: the work did not finish within the service's per-request deadline."""
 

@@ -7,15 +7,17 @@ cover the text's tokens followed by EOS, whose offsets are ``(len(text), len(tex
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rlmec.shared.prompts import TaskType
 
 MAX_TEXT_CHARS = 100_000
 MAX_BATCH = 1024
+MAX_METADATA_BYTES = 65_536
 
 # C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
 # JSON can carry but UTF-8 cannot encode) would break tokenizers far from the caller.
@@ -91,7 +93,23 @@ class Sample(StrictModel):
         description="Log-probs of the prediction's policy tokens (then EOS) under the policy "
         "that generated it; the online trainer's reference log-probs (§3.2).",
     )
-    metadata: dict[str, Any] | None = Field(None, description="Opaque, echoed back.")
+    metadata: dict[str, Any] | None = Field(
+        None, description=f"Opaque, echoed back; at most {MAX_METADATA_BYTES} bytes as JSON."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Metadata travels through the queue and the cache: unbounded, one team could fill the
+        # Redis every team shares with it.
+        if value is not None:
+            size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(
+                    f"metadata is {size} bytes as JSON, over {MAX_METADATA_BYTES}; keep ids and "
+                    "small tags there, not payloads"
+                )
+        return value
 
 
 class Span(StrictModel):

@@ -18,6 +18,7 @@ from rlmec.inference import create_engine
 from rlmec.inference.engine import Engine
 from rlmec.services.common import (
     ASGIApp,
+    BodyGuard,
     RequestObserver,
     Scope,
     add_metrics_route,
@@ -75,6 +76,9 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
     _count_validation_errors(app, metrics)
     app.include_router(router)
     add_metrics_route(app, metrics.registry)
+    app.add_middleware(
+        BodyGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
 

@@ -28,6 +28,12 @@ class GrmSettings(EngineSettings):
         256, ge=0, description="Requests waiting for a slot; beyond this: 429 + Retry-After."
     )
     request_timeout_s: float = Field(600.0, gt=0, description="Per-request deadline (504).")
+    max_body_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Request bodies above this are refused unread (413)."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="A request body must arrive within this (408)."
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="Wait for in-flight work on stop.")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8001, ge=1, le=65535, description="Bind port.")

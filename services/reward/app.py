@@ -8,22 +8,29 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from starlette.routing import Match
 
 from rlmec.services.common import (
     ASGIApp,
+    BodyGuard,
+    Precheck,
     RequestObserver,
     Scope,
     add_metrics_route,
+    error_response,
     install_error_handlers,
 )
 from rlmec.services.reward import rollouts
+from rlmec.services.reward.deps import team_for
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
 from rlmec.services.reward.quotas import QuotaGate
 from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
+from rlmec.shared.errors import AuthenticationError
 
 _ERROR_TYPES = {
     401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
@@ -76,6 +83,33 @@ class _RequestMetrics(RequestObserver):
             self.metrics.errors.labels(team, route, kind).inc()
 
 
+# Routes anyone may call; every other one needs a team's key before its body is read.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json"})
+
+
+def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
+    """A request to a team route with no valid key is a 401 before its body is read (the
+    route's own dependency checks again, on the same directory)."""
+
+    def precheck(scope: Scope) -> JSONResponse | None:
+        if scope.get("path") in PUBLIC_PATHS:
+            return None
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        try:
+            team_for(directory, header.decode("latin-1") if header is not None else None)
+        except AuthenticationError as exc:
+            # Routing never runs for this request: name its route for the metrics.
+            matched = [r for r in app.router.routes if r.matches(scope)[0] == Match.FULL]
+            if matched:
+                scope["route"] = matched[0]
+            return error_response(
+                exc.status_code, exc.type, exc.message, code=exc.code, headers=exc.headers
+            )
+        return None
+
+    return precheck
+
+
 def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = None) -> FastAPI:
     """The app; pass ``pipeline`` to reuse one (tests, embedding), else the lifespan opens
     one from ``settings``."""
@@ -91,6 +125,12 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.state.metrics = metrics
     install_error_handlers(app)
     add_metrics_route(app, metrics.registry)
+    app.add_middleware(
+        BodyGuard,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        precheck=_key_before_body(app, app.state.teams),
+    )
     app.add_middleware(_RequestMetrics, metrics=metrics)
     app.include_router(router)
     app.include_router(rollouts.router)

@@ -71,10 +71,15 @@ def current_team(request: Request) -> Team:
     key-less access, and then only when no key is sent: a wrong key is always 401)."""
     directory = request.app.state.teams
     assert isinstance(directory, TeamDirectory)
-    header = request.headers.get("authorization")
+    team = team_for(directory, request.headers.get("authorization"))
+    request.state.team = team.name
+    return team
+
+
+def team_for(directory: TeamDirectory, header: str | None) -> Team:
+    """The team an ``Authorization`` header names, or :class:`AuthenticationError`."""
     if header is None:
         if directory.anonymous is not None:
-            request.state.team = directory.anonymous.name
             return directory.anonymous
         raise AuthenticationError(
             "missing API key; send 'Authorization: Bearer <key>' (ask the operator for a key)",
@@ -95,7 +100,6 @@ def current_team(request: Request) -> Team:
             code="invalid_api_key",
             headers=_CHALLENGE,
         )
-    request.state.team = team.name
     return team
 
 

@@ -172,6 +172,15 @@ class RewardSettings(BaseSettings):
     answer_check_memory_mib: int = Field(
         1024, ge=256, description="Address-space cap of each answer-checking process."
     )
+    max_body_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="Request bodies above this are refused unread (413); the API key is "
+        "checked before any body is read.",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="A request body must arrive within this (408)."
+    )
     admission_wait_s: float = Field(
         120.0,
         ge=0,

@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 
 from benchmarks.report import machine, replace_section, today
+from benchmarks.reward.run import wait_ready
 from rlmec.data.tasks import raw_rows
+from tests.frameworks import openrlhf_post
 
 PROMPT = "<|user|>{question}\n<|assistant|>"
 BATCH, BATCH_CLIENTS = 64, 8
@@ -52,21 +53,6 @@ def workload(n: int, tag: str) -> list[dict[str, str]]:
         out.append({"prompt": prompt, "response": f"{solution.strip()}\nThe answer is: {given}",
                     "label": answer})  # fmt: skip
     return out
-
-
-async def openrlhf_post(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
-    """OpenRLHF's ``_post_request`` (``openrlhf/utils/agent.py``, 2026-08), timed."""
-    timeout = aiohttp.ClientTimeout(total=180)
-    for _ in range(try_max_times):
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:  # noqa: SIM117
-                async with session.post(url, json=data) as response:
-                    response.raise_for_status()
-                    return await response.json()
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(1)
-    return None
 
 
 async def per_sample(base: str, samples: list[dict[str, str]], in_flight: int) -> dict[str, Any]:
@@ -121,20 +107,6 @@ def _quantile(values: list[float], q: float) -> float:
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} was not ready in {timeout} s")
 
 
 def run(samples: int, levels: list[int]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 
 from rlmec.clients.adapters import trl as rlmec_trl
 from rlmec.shared.redis_server import LocalRedis
-from tests.servers import serve_app
+from tests.clients.conftest import team_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,15 +21,7 @@ KEY = "trl-key-0123456789"
 
 @pytest.fixture(scope="module")
 def reward_url(grm_url: str, redis_server: LocalRedis) -> Iterator[str]:
-    from rlmec.services.reward.app import create_app
-    from rlmec.services.reward.settings import RewardSettings, TeamConfig
-    from rlmec.services.reward.teams import hash_key
-
-    settings = RewardSettings(
-        grm_urls=[grm_url], redis_url=redis_server.url, redis_prefix="rlmec:trl-test",
-        teams=[TeamConfig(name="trl", key_sha256=[hash_key(KEY)])], grm_max_new_tokens=8,
-    )  # fmt: skip
-    with serve_app(create_app(settings)) as url:
+    with team_service(grm_url, redis_server.url, "trl", KEY) as url:
         yield url
 
 

@@ -15,7 +15,7 @@ import torch
 
 from rlmec.clients import Client
 from rlmec.shared.redis_server import LocalRedis
-from tests.servers import serve_app
+from tests.clients.conftest import team_service
 
 verl = pytest.importorskip("verl")
 from rlmec.clients.adapters import verl_rewards  # noqa: E402 (needs verl)
@@ -30,16 +30,7 @@ WRONG = "She sold 48*2 = 96 clips in May.\nShe sold 48+96 = 144 clips.\nThe answ
 
 @pytest.fixture(scope="module")
 def reward_url(grm_url: str, redis_server: LocalRedis) -> Iterator[str]:
-    from rlmec.services.reward.app import create_app
-    from rlmec.services.reward.settings import RewardSettings, TeamConfig
-    from rlmec.services.reward.teams import hash_key
-
-    settings = RewardSettings(
-        grm_urls=[grm_url], redis_url=redis_server.url, redis_prefix="rlmec:verl-test",
-        teams=[TeamConfig(name="verl", key_sha256=[hash_key(KEY)])], grm_max_new_tokens=8,
-        cache_enabled=False,
-    )  # fmt: skip
-    with serve_app(create_app(settings)) as url:
+    with team_service(grm_url, redis_server.url, "verl", KEY, cache_enabled=False) as url:
         yield url
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
-import requests
 
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.openrlhf import LOG_NAMES
 from rlmec.services.reward.settings import RewardSettings
+from tests.frameworks import openrlhf_2025_post, openrlhf_post
 from tests.servers import serve_app
 from tests.services.reward.conftest import (
     CORRECT,
@@ -190,23 +188,6 @@ def anonymous_service(grm_url: str, redis_url: str) -> Iterator[str]:
         yield url
 
 
-async def _openrlhf_post_request(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
-    """OpenRLHF's current client, as in ``openrlhf/utils/agent.py``
-    (``SingleTurnAgentExecutor._fetch_rewards_via_http._post_request``, 2026-08): a new session
-    per try, 180 s timeout, 5 tries 1 s apart, any error swallowed."""
-    timeout = aiohttp.ClientTimeout(total=180)
-    for _ in range(try_max_times):
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:  # noqa: SIM117 (as OpenRLHF writes it)
-                async with session.post(url, json=data) as response:
-                    response.raise_for_status()
-                    return await response.json()
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(1)
-    return None  # OpenRLHF raises, catches it in execute() and keeps reward None
-
-
 def test_current_openrlhf_64_samples_in_flight_get_64_rewards(anonymous_service: str) -> None:
     """One request per sample, all 64 at once (one rollout step), against the default
     concurrency quota: the ones over it wait for a slot, none is lost."""
@@ -215,7 +196,7 @@ def test_current_openrlhf_64_samples_in_flight_get_64_rewards(anonymous_service:
     async def step() -> list[Any]:
         url = anonymous_service + "/get_reward"
         return await asyncio.gather(
-            *(_openrlhf_post_request(url, {"query": [PROMPT + p], "prompts": [PROMPT],
+            *(openrlhf_post(url, {"query": [PROMPT + p], "prompts": [PROMPT],
                                            "labels": ["72"]})
               for p in predictions)
         )  # fmt: skip
@@ -226,26 +207,11 @@ def test_current_openrlhf_64_samples_in_flight_get_64_rewards(anonymous_service:
     assert rewards == [float(i % 2) for i in range(64)]
 
 
-def _openrlhf_2025_request(url: str, data: dict[str, Any], try_max_times: int = 5) -> Any:
-    """OpenRLHF's 2025 client, as in ``openrlhf/utils/remote_rm_utils.py``
-    (``request_api_wrapper`` before 2026-01): ``requests``, 180 s timeout, 5 tries 1 s apart."""
-    headers = {"Content-Type": "application/json"}
-    for _ in range(try_max_times):
-        try:
-            response = requests.post(url=url, json=data, headers=headers, timeout=180)
-            response.raise_for_status()
-            return response.json()
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    return None
-
-
 def test_2025_openrlhf_batch_posted_as_its_code_posts_it(anonymous_service: str) -> None:
     """One whole micro-batch per request, queries decoded with their padding."""
     pad = "<|endoftext|>"
     queries = [pad * (i % 3) + PROMPT + (CORRECT if i % 2 else WRONG) + pad for i in range(8)]
-    answer = _openrlhf_2025_request(
+    answer = openrlhf_2025_post(
         anonymous_service + "/get_reward",
         {"query": queries, "prompts": [PROMPT] * 8, "labels": ["72"] * 8},
     )

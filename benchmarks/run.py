@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "grm": ["benchmarks.grm.run"],
     "reward": ["benchmarks.reward.run"],
     "get_reward": ["benchmarks.get_reward.run"],
+    "fairness": ["benchmarks.fairness.run"],
     "robustness": ["benchmarks.robustness.run"],
     "queue": ["benchmarks.queue.run"],
     "trainer": ["benchmarks.trainer.run"],

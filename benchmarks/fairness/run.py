@@ -82,7 +82,7 @@ async def measure(base: str, light: int) -> dict[str, Any]:
     return {"idle": idle, "loaded": loaded, "heavy_samples": heavy_samples}
 
 
-def run(light: int) -> dict[str, Any]:
+def run(light: int, extra_env: dict[str, str]) -> dict[str, Any]:
     from rlmec.services.grm.model_files import build_tiny_model
     from rlmec.services.reward.teams import hash_key
     from rlmec.shared.redis_server import LocalRedis, free_port
@@ -101,7 +101,8 @@ def run(light: int) -> dict[str, Any]:
     reward_cmd = [*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
                   "--port", str(reward_port), "--teams-file", str(teams),
                   "--log-level", "warning"]  # fmt: skip
-    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16", "RLMEC_REWARD_CACHE_ENABLED": "false"}
+    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16", "RLMEC_REWARD_CACHE_ENABLED": "false",
+           **extra_env}  # fmt: skip
     procs = [start(grm_cmd, {}), start(reward_cmd, env)]
     try:
         wait_ready(grm_url, procs[0])
@@ -114,10 +115,14 @@ def run(light: int) -> dict[str, Any]:
         redis.stop()
 
 
-def report(light: int, out: dict[str, Any]) -> str:
+def report(light: int, out: dict[str, Any], extra: dict[str, str]) -> str:
     idle, loaded = statistics.median(out["idle"]), statistics.median(out["loaded"])
     ratio = loaded / idle
     verdict = "met" if ratio <= 2.0 else "NOT met"
+    flags = "".join(
+        f" --{k.removeprefix('RLMEC_REWARD_').lower().replace('_', '-')} {v}"
+        for k, v in extra.items()
+    )
     return f"""A light team (one wrong sample per request, one request at a time, {light} requests)
 against a heavy team keeping its whole quota busy ({HEAVY_IN_FLIGHT} requests of {HEAVY_BATCH}
 wrong and correct samples in flight), on one reward service with default settings (8 GRM calls
@@ -127,7 +132,7 @@ cache. Baseline: the light team's own latency with the service idle, same run.
 
 - machine: {machine()}, no GPU
 - date: {today()}
-- command: `.venv/bin/python -m benchmarks.fairness.run --light {light}`
+- command: `.venv/bin/python -m benchmarks.fairness.run --light {light}{flags}`
 
 | figure | idle ms | loaded ms | loaded / idle |
 | --- | ---: | ---: | ---: |
@@ -142,10 +147,17 @@ cache. Baseline: the light team's own latency with the service idle, same run.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--light", type=int, default=30)
+    parser.add_argument("--grm-max-concurrency", type=int, default=None)
+    parser.add_argument("--grm-batch-size", type=int, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    out = run(args.light)
-    text = report(args.light, out)
+    extra = {}
+    if args.grm_max_concurrency:
+        extra["RLMEC_REWARD_GRM_MAX_CONCURRENCY"] = str(args.grm_max_concurrency)
+    if args.grm_batch_size:
+        extra["RLMEC_REWARD_GRM_BATCH_SIZE"] = str(args.grm_batch_size)
+    out = run(args.light, extra)
+    text = report(args.light, out, extra)
     print(text)
     if not args.no_write:
         replace_section("fairness", text)

@@ -170,3 +170,21 @@ def test_legacy_naive_manager_calls_the_sync_compute_score(
     last = [float(out["reward_tensor"][i, n - 1]) for i, n in enumerate(lengths)]
     assert last == [1.0, 0.0, 0.0, 1.0]  # correctness on the last token, the unjudged one 0
     assert list(out["reward_extra_info"]["rlmec_unjudged"]) == [0.0, 0.0, 1.0, 0.0]
+
+
+async def test_32_compute_score_calls_in_flight_all_get_a_score(
+    reward_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """veRL's reward loop awaits compute_score for every sample of a step at once: over the
+    team's concurrency quota the calls wait for a slot (admission queue, SDK retry budget)
+    instead of raising RateLimitError (20 of 32 did before)."""
+    from rlmec.clients.adapters import verl as verl_adapter
+
+    monkeypatch.setenv("RLMEC_URL", reward_url)
+    monkeypatch.setenv("RLMEC_API_KEY", KEY)
+    info = {"question": QUESTION}
+    outs = await asyncio.gather(*(
+        verl_adapter.compute_score("openai/gsm8k", f"Step {i}.\n{CORRECT}", "72", info)
+        for i in range(32)
+    ))  # fmt: skip
+    assert [o["score"] for o in outs] == [1.0] * 32

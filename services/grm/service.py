@@ -18,7 +18,7 @@ from typing import Any
 from rlmec.inference.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.shared import prompts
-from rlmec.shared.errors import InvalidRequestError, PayloadTooLargeError
+from rlmec.shared.errors import InvalidRequestError, PayloadTooLargeError, RateLimitError
 from rlmec.shared.grm_schemas import (
     GrmSampleInput,
     LocateRequest,
@@ -46,6 +46,10 @@ class _Encoded:
     output: OutputTokens
 
 
+TOKENIZE_CONCURRENCY = 2
+TOKENIZE_QUEUE = 64
+
+
 class GrmService:
     def __init__(
         self, engine: Engine, *, max_request_tokens: int, metrics: GrmMetrics | None = None
@@ -53,6 +57,10 @@ class GrmService:
         self.engine = engine
         self.max_request_tokens = max_request_tokens
         self.metrics = metrics or GrmMetrics()
+        # /v1/tokenize takes no engine slot, so it gets its own bound: a few at a time (each
+        # holds a worker thread and its results), a bounded queue behind them.
+        self._tokenize_slots = asyncio.Semaphore(TOKENIZE_CONCURRENCY)
+        self._tokenize_waiting = 0
 
     @property
     def model_id(self) -> str:
@@ -296,8 +304,33 @@ class GrmService:
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Output tokenization of each text, exactly as ``/v1/score`` reports it, with no
         engine work: the reward service needs a rewrite's ids for §3.3, not its log-probs.
-        In a worker thread, since a batch may hold up to ``MAX_BATCH`` long texts."""
-        results = await asyncio.to_thread(self._tokenize_all, request.texts, request.add_eos)
+        In a worker thread, since a batch may hold up to ``MAX_BATCH`` long texts. Bounded: at
+        most ``max_request_tokens`` characters per request (413; characters bound both the
+        tokenizer's work and the answer's size, checked before any of it), at most
+        :data:`TOKENIZE_CONCURRENCY` requests at once and :data:`TOKENIZE_QUEUE` waiting (429)."""
+        chars = sum(len(t) for t in request.texts)
+        if chars > self.max_request_tokens:
+            raise PayloadTooLargeError(
+                f"the texts hold {chars} characters, over the per-request budget of "
+                f"{self.max_request_tokens}; split them into smaller batches",
+                param="texts",
+                code="request_token_budget_exceeded",
+            )
+        if self._tokenize_slots.locked() and self._tokenize_waiting >= TOKENIZE_QUEUE:
+            raise RateLimitError(
+                f"{TOKENIZE_QUEUE} tokenize requests are already waiting; retry shortly",
+                retry_after=1.0,
+                code="tokenize_saturated",
+            )
+        self._tokenize_waiting += 1
+        try:
+            await self._tokenize_slots.acquire()
+        finally:
+            self._tokenize_waiting -= 1
+        try:
+            results = await asyncio.to_thread(self._tokenize_all, request.texts, request.add_eos)
+        finally:
+            self._tokenize_slots.release()
         self.metrics.samples.labels("tokenize").inc(len(results))
         return TokenizeResponse(model=self.model_id, results=results)
 

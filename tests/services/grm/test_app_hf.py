@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from rlmec.shared import prompts
 from rlmec.shared.grm_schemas import (
@@ -138,3 +142,50 @@ def test_tokenize_bad_input_is_a_422_envelope(hf_client: httpx.Client) -> None:
     metrics = hf_client.get("/metrics").text
     assert 'rlmec_grm_requests_total{endpoint="tokenize",status="200"}' in metrics
     assert 'rlmec_grm_requests_total{endpoint="tokenize",status="422"}' in metrics
+
+
+def test_tokenize_is_bounded_before_any_work(hf_client: httpx.Client) -> None:
+    """A request within the schema but over the per-request budget (262,144 characters by
+    default; 51 MB such requests once peaked at 9.4 GB) is a 413 before tokenizing, and the
+    reward service's backend halves such a chunk on 413."""
+    texts = ["9" * 90_000] * 3  # 270,000 characters, each text within the schema
+    resp = hf_client.post("/v1/tokenize", json={"texts": texts})
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "request_token_budget_exceeded"
+    assert hf_client.post("/v1/tokenize", json={"texts": texts[:2]}).status_code == 200
+
+
+async def test_tokenize_concurrency_is_capped(tiny_model_dir: Path) -> None:
+    """At most TOKENIZE_CONCURRENCY tokenizations at once; past TOKENIZE_QUEUE waiting: 429."""
+    import asyncio
+
+    from rlmec.services.grm import service as grm_service
+    from rlmec.shared.errors import RateLimitError
+    from rlmec.shared.grm_schemas import TokenizeRequest
+    from tests.services.grm.fakes import ScriptedEngine
+
+    svc = grm_service.GrmService(ScriptedEngine(tiny_model_dir), max_request_tokens=262_144)
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+    original = svc._tokenize_all
+
+    def slow(texts: list[str], add_eos: bool) -> list[Any]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        while not release.is_set():
+            time.sleep(0.001)
+        running -= 1
+        return original(texts, add_eos)
+
+    svc._tokenize_all = slow  # type: ignore[method-assign]
+    request = TokenizeRequest(texts=["72"])
+    n = grm_service.TOKENIZE_CONCURRENCY + grm_service.TOKENIZE_QUEUE
+    tasks = [asyncio.create_task(svc.tokenize(request)) for _ in range(n)]
+    await asyncio.sleep(0.1)
+    with pytest.raises(RateLimitError):
+        await svc.tokenize(request)
+    release.set()
+    assert len(await asyncio.gather(*tasks)) == n
+    assert peak == grm_service.TOKENIZE_CONCURRENCY

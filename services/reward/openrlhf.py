@@ -28,7 +28,9 @@ from rlmec.shared.prompts import TaskType
 from rlmec.shared.schemas import MAX_TEXT_CHARS, Sample, ScoredSample, check_text
 
 # Why a query was not judged (each a 0/1 column ``rlmec_unscored_<reason>`` in extra_logs).
-QUERY_REASONS = ("missing_label", "invalid_text", "text_too_long", "prompt_not_in_query")
+QUERY_REASONS = (
+    "missing_label", "missing_question", "invalid_text", "text_too_long", "prompt_not_in_query",
+)  # fmt: skip
 
 LOG_NAMES = (
     "rlmec_correct",
@@ -43,7 +45,7 @@ LOG_NAMES = (
 
 # Special tokens as chat templates and tokenizers spell them (<|im_end|>, <|endoftext|>, </s>,
 # <pad>, <eos>, ...): a run of them ends a decoded response, it is not part of the solution.
-_TRAILING_SPECIAL = re.compile(r"(?:\s*(?:<\|[^<>|\s]{1,64}\|>|</?s>|<pad>|<eos>|<unk>))+\s*$")
+_SPECIAL_AT_END = re.compile(r"(?:<\|[^<>|\s]{1,64}\|>|</?s>|<pad>|<eos>|<unk>)$")
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,37 @@ def _to_sample(
         if markup is not None:
             question = markup.question(prompt) or prompt
     if not question.strip():
-        return Unjudged("missing_label", f"query {i} has no question text")
+        return Unjudged("missing_question", f"query {i} has no question text")
     return Sample(
         id=str(i),
         question=question,
         reference_solution=reference,
         reference_answer=reference,
-        prediction=_TRAILING_SPECIAL.sub("", response),
+        prediction=strip_trailing_special(response),
         task=task,
     )
 
 
+def strip_trailing_special(text: str) -> str:
+    """``text`` without the special tokens (and the whitespace around them) that end it. Linear
+    in the text: only a short tail is matched at each step (a regex over the whole response
+    backtracks quadratically on long runs of whitespace)."""
+    out, removed = text, False
+    while True:
+        stripped = out.rstrip()
+        found = _SPECIAL_AT_END.search(stripped[-80:])
+        if found is None:
+            return stripped if removed else out
+        out, removed = stripped[: len(stripped) - len(found.group())], True
+
+
 def _label_text(label: Label) -> str | None:
+    """A label as reference text: numbers as written (72, 2.5), never in exponent form."""
     if isinstance(label, bool) or label is None:
         return None
-    text = label.strip() if isinstance(label, str) else f"{label:g}"
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    text = label.strip() if isinstance(label, str) else str(label)
     return text or None
 
 

@@ -333,3 +333,27 @@ async def test_a_grm_rewrite_with_control_characters_fails_only_its_sample(redis
         await redis.aclose()
     assert result.status == "unscored" and result.reason == "grm_error"
     assert result.message is not None and "U+000C" in result.message
+
+
+def test_trailing_special_tokens_are_stripped_in_linear_time() -> None:
+    """OpenRLHF decodes with special tokens; they end a response but are not the solution. A
+    regex over the whole text took 0.3 s on 20k spaces (quadratic); this is linear."""
+    from rlmec.services.reward.openrlhf import strip_trailing_special
+
+    assert strip_trailing_special("5<|im_end|>\n<|endoftext|><|endoftext|>") == "5"
+    assert strip_trailing_special("x </s> ") == "x"
+    assert strip_trailing_special("keep  ") == "keep  "  # no token: untouched
+    assert strip_trailing_special("a <b> c") == "a <b> c"
+    huge = " " * 100_000 + "x"
+    assert strip_trailing_special(huge) == huge
+    assert strip_trailing_special("\n" * 100_000) == "\n" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("label", "text"),
+    [(1234567, "1234567"), (72.0, "72"), (2.5, "2.5"), (" 7 ", "7"), (True, None), ("", None)],
+)
+def test_labels_read_as_written(label: object, text: str | None) -> None:
+    from rlmec.services.reward.openrlhf import _label_text
+
+    assert _label_text(label) == text  # type: ignore[arg-type]

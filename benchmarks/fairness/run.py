@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.get_reward.run import start, workload
+from benchmarks.get_reward.run import workload
 from benchmarks.report import machine, replace_section, today
-from benchmarks.reward.run import wait_ready
+from benchmarks.stack import tiny_stack
 
 KEYS = {"heavy": "bench-heavy-0123456789", "light": "bench-light-0123456789"}
 HEAVY_IN_FLIGHT, HEAVY_BATCH = 16, 64
@@ -83,36 +82,16 @@ async def measure(base: str, light: int) -> dict[str, Any]:
 
 
 def run(light: int, extra_env: dict[str, str]) -> dict[str, Any]:
-    from rlmec.services.grm.model_files import build_tiny_model
     from rlmec.services.reward.teams import hash_key
-    from rlmec.shared.redis_server import LocalRedis, free_port
 
-    model = build_tiny_model(Path(tempfile.mkdtemp(prefix="rlmec-bench-tiny-")))
     teams = Path(tempfile.mkdtemp(prefix="rlmec-bench-teams-")) / "teams.json"
     teams.write_text(json.dumps([
         {"name": name, "key_sha256": [hash_key(key)]} for name, key in KEYS.items()
     ]))  # fmt: skip
-    redis = LocalRedis().start()
-    grm_port, reward_port = free_port(), free_port()
-    grm_url, base = f"http://127.0.0.1:{grm_port}", f"http://127.0.0.1:{reward_port}"
-    rlmec = [sys.executable, "-m", "rlmec"]
-    grm_cmd = [*rlmec, "grm", "serve", "--model", str(model), "--engine", "hf",
-               "--port", str(grm_port), "--log-level", "warning"]  # fmt: skip
-    reward_cmd = [*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
-                  "--port", str(reward_port), "--teams-file", str(teams),
-                  "--log-level", "warning"]  # fmt: skip
     env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16", "RLMEC_REWARD_CACHE_ENABLED": "false",
            **extra_env}  # fmt: skip
-    procs = [start(grm_cmd, {}), start(reward_cmd, env)]
-    try:
-        wait_ready(grm_url, procs[0])
-        wait_ready(base, procs[1])
+    with tiny_stack(["--teams-file", str(teams)], env) as base:
         return asyncio.run(measure(base, light))
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-        redis.stop()
 
 
 def report(light: int, out: dict[str, Any], extra: dict[str, str]) -> str:

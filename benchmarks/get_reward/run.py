@@ -20,19 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.report import machine, replace_section, today
-from benchmarks.reward.run import wait_ready
+from benchmarks.stack import tiny_stack
 from rlmec.data.tasks import raw_rows
 from tests.frameworks import openrlhf_post
 
@@ -105,28 +100,9 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-
-
 def run(samples: int, levels: list[int]) -> dict[str, Any]:
-    from rlmec.services.grm.model_files import build_tiny_model
-    from rlmec.shared.redis_server import LocalRedis, free_port
-
-    model = build_tiny_model(Path(tempfile.mkdtemp(prefix="rlmec-bench-tiny-")))
-    redis = LocalRedis().start()
-    grm_port, reward_port = free_port(), free_port()
-    grm_url, base = f"http://127.0.0.1:{grm_port}", f"http://127.0.0.1:{reward_port}"
-    rlmec = [sys.executable, "-m", "rlmec"]
-    grm_cmd = [*rlmec, "grm", "serve", "--model", str(model), "--engine", "hf",
-               "--port", str(grm_port), "--log-level", "warning"]  # fmt: skip
-    reward_cmd = [*rlmec, "reward", "serve", "--grm-url", grm_url, "--redis-url", redis.url,
-                  "--port", str(reward_port), "--allow-anonymous",
-                  "--log-level", "warning"]  # fmt: skip
-    procs = [start(grm_cmd, {}), start(reward_cmd, {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16"})]
-    try:
-        wait_ready(grm_url, procs[0])
-        wait_ready(base, procs[1])
+    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16"}
+    with tiny_stack(["--allow-anonymous"], env) as base:
         out: dict[str, Any] = {"batched": asyncio.run(batched(base, workload(samples, "b")))}
         for in_flight in levels:
             n = max(samples, 2 * in_flight)
@@ -135,11 +111,6 @@ def run(samples: int, levels: list[int]) -> dict[str, Any]:
             )
             print(json.dumps(out), flush=True)
         return out
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-        redis.stop()
 
 
 def report(samples: int, levels: list[int], out: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from rlmec.services.common import (
     install_error_handlers,
 )
 from rlmec.services.reward import rollouts
-from rlmec.services.reward.deps import team_for
+from rlmec.services.reward.deps import CALLER, team_for
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
 from rlmec.services.reward.quotas import QuotaGate
@@ -88,15 +88,15 @@ PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/redoc", "/
 
 
 def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
-    """A request to a team route with no valid key is a 401 before its body is read (the
-    route's own dependency checks again, on the same directory)."""
+    """A request to a team route with no valid key is a 401 before its body is read; the team
+    found is handed to the route's dependency (request state), so the key is hashed once."""
 
     def precheck(scope: Scope) -> JSONResponse | None:
         if scope.get("path") in PUBLIC_PATHS:
             return None
         header = dict(scope.get("headers") or []).get(b"authorization")
         try:
-            team_for(directory, header.decode("latin-1") if header is not None else None)
+            team = team_for(directory, header.decode("latin-1") if header is not None else None)
         except AuthenticationError as exc:
             # Routing never runs for this request: name its route for the metrics.
             matched = [r for r in app.router.routes if r.matches(scope)[0] == Match.FULL]
@@ -105,6 +105,7 @@ def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
             return error_response(
                 exc.status_code, exc.type, exc.message, code=exc.code, headers=exc.headers
             )
+        scope.setdefault("state", {})[CALLER] = team  # the route's dependency reuses it
         return None
 
     return precheck

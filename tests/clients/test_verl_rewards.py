@@ -34,6 +34,20 @@ def reward_url(grm_url: str, redis_server: LocalRedis) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def service_env(reward_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapters' configuration, as veRL workers get it: from the environment."""
+    monkeypatch.setenv("RLMEC_URL", reward_url)
+    monkeypatch.setenv("RLMEC_API_KEY", KEY)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
 def batch(tokenizer: Any) -> Any:
     """Four responses as veRL holds them: left-padded prompts, right-padded responses with EOS
     (the last one truncated, no EOS), one holding a control character."""
@@ -60,13 +74,8 @@ def batch(tokenizer: Any) -> Any:
 
 
 def test_legacy_manager_gives_dense_token_rewards(
-    reward_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    reward_url: str, tokenizer: Any, service_env: None
 ) -> None:
-    from transformers import AutoTokenizer
-
-    monkeypatch.setenv("RLMEC_URL", reward_url)
-    monkeypatch.setenv("RLMEC_API_KEY", KEY)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data, lengths = batch(tokenizer)
     from verl.workers.reward_manager import get_reward_manager_cls
 
@@ -92,14 +101,10 @@ def test_legacy_manager_gives_dense_token_rewards(
 
 
 async def test_reward_loop_manager_coalesces_and_assembles(
-    reward_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    reward_url: str, tokenizer: Any, service_env: None
 ) -> None:
     from omegaconf import OmegaConf
-    from transformers import AutoTokenizer
 
-    monkeypatch.setenv("RLMEC_URL", reward_url)
-    monkeypatch.setenv("RLMEC_API_KEY", KEY)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data, _ = batch(tokenizer)
     manager = verl_rewards.RlmecRewardManager(OmegaConf.create({}), tokenizer, None)
     with Client(reward_url, api_key=KEY) as client:
@@ -116,17 +121,14 @@ async def test_reward_loop_manager_coalesces_and_assembles(
     assert [o["reward_extra_info"]["rlmec_unjudged"] for o in outs] == [0.0, 0.0, 1.0, 0.0]
 
 
-def test_dense_values_follow_the_spans_onto_the_policy_tokens(tiny_model_dir: Path) -> None:
+def test_dense_values_follow_the_spans_onto_the_policy_tokens(tokenizer: Any) -> None:
     """Distinct token values go back onto veRL's response ids: identity when the tokenizer
     reproduces the ids, EOS value on a final EOS, none for a truncated response, and through
     the prefix-decoding fallback when the ids are not what re-encoding gives."""
-    from transformers import AutoTokenizer
-
     from rlmec.shared.schemas import ScoredSample
     from rlmec.shared.spans import to_spans
     from rlmec.shared.tokenization import encode_output
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     encoded = encode_output(tokenizer, WRONG)
     values = [-0.1 * ((i % 3) + 1) for i in range(len(encoded.token_ids))]
     result = ScoredSample(
@@ -150,18 +152,14 @@ def test_dense_values_follow_the_spans_onto_the_policy_tokens(tiny_model_dir: Pa
 
 
 def test_legacy_naive_manager_calls_the_sync_compute_score(
-    reward_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tokenizer: Any, service_env: None
 ) -> None:
     """veRL's own legacy NaiveRewardManager calls compute_score synchronously: the async one
     broke it; ``compute_score_sync`` gives it the scalar per sample."""
-    from transformers import AutoTokenizer
     from verl.workers.reward_manager import get_reward_manager_cls
 
     from rlmec.clients.adapters import verl as verl_adapter
 
-    monkeypatch.setenv("RLMEC_URL", reward_url)
-    monkeypatch.setenv("RLMEC_API_KEY", KEY)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data, lengths = batch(tokenizer)
     naive = get_reward_manager_cls("naive")(
         tokenizer, num_examine=0, compute_score=verl_adapter.compute_score_sync
@@ -172,16 +170,12 @@ def test_legacy_naive_manager_calls_the_sync_compute_score(
     assert list(out["reward_extra_info"]["rlmec_unjudged"]) == [0.0, 0.0, 1.0, 0.0]
 
 
-async def test_32_compute_score_calls_in_flight_all_get_a_score(
-    reward_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_32_compute_score_calls_in_flight_all_get_a_score(service_env: None) -> None:
     """veRL's reward loop awaits compute_score for every sample of a step at once: over the
     team's concurrency quota the calls wait for a slot (admission queue, SDK retry budget)
     instead of raising RateLimitError (20 of 32 did before)."""
     from rlmec.clients.adapters import verl as verl_adapter
 
-    monkeypatch.setenv("RLMEC_URL", reward_url)
-    monkeypatch.setenv("RLMEC_API_KEY", KEY)
     info = {"question": QUESTION}
     outs = await asyncio.gather(*(
         verl_adapter.compute_score("openai/gsm8k", f"Step {i}.\n{CORRECT}", "72", info)

@@ -219,17 +219,25 @@ def rlmec_loss(
 
 
 def sft_loss(
-    logprobs: torch.Tensor, loss_mask: torch.Tensor, num_tokens: torch.Tensor | float
+    logprobs: torch.Tensor,
+    loss_mask: torch.Tensor,
+    num_tokens: torch.Tensor | float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Negative log-likelihood of the target tokens (GRM training, docs/method.md §1 step 4).
 
     Args:
         logprobs: ``[batch, seq]`` from :func:`token_logprobs`.
         loss_mask: ``[batch, seq]``, True on target tokens (and EOS), never on the prompt.
-        num_tokens: target tokens of the whole optimizer step (all micro-batches and ranks),
-            so the step's loss is the mean over its tokens however it is split.
+        num_tokens: the total weight of the whole optimizer step (all micro-batches and
+            ranks): its target tokens, or its examples when each example's tokens weigh
+            ``1 / len(target)``; so the step's loss is a mean however it is split.
+        weights: ``[batch, seq]`` per-token weights (1 on every target token when None).
 
     Returns:
-        The scalar ``-sum(logprobs[mask]) / num_tokens`` (0 for an empty mask).
+        The scalar ``-sum(weights * logprobs[mask]) / num_tokens`` (0 for an empty mask).
     """
-    return _normalise(-_masked(logprobs, loss_mask).sum(), num_tokens)
+    nll = -_masked(logprobs, loss_mask)
+    if weights is not None:
+        nll = nll * weights.float()
+    return _normalise(nll.sum(), num_tokens)

@@ -4,8 +4,9 @@
 examples (prompt ids with the tokenizer's special tokens, target ids by the platform's one
 output tokenization, EOS appended) → the model on a DeepSpeed engine (the RLMEC recipe's
 building blocks: ZeRO 0-3, bf16/fp32, AdamW, cosine with warmup) → resume from the newest
-checkpoint → per optimizer step: count the step's target tokens on every rank, then per
-micro-batch the negative log-likelihood of the target tokens over that count, backward;
+checkpoint → per optimizer step: count the step's target tokens (or examples, with
+``data.loss_per: example``) on every rank, then per micro-batch the weighted negative
+log-likelihood of the target tokens over that count, backward;
 ``engine.step()`` → log, checkpoint → ``final/`` as a ``save_pretrained`` directory that
 ``rlmec grm serve --model`` loads unchanged.
 """
@@ -16,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -38,6 +39,14 @@ log = logging.getLogger("rlmec.trainer")
 class SftDataConfig(_Section):
     train_file: PathStr = Field(description="JSONL of examples from `rlmec data grm-sft`.")
     max_length: int = Field(2048, ge=8, le=1_000_000, description="Prompt + target tokens.")
+    loss_per: Literal["token", "example"] = Field(
+        "token",
+        description=(
+            "token: the step's loss is the mean over its target tokens (the paper's). example: "
+            "the mean over its examples, each the mean over its own target tokens, so a locate "
+            "example's one decisive token is not drowned out by the long rewrites beside it."
+        ),
+    )
 
 
 class SftConfig(_Section):
@@ -114,26 +123,34 @@ def read_examples(path: str, tokenizer: Any, max_length: int) -> tuple[list[SftS
     return samples, skipped
 
 
-def collate_sft(samples: list[SftSample], pad_id: int) -> SequenceBatch:
-    """Right-padded ``[batch, seq]`` ids, attention, positions and the target mask."""
+def collate_sft(samples: list[SftSample], pad_id: int, per_example: bool = False) -> SequenceBatch:
+    """Right-padded ``[batch, seq]`` ids, attention, positions, the target mask and each
+    target token's loss weight (``values``): 1, or ``1 / len(target)`` with ``per_example``,
+    so that every example's weights sum to 1."""
     length = max(len(s.prompt_ids) + len(s.target_ids) for s in samples)
-    rows = [(s.prompt_ids, s.target_ids, [1.0] * len(s.target_ids)) for s in samples]
+    rows = []
+    for s in samples:
+        weight = 1 / len(s.target_ids) if per_example else 1.0
+        rows.append((s.prompt_ids, s.target_ids, [weight] * len(s.target_ids)))
     return pad_rows(rows, length, pad_id, "right")
 
 
-def sft_step(engine: Any, micro: list[list[SftSample]], pad_id: int, world: int) -> list[float]:
+def sft_step(
+    engine: Any, micro: list[list[SftSample]], pad_id: int, world: int, per_example: bool = False
+) -> list[float]:
     """One optimizer step; returns ``[summed loss, target tokens]`` over all ranks."""
     device = engine.device
-    batches = [collate_sft(m, pad_id).to(device) for m in micro]
-    local = float(sum(int(b.loss_mask.sum()) for b in batches))
-    (n_tokens,) = all_reduce_sum([local], device)
+    batches = [collate_sft(m, pad_id, per_example).to(device) for m in micro]
+    local = [float(sum(b.values.sum() for b in batches))]  # examples, or target tokens
+    local.append(float(sum(b.loss_mask.sum() for b in batches)))
+    weight, n_tokens = all_reduce_sum(local, device)
     total = 0.0
     for b in batches:
         logits = engine(
             input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
             use_cache=False,
         ).logits  # fmt: skip
-        loss = sft_loss(token_logprobs(logits, b.input_ids), b.loss_mask, n_tokens)
+        loss = sft_loss(token_logprobs(logits, b.input_ids), b.loss_mask, weight, b.values)
         # The micro-batch's share of the step's loss: × world undoes DeepSpeed's averaging.
         engine.backward(loss * world, scale_wrt_gas=False)
         engine.step()
@@ -186,7 +203,9 @@ def train_grm(cfg: SftConfig) -> SftResult:
         while step < total:
             t0, lr = time.perf_counter(), float(engine.get_lr()[0])
             micro = _micro_batches(samples, step, steps_per_epoch, cfg, rank, world)
-            loss, n_tokens = sft_step(engine, micro, tokenizer.pad_token_id, world)
+            loss, n_tokens = sft_step(
+                engine, micro, tokenizer.pad_token_id, world, cfg.data.loss_per == "example"
+            )
             step += 1
             dt = time.perf_counter() - t0
             tokens = sum(len(s.prompt_ids) + len(s.target_ids) for m in micro for s in m) * world

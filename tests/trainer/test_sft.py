@@ -73,6 +73,19 @@ def test_sft_loss_is_the_mean_nll_of_the_step_tokens() -> None:
     assert sft_loss(logprobs, torch.zeros_like(mask), 0).item() == 0.0
 
 
+def test_per_example_weighting_gives_every_example_the_same_weight() -> None:
+    long, short = SftSample((1, 2), (3, 4, 5, 6)), SftSample((1,), (7,))
+    batch = collate_sft([long, short], pad_id=0, per_example=True)
+    assert batch.values.sum(-1).tolist() == pytest.approx([1.0, 1.0])
+    assert batch.values[0, 2:6].tolist() == pytest.approx([0.25] * 4)
+    # example means 1.0 and 3.0 → 2.0; the per-token mean would be (4 * 1 + 3) / 5 = 1.4
+    logprobs = torch.where(batch.loss_mask, -1.0, 0.0)
+    logprobs[1, 1] = -3.0
+    assert sft_loss(logprobs, batch.loss_mask, 2, batch.values).item() == pytest.approx(2.0)
+    plain = collate_sft([long, short], pad_id=0)
+    assert sft_loss(logprobs, plain.loss_mask, 5, plain.values).item() == pytest.approx(1.4)
+
+
 def _target_logprob(model_dir: Path, train_file: Path) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -54,6 +54,7 @@ class LocalRedis:
     appendonly: bool = False
     data_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="rlmec-redis-"))
     binary: str = field(default_factory=find_server_binary)
+    extra_args: tuple[str, ...] = ()  # e.g. ("--aclfile", path)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,6 +72,7 @@ class LocalRedis:
             "--appendfsync", "always",
             "--daemonize", "no",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -81,7 +83,8 @@ class LocalRedis:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
+                    # -NOAUTH: up, with the default user off (an ACL file)
+                    if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -53,6 +53,14 @@ class LossConfig(_Section):
 class OnlineConfig(_Section):
     redis_url: str = Field(description="Redis holding the scored stream, redis://host:port/db.")
     team: str = Field(min_length=1, description="Team whose scored stream is read.")
+    redis_username: str | None = Field(
+        None,
+        description="Redis ACL user: the team's trainer user, rlmec-trainer-<team>, from "
+        "`rlmec reward redis-users` (it reaches only this team's keys).",
+    )
+    redis_password_file: PathStr | None = Field(
+        None, description="File holding that user's password (a secret; never inline)."
+    )
     group: str = Field("trainer", min_length=1, description="Consumer group name.")
     consumer: str = Field(
         "trainer", min_length=1, description="Consumer name; '-<rank>' is appended per rank."

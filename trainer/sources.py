@@ -130,6 +130,7 @@ class StreamSource:
         import redis
 
         from rlmec.shared.queue import ScoredBatchReader
+        from rlmec.shared.redis_acl import credentials
 
         self.cfg, self.tok, self.need, self.micro, self.device = (
             cfg,
@@ -139,7 +140,9 @@ class StreamSource:
             device,
         )
         self.total_steps: int | None = None
-        self.client = redis.Redis.from_url(cfg.redis_url)
+        self.client = redis.Redis.from_url(
+            cfg.redis_url, **credentials(cfg.redis_username, cfg.redis_password_file)
+        )
         self.reader = ScoredBatchReader(
             self.client, cfg.team, group=cfg.group, consumer=f"{cfg.consumer}-{rank}",
             claim_idle_ms=cfg.claim_idle_ms,

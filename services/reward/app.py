@@ -44,7 +44,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            redis = Redis.from_url(settings.redis_url)
+            redis = Redis.from_url(settings.redis_url, **settings.redis_credentials())
             stack.push_async_callback(redis.aclose)
             app.state.redis = redis
             app.state.quotas = QuotaGate(

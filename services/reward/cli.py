@@ -47,6 +47,17 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     hash_key.set_defaults(func=_hash_key)
 
+    from rlmec.services.reward import redis_users
+
+    users = sub.add_parser(
+        "redis-users",
+        help="create per-team Redis ACL users (trainers reach only their team's keys)",
+        description=redis_users.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    redis_users.add_arguments(users)
+    users.set_defaults(func=redis_users.run)
+
     # The worker module is light (redis, pydantic); the pipeline loads only when it runs.
     from rlmec.services.reward import worker
 

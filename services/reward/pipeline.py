@@ -316,7 +316,7 @@ def _usage_counts(results: list[ScoredSample]) -> dict[str, int]:
 async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipeline]:
     """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
     tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(settings.redis_url, **settings.redis_credentials())
     grm = GrmBackend(
         settings.grm_urls,
         timeout=settings.grm_timeout_s,

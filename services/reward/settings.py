@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rlmec.shared.prompts import TaskType
 from rlmec.shared.queue.keys import TeamName
 from rlmec.shared.queue.schemas import QueueLimits
+from rlmec.shared.redis_acl import credentials, read_password_file
 from rlmec.shared.schemas import RewardParams
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -144,6 +145,16 @@ class RewardSettings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Cache, quotas, usage.")
     redis_prefix: str = Field("rlmec:reward", description="Prefix of every Redis key.")
+    redis_username: str | None = Field(
+        None,
+        description="Redis ACL user of the service and workers (`rlmec reward redis-users` "
+        "makes it: rlmec-service); none = Redis's default user.",
+    )
+    redis_password_file: Path | None = Field(
+        None,
+        description="File holding that user's password (a Docker/Kubernetes secret), so the "
+        "password is never in the environment or a command line.",
+    )
     teams: list[TeamConfig] = Field(default_factory=list, description="Teams (JSON in env).")
     teams_file: Path | None = Field(None, description="JSON/YAML file with the teams.")
     allow_anonymous: bool = Field(
@@ -193,6 +204,16 @@ class RewardSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8002, ge=1, le=65_535)
+
+    @field_validator("redis_password_file")
+    @classmethod
+    def _password_file(cls, value: Path | None) -> Path | None:
+        read_password_file(value)  # unreadable or empty: a clear error at start, not at 1st use
+        return value
+
+    def redis_credentials(self) -> dict[str, Any]:
+        """``username``/``password`` keyword arguments for ``Redis.from_url``."""
+        return credentials(self.redis_username, self.redis_password_file)
 
     @field_validator("grm_urls")
     @classmethod

@@ -297,6 +297,13 @@ def load_scorer(
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="default: RLMEC_REWARD_REDIS_URL")
     parser.add_argument(
+        "--redis-username", help="Redis ACL user (default: RLMEC_REWARD_REDIS_USERNAME)"
+    )
+    parser.add_argument(
+        "--redis-password-file",
+        help="file holding its password (default: RLMEC_REWARD_REDIS_PASSWORD_FILE)",
+    )
+    parser.add_argument(
         "--grm-url",
         action="append",
         default=None,
@@ -360,6 +367,7 @@ async def serve(
     scorer_spec: str,
     config: WorkerConfig,
     overrides: dict[str, Any] | None = None,
+    redis_credentials: dict[str, Any] | None = None,
 ) -> WorkerStats:
     """Run until SIGTERM/SIGINT; the batch in hand is finished first."""
     stop = asyncio.Event()
@@ -368,8 +376,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     # socket_timeout must outlast XREADGROUP's BLOCK, or idle reads would look like failures.
     client = redis.asyncio.Redis.from_url(
-        redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 10
-    )
+        redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 10,
+        **(redis_credentials or {}),
+    )  # fmt: skip
     try:
         async with load_scorer(scorer_spec, overrides) as scorer:
             worker = RewardWorker(client, scorer, config)
@@ -381,19 +390,24 @@ async def serve(
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
+    # The pipeline's own connections (cache, usage) go where the flags point the worker.
+    overrides: dict[str, Any] = {}
+    for flag in ("redis_url", "redis_username", "redis_password_file"):
+        if getattr(args, flag):
+            overrides[flag] = getattr(args, flag)
+    if args.grm_url:
+        overrides["grm_urls"] = args.grm_url
     try:
         config = _config(args)
-        redis_url = args.redis_url or _settings_redis_url()
+        redis = _redis_settings(overrides)
     except ValueError as exc:
         print(f"rlmec reward worker: {exc}", file=sys.stderr)
         return 2
-    # The pipeline's own connections (cache, usage) go where the flags point the worker.
-    overrides: dict[str, Any] = {"redis_url": redis_url} if args.redis_url else {}
-    if args.grm_url:
-        overrides["grm_urls"] = args.grm_url
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        stats = asyncio.run(serve(redis_url, args.scorer, config, overrides))
+        stats = asyncio.run(
+            serve(redis.redis_url, args.scorer, config, overrides, redis.redis_credentials())
+        )
     except ValidationError as exc:
         print(f"rlmec reward worker: {exc}", file=sys.stderr)
         return 2
@@ -401,10 +415,12 @@ def run_worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings_redis_url() -> str:
+def _redis_settings(overrides: dict[str, Any]) -> RewardSettings:
+    """The Redis URL and credentials: flags over RLMEC_REWARD_* variables."""
     from rlmec.services.reward.settings import get_settings
 
-    return get_settings().redis_url
+    keys = ("redis_url", "redis_username", "redis_password_file")
+    return get_settings(**{k: v for k, v in overrides.items() if k in keys})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

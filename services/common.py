@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +33,7 @@ from rlmec.shared.errors import (
     PayloadTooLargeError,
     RlmecError,
 )
+from rlmec.shared.secret_files import read_secret_file
 
 logger = logging.getLogger("rlmec.services")
 T = TypeVar("T")
@@ -111,13 +115,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unhandled)
 
 
-def add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+def add_metrics_route(
+    app: FastAPI, registry: CollectorRegistry, token_file: Path | None = None
+) -> None:
     """``GET /metrics`` in Prometheus text format. Each app owns its registry, so several
-    apps in one process (tests) never clash on metric names."""
+    apps in one process (tests) never clash on metric names. With ``token_file`` (a secret;
+    Prometheus sends it with ``authorization: {credentials_file: ...}``) the route needs
+    ``Authorization: Bearer <token>``: the metrics name every team and its activity."""
+    token = read_secret_file(token_file, "metrics token file") if token_file else None
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error_response(
+                    401, "auth", "/metrics needs the metrics token: Authorization: Bearer TOKEN",
+                    code="invalid_metrics_token", headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def declare_bearer_auth(app: FastAPI, public: frozenset[str]) -> None:
+    """Put the API-key scheme into the OpenAPI document: every operation outside ``public``
+    needs ``Authorization: Bearer <key>`` (checked before the body is read)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "The team's API key (`rlmec reward hash-key`)."}
+            }  # fmt: skip
+            for path, operations in schema.get("paths", {}).items():
+                if path not in public:
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _watch_disconnect(request: Request, task: asyncio.Task[Any]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.shared.queue.keys import check_team
+from rlmec.shared.secret_files import read_secret_file
 
 ADMIN_USER = "rlmec-admin"
 SERVICE_USER = "rlmec-service"
@@ -136,16 +137,7 @@ def acl_file(users: Sequence[AclUser]) -> str:
 
 def read_password_file(path: str | Path | None) -> str | None:
     """A password from a file (a Docker/Kubernetes secret), stripped; None without a path."""
-    if path is None:
-        return None
-    try:
-        text = Path(path).expanduser().read_text().strip()
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise ValueError(f"redis password file {str(path)!r} cannot be read: {why}") from None
-    if not text:
-        raise ValueError(f"redis password file {str(path)!r} is empty")
-    return text
+    return None if path is None else read_secret_file(path, "redis password file")
 
 
 def credentials(username: str | None, password_file: str | Path | None) -> dict[str, Any]:

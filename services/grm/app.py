@@ -75,7 +75,7 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
     install_error_handlers(app)
     _count_validation_errors(app, metrics)
     app.include_router(router)
-    add_metrics_route(app, metrics.registry)
+    add_metrics_route(app, metrics.registry, settings.metrics_token_file)
     app.add_middleware(
         BodyGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -33,6 +34,9 @@ class GrmSettings(EngineSettings):
     )
     body_timeout_s: float = Field(
         60.0, gt=0, description="A request body must arrive within this (408)."
+    )
+    metrics_token_file: Path | None = Field(
+        None, description="File holding the token /metrics requires (Authorization: Bearer)."
     )
     shutdown_grace_s: float = Field(30.0, ge=0, description="Wait for in-flight work on stop.")
     host: str = Field("127.0.0.1", description="Bind address.")

@@ -19,6 +19,7 @@ from rlmec.services.common import (
     RequestObserver,
     Scope,
     add_metrics_route,
+    declare_bearer_auth,
     error_response,
     install_error_handlers,
 )
@@ -125,7 +126,7 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.state.teams = TeamDirectory(settings)
     app.state.metrics = metrics
     install_error_handlers(app)
-    add_metrics_route(app, metrics.registry)
+    add_metrics_route(app, metrics.registry, settings.metrics_token_file)
     app.add_middleware(
         BodyGuard,
         max_body_bytes=settings.max_body_bytes,
@@ -135,4 +136,5 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.add_middleware(_RequestMetrics, metrics=metrics)
     app.include_router(router)
     app.include_router(rollouts.router)
+    declare_bearer_auth(app, PUBLIC_PATHS)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Literal
 
@@ -36,6 +37,8 @@ from rlmec.shared.schemas import (
     TokenRewardsRequest,
     TokenRewardsResponse,
 )
+
+logger = logging.getLogger("rlmec.reward")
 
 router = APIRouter()
 _RESPONSES = {**ERROR_RESPONSES, 403: {"description": "Another team's resource."}}
@@ -140,7 +143,10 @@ async def ready(redis: RedisDep, pipeline: PipelineDep) -> ReadyResponse | JSONR
                 await probe
             checks[name] = "ok"
         except Exception as exc:  # any failure of a dependency means "not ready"
-            checks[name] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            # The reason goes to the log: it can hold internal addresses (or credentials in a
+            # URL), and /ready answers anyone.
+            logger.warning("not ready: %s: %s: %s", name, type(exc).__name__, exc)
+            checks[name] = "unavailable"
 
     await asyncio.gather(check("redis", redis.ping()), check("grm", pipeline.grm.model_card()))
     failed = {k: v for k, v in checks.items() if v != "ok"}

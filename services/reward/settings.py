@@ -202,6 +202,11 @@ class RewardSettings(BaseSettings):
     lease_ttl_s: int = Field(
         900, ge=10, description="A concurrency slot frees itself after this if never released."
     )
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File holding the token /metrics requires (Authorization: Bearer); "
+        "unset, /metrics is open: bind to loopback or keep it off shared networks.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8002, ge=1, le=65_535)
 

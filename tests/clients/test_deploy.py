@@ -77,7 +77,10 @@ def test_compose_ports_env_and_commands_match_the_code(compose: dict[str, Any]) 
     services = compose["services"]
     grm_port = GrmSettings.model_fields["port"].default
     reward_port = RewardSettings.model_fields["port"].default
-    assert f"{grm_port}:{grm_port}" in services["grm"]["ports"]
+    assert (
+        str(grm_port) in services["grm"]["expose"]
+        and str(grm_port) in services["grm-cpu"]["expose"]
+    )
     assert f"{reward_port}:{reward_port}" in services["reward"]["ports"]
     for name, service in services.items():
         check_env_names(list(service.get("environment") or {}), f"compose {name}")
@@ -167,12 +170,57 @@ def test_k8s_services_select_pods_and_env_matches_settings() -> None:
     assert "rlmec-grm." in urls and f":{GrmSettings.model_fields['port'].default}" in urls
 
 
-def test_k8s_teams_secret_loads_as_reward_settings() -> None:
-    teams_yaml = by_kind("Secret")["rlmec-teams"]["stringData"]["teams.yaml"]
+def test_the_teams_example_loads_and_holds_no_key() -> None:
     example = yaml.safe_load((ROOT / "deploy" / "teams.example.yaml").read_text())
-    assert yaml.safe_load(teams_yaml) == example
     settings = RewardSettings(teams=example["teams"])
-    assert settings.teams[0].name == "demo"
+    assert settings.teams[0].name == "demo" and settings.teams[0].key_sha256 == []
+
+
+def tracked_deploy_text() -> str:
+    files = subprocess.run(
+        ["git", "ls-files", "deploy", "docker-compose.yml"], cwd=ROOT, capture_output=True,
+        text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return "\n".join((ROOT / f).read_text() for f in files if (ROOT / f).suffix != ".py")
+
+
+def test_no_published_grm_or_redis_and_no_known_secret(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("grm", "grm-cpu", "redis"):
+        assert "ports" not in services[name], f"compose publishes {name}"
+    # no key digest, password or token in any tracked deploy file
+    assert not re.search(r"\b[0-9a-f]{64}\b", tracked_deploy_text())
+    for name in ("reward", "worker"):
+        env = services[name]["environment"]
+        assert env["RLMEC_REWARD_REDIS_USERNAME"] == "rlmec-service"
+        assert env["RLMEC_REWARD_REDIS_PASSWORD_FILE"].startswith("/run/secrets/")
+        assert not any("PASSWORD=" in str(v) or "@redis" in str(v) for v in env.values())
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--aclfile") + 1] == "/run/secrets/redis_users_acl"
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("${RLMEC_SECRETS_DIR:-./deploy/secrets}/")
+    ignored = subprocess.run(["git", "check-ignore", "deploy/secrets/x", "deploy/k8s/secrets/x"],
+                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert ignored.stdout.split() == ["deploy/secrets/x", "deploy/k8s/secrets/x"]
+
+
+def test_k8s_secrets_come_from_files_outside_the_repository() -> None:
+    assert "Secret" not in {d["kind"] for _, d in k8s_documents()}
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    generated = {g["name"]: g["files"] for g in kustomization["secretGenerator"]}
+    for files in generated.values():
+        assert all(f.split("=", 1)[1].startswith("secrets/") for f in files)
+    referenced = set()
+    for kind in ("Deployment", "StatefulSet"):
+        for d in by_kind(kind).values():
+            for volume in d["spec"]["template"]["spec"].get("volumes", []):
+                if "secret" in volume:
+                    referenced.add(volume["secret"]["secretName"])
+    assert referenced == set(generated)
+    redis = by_kind("StatefulSet")["rlmec-redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][redis["args"].index("--aclfile") + 1] == "/etc/redis-acl/users.acl"
+    policy = by_kind("NetworkPolicy")["rlmec-grm"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "rlmec-grm"}
 
 
 @pytest.mark.parametrize("name", ["grm", "grm-cpu", "reward"])
@@ -194,3 +242,55 @@ def test_image_requirements_keep_torch_out_of_the_reward_image() -> None:
     names = {re.split(r"[\[<>=!~]", r, maxsplit=1)[0] for r in out}
     assert "torch" not in names and {"fastapi", "transformers", "httpx"} <= names
     assert shlex.join(out)  # one requirement per line, no blanks
+
+
+@pytest.mark.integration
+def test_compose_secrets_made_as_documented_start_redis_and_the_service(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The commands compose's header documents, then its Redis command line on a real server
+    and the reward service's settings from its environment, secret paths mapped to the files:
+    the service user connects, an anonymous client does not."""
+    import sys
+
+    import redis
+
+    from rlmec.shared.redis_server import LocalRedis
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    example = yaml.safe_load((ROOT / "deploy" / "teams.example.yaml").read_text())
+    key = subprocess.run([sys.executable, "-m", "rlmec", "reward", "hash-key", "--team", "demo"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    example["teams"][0]["key_sha256"] = [re.search(r"sha256: ([0-9a-f]{64})", key).group(1)]  # type: ignore[union-attr]
+    (secrets / "teams.yaml").write_text(yaml.safe_dump(example))
+    subprocess.run(
+        [sys.executable, "-m", "rlmec", "reward", "redis-users", "--teams-file",
+         str(secrets / "teams.yaml"), "--secrets-dir", str(secrets), "--acl-file",
+         str(secrets / "users.acl")], cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    (secrets / "metrics-token").write_text("token\n")
+    files = {f"/run/secrets/{name}": s["file"].split("}/", 1)[1]
+             for name, s in compose["secrets"].items()}  # fmt: skip
+    cmd = compose["services"]["redis"]["command"]
+    acl = cmd[cmd.index("--aclfile") + 1]
+    with LocalRedis(extra_args=("--aclfile", str(secrets / files[acl]))) as server:
+        env = {k: v for k, v in compose["services"]["reward"]["environment"].items()
+               if k.startswith("RLMEC_REWARD_") and "/run/secrets/" in v}  # fmt: skip
+        fields = {k.removeprefix("RLMEC_REWARD_").lower(): str(secrets / files[v])
+                  for k, v in env.items()}  # fmt: skip
+        settings = RewardSettings(
+            redis_url=server.url,
+            redis_username=compose["services"]["reward"]["environment"][
+                "RLMEC_REWARD_REDIS_USERNAME"
+            ],
+            **fields,
+        )
+        assert [t.name for t in settings.teams] == ["demo"]
+        with redis.Redis.from_url(server.url, **settings.redis_credentials()) as service:
+            assert service.set("rlmec:reward:probe", "1")
+        with (
+            redis.Redis.from_url(server.url) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.ping()

@@ -52,9 +52,11 @@ def cache_key(
     policy_tokenizer: str | None,
     *,
     prefix: str,
+    scope: str | None = None,
 ) -> str:
-    """Redis key of one sample's result (see the module docstring for what goes in)."""
-    material = {
+    """Redis key of one sample's result (see the module docstring for what goes in).
+    ``scope`` (a team with ``private_cache``) keeps that team's entries apart from everyone's."""
+    material: dict[str, object] = {
         "v": CACHE_VERSION,
         "grm": [grm.model_id, grm.revision],
         "params": params.model_dump(mode="json"),
@@ -66,6 +68,8 @@ def cache_key(
         "rewrite": sample.rewrite,
         "policy_tokenizer": policy_tokenizer,
     }
+    if scope is not None:  # absent otherwise: the shared keys stay what they were
+        material["scope"] = scope
     canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return f"{prefix}:cache:{hashlib.sha256(canonical.encode()).hexdigest()}"
 

@@ -63,8 +63,10 @@ class RewardPipeline:
         prefix: str = "rlmec:reward",
         max_new_tokens: int = 512,
         grm_info_ttl_s: float = 30.0,
+        private_cache_teams: frozenset[str] = frozenset(),
     ) -> None:
         self.grm = grm
+        self.private_cache_teams = private_cache_teams
         self.cache = cache
         self.tokenizers = tokenizers
         self.checker = checker
@@ -109,7 +111,11 @@ class RewardPipeline:
         started = time.perf_counter()
         tokenizer = self.tokenizers.get(policy_tokenizer) if policy_tokenizer else None
         grm = await self.grm_info()
-        keys = [cache_key(s, params, grm, policy_tokenizer, prefix=self.prefix) for s in samples]
+        scope = team if team in self.private_cache_teams else None
+        keys = [
+            cache_key(s, params, grm, policy_tokenizer, prefix=self.prefix, scope=scope)
+            for s in samples
+        ]
         async with redis_guard(self.redis):
             hits = await self.cache.get_many(keys)
         lookup = time.perf_counter() - started
@@ -343,6 +349,7 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
             checker,
             redis=redis,
             prefix=settings.redis_prefix,
+            private_cache_teams=frozenset(t.name for t in settings.teams if t.private_cache),
             max_new_tokens=settings.grm_max_new_tokens,
             grm_info_ttl_s=settings.grm_info_ttl_s,
         )

@@ -61,6 +61,12 @@ class TeamConfig(BaseModel):
         "prompts use: the GRM then gets the user's question without the chat markup (the "
         "request's ?chat_template= overrides it).",
     )
+    private_cache: bool = Field(
+        False,
+        description="Keep this team's cached results apart: no cache hit on another team's "
+        "identical sample, so a hit cannot tell the team someone else scored it (costs GRM "
+        "time on repeats across teams).",
+    )
     max_queued_samples: int = Field(
         QueueLimits.max_queued_samples,
         ge=1,

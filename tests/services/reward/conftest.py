@@ -53,7 +53,12 @@ def teams() -> list[TeamConfig]:
     return [
         TeamConfig(name="alpha", key_sha256=[hash_key(KEYS["alpha"])]),
         TeamConfig(name="beta", key_sha256=[hash_key(KEYS["beta"])], rate_limit=3),
-        TeamConfig(name="gamma", key_sha256=[hash_key(KEYS["gamma"])], max_concurrency=1),
+        TeamConfig(
+            name="gamma",
+            key_sha256=[hash_key(KEYS["gamma"])],
+            max_concurrency=1,
+            private_cache=True,
+        ),  # fmt: skip
         TeamConfig(
             name="delta",
             key_sha256=[hash_key(KEYS["delta"])],

@@ -126,6 +126,22 @@ def test_unknown_policy_tokenizer_is_422(client: httpx.Client) -> None:
     assert "tiny" in error["message"]
 
 
+def test_a_private_cache_team_neither_sees_nor_shows_hits(client: httpx.Client) -> None:
+    def cached(team: str) -> bool:
+        resp = client.post(
+            "/v1/token-rewards",
+            headers=auth(team),
+            json={"samples": [sample(WRONG, rewrite=REWRITE)]},
+        )
+        assert resp.status_code == 200, resp.text
+        return bool(resp.json()["results"][0]["cached"])
+
+    assert not cached("alpha")
+    assert not cached("gamma")  # alpha's entry is not gamma's (private_cache)
+    assert cached("gamma")  # its own is
+    assert cached("alpha")  # and gamma's did not replace the shared one either way
+
+
 def test_cache_hit_skips_the_grm(client: httpx.Client, reward_app: tuple[FastAPI, str]) -> None:
     first = score(client, sample(CORRECT, id="a"), sample(WRONG, rewrite=REWRITE))
     assert first.status_code == 200

@@ -112,10 +112,12 @@ class QueueFullError(RateLimitError):
     def for_team(
         cls, team: str, stream: str, length: int, limit: int, retry_after: float
     ) -> QueueFullError:
-        what = "waiting to be scored" if stream == "rollouts" else "scored and not yet trained on"
-        who = "reward workers" if stream == "rollouts" else "trainer"
+        queued = stream.startswith("rollouts")
+        what = "waiting to be scored" if queued else "scored and not yet trained on"
+        who = "reward workers" if queued else "trainer"
+        unit = "bytes of samples" if stream.endswith("_bytes") else "samples"
         error = cls(
-            f"team {team!r} has {length} samples {what}, its bound is {limit}; retry after "
+            f"team {team!r} has {length} {unit} {what}, its bound is {limit}; retry after "
             f"{max(1, round(retry_after))} s, or let the {who} catch up",
             retry_after=retry_after,
             code="queue_full",

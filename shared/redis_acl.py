@@ -65,7 +65,9 @@ def trainer_key_patterns(team: str) -> tuple[str, ...]:
     Team names hold only ``[A-Za-z0-9._-]``, so no glob character can widen a pattern; the
     ``{}`` of the Cluster hash tag are literal in Redis globs."""
     tag = f"rlmec:{{{check_team(team)}}}"
-    return (f"~{tag}:scored", f"~{tag}:scored_samples", f"~{tag}:batch:*", f"~{tag}:dead")
+    return tuple(
+        f"~{tag}:{name}" for name in ("scored", "scored_samples", "scored_bytes", "batch:*", "dead")
+    )
 
 
 def password_hash(password: str) -> str:

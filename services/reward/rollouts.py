@@ -55,11 +55,12 @@ class RolloutsRequest(StrictModel):
 
 
 def team_limits(team: Team) -> QueueLimits:
-    """The team's bounds: ``max_queued_samples`` samples waiting to be scored, and
-    ``max_scored_samples`` scored samples its trainer has not acknowledged yet."""
+    """The team's bounds: ``max_queued_samples`` samples (``max_queued_bytes`` bytes) waiting
+    to be scored, and ``max_scored_samples`` (``max_scored_bytes``) scored, not acknowledged."""
     return QueueLimits(
-        max_queued_samples=team.max_queued_samples, max_scored_samples=team.max_scored_samples
-    )
+        max_queued_samples=team.max_queued_samples, max_scored_samples=team.max_scored_samples,
+        max_queued_bytes=team.max_queued_bytes, max_scored_bytes=team.max_scored_bytes,
+    )  # fmt: skip
 
 
 @router.post("/v1/rollouts", status_code=202, response_model=PushResult, responses=_RESPONSES)

@@ -80,6 +80,17 @@ class TeamConfig(BaseModel):
         "it get 429 until the trainer catches up).",
     )
 
+    max_queued_bytes: int = Field(
+        QueueLimits.max_queued_bytes,
+        ge=1024,
+        description="Bytes of rollouts the team may have waiting to be scored (429 past it).",
+    )
+    max_scored_bytes: int = Field(
+        QueueLimits.max_scored_bytes,
+        ge=1024,
+        description="Bytes of scored batches its trainer has not acknowledged (429 past it).",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:

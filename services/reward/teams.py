@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
+from rlmec.shared.queue.schemas import QueueLimits
 
 KEY_PREFIX = "rlmec-"
 
@@ -23,6 +24,8 @@ class Team:
     max_waiting_requests: int
     max_queued_samples: int
     max_scored_samples: int
+    max_queued_bytes: int = QueueLimits.max_queued_bytes
+    max_scored_bytes: int = QueueLimits.max_scored_bytes
     chat_template: str | None = None
     anonymous: bool = False
 
@@ -36,6 +39,8 @@ class Team:
             max_waiting_requests=config.max_waiting_requests,
             max_queued_samples=config.max_queued_samples,
             max_scored_samples=config.max_scored_samples,
+            max_queued_bytes=config.max_queued_bytes,
+            max_scored_bytes=config.max_scored_bytes,
             chat_template=config.chat_template,
             anonymous=anonymous,
         )

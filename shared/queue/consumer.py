@@ -210,7 +210,7 @@ class RolloutConsumer:
         entry = await self._complete(
             keys=[
                 keys.rollouts, keys.scored, keys.status(d.batch_id), keys.queued_samples,
-                keys.scored_samples,
+                keys.scored_samples, keys.queued_bytes, keys.scored_bytes,
             ],
             args=[
                 self.group, d.entry_id, d.batch_id, d.sample_ids, scored.model_dump_json(),
@@ -238,7 +238,10 @@ class RolloutConsumer:
     async def dead_letter(self, d: RolloutDelivery, reason: str, attempts: int) -> None:
         keys = keys_for(d.team)
         await self._dead(
-            keys=[keys.rollouts, keys.dead, keys.status(d.batch_id), keys.queued_samples],
+            keys=[
+                keys.rollouts, keys.dead, keys.status(d.batch_id), keys.queued_samples,
+                keys.queued_bytes,
+            ],
             args=[
                 self.group, d.entry_id, d.batch_id, d.sample_ids, d.payload, reason[:2000],
                 attempts, repr(time.time()), self.limits.status_ttl_s, self.limits.dead_maxlen,

@@ -53,6 +53,8 @@ class StreamKeys:
 
     queued_samples: str
     scored_samples: str
+    queued_bytes: str
+    scored_bytes: str
 
     def status(self, batch_id: str) -> str:
         return f"rlmec:{{{self.team}}}:batch:{batch_id}"
@@ -67,7 +69,8 @@ def keys_for(team: str) -> StreamKeys:
     tag = f"rlmec:{{{team}}}"
     return StreamKeys(
         team, f"{tag}:rollouts", f"{tag}:scored", f"{tag}:dead",
-        f"{tag}:queued_samples", f"{tag}:scored_samples",
+        f"{tag}:queued_samples", f"{tag}:scored_samples", f"{tag}:queued_bytes",
+        f"{tag}:scored_bytes",
     )  # fmt: skip
 
 

@@ -29,11 +29,14 @@ def _push_call(
 ) -> tuple[list[str], list[Any]]:
     sample_ids = json.dumps([s.id for s in batch.samples])
     return (
-        [keys.rollouts, keys.status(batch.batch_id), keys.queued_samples, keys.scored_samples],
+        [
+            keys.rollouts, keys.status(batch.batch_id), keys.queued_samples, keys.scored_samples,
+            keys.queued_bytes, keys.scored_bytes,
+        ],
         [
             batch.batch_id, sample_ids, batch.model_dump_json(), limits.max_queued_samples,
             limits.max_scored_samples, repr(batch.created_at), limits.status_ttl_s,
-            len(batch.samples),
+            len(batch.samples), limits.max_queued_bytes, limits.max_scored_bytes,
         ],
     )  # fmt: skip
 
@@ -71,9 +74,22 @@ def _make_batch(
 
 
 def _full_error(team: str, full: tuple[str, int], limits: QueueLimits) -> QueueFullError:
-    stream, length = full
-    limit = limits.max_queued_samples if stream == "rollouts" else limits.max_scored_samples
-    return QueueFullError.for_team(team, stream, length, limit, limits.retry_after_s)
+    bound, length = full
+    limit = {
+        "rollouts": limits.max_queued_samples, "scored": limits.max_scored_samples,
+        "rollouts_bytes": limits.max_queued_bytes, "scored_bytes": limits.max_scored_bytes,
+    }[bound]  # fmt: skip
+    return QueueFullError.for_team(team, bound, length, limit, limits.retry_after_s)
+
+
+def _depth_keys(team: str) -> list[str]:
+    k = keys_for(team)
+    return [k.queued_samples, k.scored_samples, k.queued_bytes, k.scored_bytes]
+
+
+def _depth(values: Sequence[Any]) -> QueueDepth:
+    q, s, qb, sb = (int(v or 0) for v in values)
+    return QueueDepth(queued_samples=q, scored_samples=s, queued_bytes=qb, scored_bytes=sb)
 
 
 def _status(team: str, batch_id: str, raw: Mapping[Any, Any]) -> BatchStatus | None:
@@ -124,9 +140,7 @@ class RolloutQueue:
         return result
 
     def depth(self, team: str) -> QueueDepth:
-        keys = keys_for(team)
-        queued, scored = self.client.mget(keys.queued_samples, keys.scored_samples)
-        return QueueDepth(queued_samples=int(queued or 0), scored_samples=int(scored or 0))
+        return _depth(self.client.mget(*_depth_keys(team)))
 
     def trim(self, team: str) -> int:
         keys = keys_for(team)
@@ -166,9 +180,7 @@ class AsyncRolloutQueue:
         return result
 
     async def depth(self, team: str) -> QueueDepth:
-        keys = keys_for(team)
-        queued, scored = await self.client.mget(keys.queued_samples, keys.scored_samples)
-        return QueueDepth(queued_samples=int(queued or 0), scored_samples=int(scored or 0))
+        return _depth(await self.client.mget(*_depth_keys(team)))
 
     async def trim(self, team: str) -> int:
         keys = keys_for(team)

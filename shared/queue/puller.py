@@ -113,7 +113,7 @@ class AsyncScoredPuller:
         if known:
             await self._ack(
                 keys=[
-                    self.keys.scored, self.keys.scored_samples,
+                    self.keys.scored, self.keys.scored_samples, self.keys.scored_bytes,
                     *[self.keys.status(b) for b in known.values()],
                 ],
                 args=[self.group, repr(time.time()), *known],

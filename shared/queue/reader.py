@@ -146,7 +146,7 @@ class ScoredBatchReader:
                 )
         self._ack(
             keys=[
-                self.keys.scored, self.keys.scored_samples,
+                self.keys.scored, self.keys.scored_samples, self.keys.scored_bytes,
                 *[self.keys.status(d.batch.batch_id) for d in deliveries],
             ],
             args=[self.group, repr(time.time()), *[d.entry_id for d in deliveries]],

@@ -76,6 +76,8 @@ class BatchStatus(StrictModel):
 class QueueDepth(StrictModel):
     queued_samples: int = Field(description="Pushed, not yet scored or dead-lettered.")
     scored_samples: int = Field(description="Scored, not yet acknowledged by a trainer.")
+    queued_bytes: int = Field(0, description="Bytes of the queued samples' batches.")
+    scored_bytes: int = Field(0, description="Bytes of the scored, unacknowledged batches.")
 
 
 class PushResult(StrictModel):
@@ -88,12 +90,15 @@ class PushResult(StrictModel):
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """Per-team bounds (in samples), status retention and dead-letter cap. A batch is refused
-    when it would take the queued samples past the bound (unless nothing is queued, so one
-    batch larger than the bound is never refused forever)."""
+    """Per-team bounds (in samples and in bytes), status retention and dead-letter cap. A
+    batch is refused when it would take the queued samples or bytes past the bound (unless
+    nothing is queued, so one batch larger than the bound is never refused forever)."""
 
     max_queued_samples: int = 100_000
     max_scored_samples: int = 10_000
+    # Bytes, so that a few huge samples cannot fill the Redis every team shares either.
+    max_queued_bytes: int = 256 * 2**20
+    max_scored_bytes: int = 256 * 2**20
     retry_after_s: float = 2.0
     status_ttl_s: int = 7 * 24 * 3600
     dead_maxlen: int = 10_000

@@ -8,12 +8,19 @@ local q = tonumber(redis.call('GET', KEYS[3]) or '0')
 if q > 0 and q + n > tonumber(ARGV[4]) then return {'full', 'rollouts', tostring(q)} end
 local s = tonumber(redis.call('GET', KEYS[4]) or '0')
 if s >= tonumber(ARGV[5]) then return {'full', 'scored', tostring(s)} end
+-- the same two bounds in bytes (one batch alone is never refused forever)
+local b = #ARGV[3]
+local qb = tonumber(redis.call('GET', KEYS[5]) or '0')
+if qb > 0 and qb + b > tonumber(ARGV[9]) then return {'full', 'rollouts_bytes', tostring(qb)} end
+local sb = tonumber(redis.call('GET', KEYS[6]) or '0')
+if sb >= tonumber(ARGV[10]) then return {'full', 'scored_bytes', tostring(sb)} end
 local id = redis.call('XADD', KEYS[1], '*', 'batch_id', ARGV[1], 'sample_ids', ARGV[2],
                       'batch', ARGV[3])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'n_samples', ARGV[8], 'attempts', 0,
-           'created_at', ARGV[6], 'updated_at', ARGV[6], 'rollout_entry', id)
+           'created_at', ARGV[6], 'updated_at', ARGV[6], 'rollout_entry', id, 'n_bytes', b)
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('INCRBY', KEYS[3], n)
+redis.call('INCRBY', KEYS[5], b)
 return {'ok', id}
 """
 
@@ -45,6 +52,10 @@ redis.call('EXPIRE', KEYS[3], ARGV[7])
 local n = tonumber(redis.call('HGET', KEYS[3], 'n_samples') or '0')
 if redis.call('DECRBY', KEYS[4], n) < 0 then redis.call('SET', KEYS[4], 0) end
 redis.call('INCRBY', KEYS[5], n)
+local b = tonumber(redis.call('HGET', KEYS[3], 'n_bytes') or '0')
+if redis.call('DECRBY', KEYS[6], b) < 0 then redis.call('SET', KEYS[6], 0) end
+redis.call('HSET', KEYS[3], 'scored_bytes', #ARGV[5])
+redis.call('INCRBY', KEYS[7], #ARGV[5])
 return id
 """
 
@@ -62,6 +73,8 @@ redis.call('HSET', KEYS[3], 'status', 'dead_lettered', 'reason', ARGV[6], 'updat
 redis.call('EXPIRE', KEYS[3], ARGV[9])
 local n = tonumber(redis.call('HGET', KEYS[3], 'n_samples') or '0')
 if redis.call('DECRBY', KEYS[4], n) < 0 then redis.call('SET', KEYS[4], 0) end
+local b = tonumber(redis.call('HGET', KEYS[3], 'n_bytes') or '0')
+if redis.call('DECRBY', KEYS[5], b) < 0 then redis.call('SET', KEYS[5], 0) end
 return id
 """
 
@@ -78,15 +91,17 @@ return 1
 # The trainer's acknowledgement: the first group to acknowledge a batch frees its samples from
 # the team's scored bound (HSETNX makes a repeated ack free nothing twice).
 _ACK = """
-for i = 3, #KEYS do
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+for i = 4, #KEYS do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i - 1])
   redis.call('HSET', KEYS[i], 'acked_by:' .. ARGV[1], ARGV[2])
   if redis.call('HSETNX', KEYS[i], 'consumed', ARGV[2]) == 1 then
     local n = tonumber(redis.call('HGET', KEYS[i], 'n_samples') or '0')
     if redis.call('DECRBY', KEYS[2], n) < 0 then redis.call('SET', KEYS[2], 0) end
+    local b = tonumber(redis.call('HGET', KEYS[i], 'scored_bytes') or '0')
+    if redis.call('DECRBY', KEYS[3], b) < 0 then redis.call('SET', KEYS[3], 0) end
   end
 end
-return #KEYS - 2
+return #KEYS - 3
 """
 
 # Trim below the oldest entry some group still needs: per group, its oldest pending entry, or

@@ -77,7 +77,9 @@ async def test_push_score_pull_ack(client: redis.Redis, aclient: redis.asyncio.R
     assert await score_all(consumer) == 1
     status = queue.status("alpha", "b-1")
     assert status is not None and (status.status, status.attempts) == ("scored", 1)
-    assert queue.depth("alpha").model_dump() == {"queued_samples": 0, "scored_samples": 3}
+    depth = queue.depth("alpha")
+    assert (depth.queued_samples, depth.scored_samples, depth.queued_bytes) == (0, 3, 0)
+    assert depth.scored_bytes == len(client.xrange(keys_for("alpha").scored)[0][1][b"batch"])
 
     reader = ScoredBatchReader(client, "alpha", claim_idle_ms=60_000)
     got = reader.pull(max_batches=5, block_ms=100)
@@ -87,7 +89,7 @@ async def test_push_score_pull_ack(client: redis.Redis, aclient: redis.asyncio.R
     reader.ack(got)
     status = queue.status("alpha", "b-1")
     assert status is not None and status.consumed
-    assert queue.depth("alpha").scored_samples == 0
+    assert queue.depth("alpha").scored_samples == 0 and queue.depth("alpha").scored_bytes == 0
     assert reader.pull(max_batches=5, block_ms=50) == []
 
 
@@ -140,6 +142,37 @@ async def test_backpressure_on_queued_then_scored(
     assert queue.push("alpha", samples("c", 1), batch_id="b3").status == "queued"
     # Another team has its own bound.
     assert queue.push("beta", samples("x", 4)).status == "queued"
+
+
+async def test_byte_bounds_on_queued_then_scored(
+    client: redis.Redis, aclient: redis.asyncio.Redis
+) -> None:
+    """Few samples, many bytes (20 KB of metadata each): the byte bounds refuse what the
+    sample bounds would let through, with 429 semantics, and free up as work is done."""
+    limits = QueueLimits(max_queued_bytes=50_000, max_scored_bytes=40_000, retry_after_s=3)
+    queue = RolloutQueue(client, limits=limits)
+    big = "x" * 20_000
+    queue.push("alpha", samples("a", 1, blob=big), batch_id="b1")
+    queue.push("alpha", samples("b", 1, blob=big), batch_id="b2")
+    queued = queue.depth("alpha").queued_bytes
+    assert 40_000 < queued < 50_000
+    with pytest.raises(QueueFullError) as full:
+        queue.push("alpha", samples("c", 1, blob=big), batch_id="b3")
+    assert full.value.stream == "rollouts_bytes" and full.value.headers["Retry-After"] == "3"
+    assert f"has {queued} bytes of samples waiting" in full.value.message
+    assert queue.status("alpha", "b3") is None
+    assert queue.push("beta", samples("x", 1, blob=big)).status == "queued"  # its own bound
+
+    await score_all(RolloutConsumer(aclient, consumer="w", teams=["alpha"]))
+    assert queue.depth("alpha").queued_bytes == 0
+    assert queue.depth("alpha").scored_bytes > 40_000
+    with pytest.raises(QueueFullError) as full:
+        queue.push("alpha", samples("c", 1, blob=big), batch_id="b3")
+    assert full.value.stream == "scored_bytes"
+    reader = ScoredBatchReader(client, "alpha")
+    reader.ack(reader.pull(max_batches=10, block_ms=50))
+    assert queue.depth("alpha").scored_bytes == 0
+    assert queue.push("alpha", samples("c", 1, blob=big), batch_id="b3").status == "queued"
 
 
 def test_trim_never_drops_unconsumed_entries(client: redis.Redis) -> None:

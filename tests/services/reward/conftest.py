@@ -58,7 +58,7 @@ def teams() -> list[TeamConfig]:
             key_sha256=[hash_key(KEYS["gamma"])],
             max_concurrency=1,
             private_cache=True,
-        ),  # fmt: skip
+        ),
         TeamConfig(
             name="delta",
             key_sha256=[hash_key(KEYS["delta"])],

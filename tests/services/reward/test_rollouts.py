@@ -32,17 +32,20 @@ from tests.services.reward.conftest import (
 pytestmark = pytest.mark.integration
 
 SMALL = "key-small-0123456789"
+BYTES = "key-bytes-0123456789"
 
 
 @pytest.fixture(scope="module")
 def service(redis_server: object) -> Iterator[str]:
     """The reward service with a GRM URL where nothing listens: pushes never call the GRM.
-    Team 'small' may queue 4 samples and keep 4 scored ones unconsumed."""
+    Team 'small' may queue 4 samples and keep 4 scored ones unconsumed; team 'bytes' may queue
+    100 KB."""
     small = TeamConfig(
         name="small", key_sha256=[hash_key(SMALL)], max_queued_samples=4, max_scored_samples=4
     )
+    big = TeamConfig(name="bytes", key_sha256=[hash_key(BYTES)], max_queued_bytes=100_000)
     url = redis_server.url
-    settings = reward_settings(f"http://127.0.0.1:{free_port()}", url, teams=[*teams(), small])
+    settings = reward_settings(f"http://127.0.0.1:{free_port()}", url, teams=[*teams(), small, big])
     with serve_app(create_app(settings)) as base:
         yield base
 
@@ -112,6 +115,23 @@ def test_full_queue_is_429_with_retry_after(client: httpx.Client, redis_url: str
     assert error["code"] == "queue_full" and "bound is 4" in error["message"]
     assert client.get("/v1/rollouts/too-much", headers=small).status_code == 404  # not queued
     assert push(client, small, 1).status_code == 202  # 3 + 1 fits the bound
+    assert push(client, auth("alpha"), 2).status_code == 202  # other teams are unaffected
+
+
+def test_a_team_past_its_byte_bound_gets_429(client: httpx.Client) -> None:
+    """Two samples with 40 KB of metadata each fit; a third does not, though 3 samples are far
+    below the sample bound: the bytes are what would fill the shared Redis."""
+    headers = {"Authorization": f"Bearer {BYTES}"}
+    blob = {"blob": "x" * 40_000}
+    for i in range(2):
+        body = {"samples": [sample(CORRECT, id=f"s{i}", metadata=blob)]}
+        assert client.post("/v1/rollouts", headers=headers, json=body).status_code == 202
+    body = {"samples": [sample(CORRECT, id="s2", metadata=blob)], "batch_id": "over"}
+    resp = client.post("/v1/rollouts", headers=headers, json=body)
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    error = resp.json()["error"]
+    assert error["code"] == "queue_full" and "bytes of samples" in error["message"]
+    assert client.get("/v1/rollouts/over", headers=headers).status_code == 404
     assert push(client, auth("alpha"), 2).status_code == 202  # other teams are unaffected
 
 

@@ -110,3 +110,31 @@ def test_command_reports_bad_input_clearly(
     assert "is not KEY=VALUE" in capsys.readouterr().err
     assert main(["train", "--config", cfg, "--print-config", "--set", "loss.epsilon=0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"]["epsilon"] == 0.2
+
+
+@pytest.mark.parametrize(("fast", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_precision_auto_picks_bf16_only_where_the_hardware_computes_it(
+    monkeypatch: pytest.MonkeyPatch, fast: bool, expected: str
+) -> None:
+    from rlmec.trainer import config
+
+    monkeypatch.setattr(config, "bf16_is_fast", lambda: fast)
+    assert config.EngineConfig(precision="auto").precision == expected
+    assert config.EngineConfig(precision="fp32").precision == "fp32"  # explicit wins
+
+
+def test_bf16_is_fast_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rlmec.trainer import config
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cpuinfo = tmp_path / "cpuinfo"
+    real = Path
+
+    def fake_path(p: str) -> Path:
+        return cpuinfo if p == "/proc/cpuinfo" else real(p)
+
+    monkeypatch.setattr(config, "Path", fake_path)
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert not config.bf16_is_fast()
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert config.bf16_is_fast()

@@ -21,10 +21,14 @@ from rlmec.shared.redis_server import free_port
 
 
 @contextmanager
-def serve_app(app: Any, *, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
+def serve_app(
+    app: Any, *, port: int | None = None, timeout: float = 60.0, **config_kwargs: Any
+) -> Iterator[str]:
     """Yield the base URL while the server runs; shut it down gracefully on exit."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config_kwargs
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

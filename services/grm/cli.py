@@ -59,11 +59,11 @@ def add_subcommands(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
     from rlmec.services.grm.app import create_app
     from rlmec.services.grm.settings import get_settings
+    from rlmec.services.http_server import serve
 
     overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in
                  _SERVE_FLAGS.items()}  # fmt: skip
@@ -88,8 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     app = create_app(settings)
     # uvicorn finishes in-flight requests on SIGTERM before the lifespan closes the engine.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)  # fmt: skip
+    serve(app, host=settings.host, port=settings.port, header_timeout_s=settings.header_timeout_s,
+          log_level=args.log_level,
+          timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)  # fmt: skip
     return 0
 
 

@@ -35,6 +35,12 @@ class GrmSettings(EngineSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="A request body must arrive within this (408)."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within this, or the "
+        "connection is closed (slow clients cannot hold connections open).",
+    )
     metrics_token_file: Path | None = Field(
         None, description="File holding the token /metrics requires (Authorization: Bearer)."
     )

@@ -88,9 +88,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
+    from rlmec.services.http_server import serve
     from rlmec.services.reward.app import create_app
     from rlmec.services.reward.settings import get_settings
 
@@ -114,9 +114,10 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level
-    )
+    serve(
+        create_app(settings), host=settings.host, port=settings.port,
+        header_timeout_s=settings.header_timeout_s, log_level=args.log_level,
+    )  # fmt: skip
     return 0
 
 

@@ -209,6 +209,12 @@ class RewardSettings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="A request body must arrive within this (408)."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within this, or the "
+        "connection is closed (slow clients cannot hold connections open).",
+    )
     admission_wait_s: float = Field(
         120.0,
         ge=0,

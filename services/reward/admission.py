@@ -5,9 +5,10 @@
   of per-sample requests and treat an error as a lost reward (OpenRLHF retries 5 x 1 s, veRL
   fails the step), so waiting a little is what their traffic needs. Each team has its own queue:
   one team's burst never delays another team's admission.
-- :class:`FairSlots`: the GRM calls in flight, shared by every team, handed out round-robin
-  over the teams that wait (FIFO within a team), so a team with a thousand queued GRM calls
-  delays a quiet team by at most one call per other busy team, not by its whole backlog.
+- :class:`FairSlots`: the GRM calls in flight, shared by every team, handed out by weighted
+  fair queuing over the teams that wait (FIFO within a team; each call charged its samples
+  over the team's ``grm_weight``), so a team with a thousand queued GRM calls delays a quiet
+  team by about one call, not by its whole backlog.
 
 Both are per replica (in-process, no extra Redis round-trips); the leases they wait for are the
 Redis ones of :mod:`rlmec.services.reward.quotas`, so the quota still holds across replicas.
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
 from rlmec.shared.errors import RateLimitError
@@ -102,33 +103,49 @@ class SlotWaiters:
 
 
 class FairSlots:
-    """``capacity`` slots shared by teams, granted round-robin over the teams with waiters
-    (FIFO within a team). ``async with slots.slot(): ...`` holds one for the current team
-    (:data:`current_team`)."""
+    """``capacity`` slots shared by teams, granted by weighted fair queuing over the teams with
+    waiters (FIFO within a team). ``async with slots.slot(cost): ...`` holds one for the current
+    team (:data:`current_team`).
 
-    def __init__(self, capacity: int) -> None:
+    Stride scheduling: each team has a *pass*, the service it has received over its weight
+    (``cost / weight`` per grant: the cost of a GRM call is its number of samples, so a team
+    sending batches of 64 is charged 64 times what a one-sample call is). A freed slot goes to
+    the waiting team with the smallest pass. A team that was idle starts at the pass of the
+    most recent grant, so idle time is not banked as credit to burst with later.
+    """
+
+    def __init__(self, capacity: int, weights: Mapping[str, float] | None = None) -> None:
         self.capacity = capacity
         self.in_use = 0
-        # team -> its waiting futures; the order of the dict is the round-robin order.
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self.weights = dict(weights or {})
+        # team -> its waiting (future, cost); dict order breaks ties (earliest waiter first).
+        self._waiting: dict[str, deque[tuple[asyncio.Future[None], float]]] = {}
+        self._pass: dict[str, float] = {}
+        self._now = 0.0  # the pass at the most recent grant (virtual time)
 
     def queued(self) -> int:
         return sum(len(q) for q in self._waiting.values())
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self._acquire(current_team.get())
+    async def slot(self, cost: float = 1.0) -> AsyncIterator[None]:
+        await self._acquire(current_team.get(), max(cost, 1e-9))
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self, team: str) -> None:
+    def _charge(self, team: str, cost: float) -> None:
+        start = max(self._pass.get(team, 0.0), self._now)
+        self._now = start
+        self._pass[team] = start + cost / self.weights.get(team, 1.0)
+
+    async def _acquire(self, team: str, cost: float) -> None:
         if self.in_use < self.capacity and not self._waiting:
             self.in_use += 1
+            self._charge(team, cost)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(team, deque()).append(future)
+        self._waiting.setdefault(team, deque()).append((future, cost))
         try:
             await future
         except BaseException:
@@ -140,20 +157,25 @@ class FairSlots:
 
     def _forget(self, team: str, future: asyncio.Future[None]) -> None:
         queue = self._waiting.get(team)
-        if queue is not None and future in queue:
-            queue.remove(future)
-            if not queue:
-                del self._waiting[team]
+        if queue is None:
+            return
+        for item in queue:
+            if item[0] is future:
+                queue.remove(item)
+                break
+        if not queue:
+            del self._waiting[team]
 
     def _release(self) -> None:
-        """Give the freed slot to the next team in turn (then it goes to the back)."""
+        """Give the freed slot to the waiting team with the smallest pass."""
         while self._waiting:
-            team, queue = next(iter(self._waiting.items()))
-            future = queue.popleft()
-            del self._waiting[team]
-            if queue:
-                self._waiting[team] = queue  # re-inserted at the end: its turn is over
+            team = min(self._waiting, key=lambda t: max(self._pass.get(t, 0.0), self._now))
+            queue = self._waiting[team]
+            future, cost = queue.popleft()
+            if not queue:
+                del self._waiting[team]
             if not future.done():
+                self._charge(team, cost)
                 future.set_result(None)  # the slot passes on; in_use is unchanged
                 return
         self.in_use -= 1

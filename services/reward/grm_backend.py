@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -69,11 +69,12 @@ class GrmBackend:
         batch_size: int = 64,
         max_concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        team_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.urls = list(urls)
         self.batch_size = batch_size
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self.slots = FairSlots(max_concurrency)
+        self.slots = FairSlots(max_concurrency, team_weights)
         self._next_url = itertools.cycle(self.urls)
         self._in_flight = 0
         self._busy_since = 0.0
@@ -99,7 +100,9 @@ class GrmBackend:
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
         url = next(self._next_url) + path
-        async with self.slots.slot():
+        # A call's share of the GRM is its samples: teams are charged for what they use.
+        cost = len(getattr(body, "samples", None) or ()) or 1
+        async with self.slots.slot(cost):
             self.calls += 1
             self._enter()
             try:

@@ -328,6 +328,7 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
         timeout=settings.grm_timeout_s,
         batch_size=settings.grm_batch_size,
         max_concurrency=settings.grm_max_concurrency,
+        team_weights={t.name: t.grm_weight for t in settings.teams},
     )
     checker = AnswerChecker(
         workers=settings.answer_check_workers,

@@ -61,6 +61,14 @@ class TeamConfig(BaseModel):
         "prompts use: the GRM then gets the user's question without the chat markup (the "
         "request's ?chat_template= overrides it).",
     )
+    grm_weight: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="This team's share of the GRM when teams compete for it (weighted fair "
+        "queuing of GRM calls, charged per sample): a team of weight 2 gets twice the "
+        "samples/s of a team of weight 1 while both wait.",
+    )
     private_cache: bool = Field(
         False,
         description="Keep this team's cached results apart: no cache hit on another team's "

@@ -95,9 +95,9 @@ async def test_a_cancelled_head_hands_its_turn_on() -> None:
     assert await asyncio.wait_for(second, 1)
 
 
-async def _grm_call(slots: FairSlots, team: str, log: list[str]) -> None:
+async def _grm_call(slots: FairSlots, team: str, log: list[str], cost: float = 1.0) -> None:
     current_team.set(team)
-    async with slots.slot():
+    async with slots.slot(cost):
         log.append(team)
         await asyncio.sleep(0.001)
 
@@ -114,6 +114,42 @@ async def test_fair_slots_alternate_between_teams() -> None:
     last_quiet = max(i for i, team in enumerate(log) if team == "quiet")
     assert last_quiet <= 7, log
     assert log.count("busy") == 30 and slots.in_use == 0 and slots.queued() == 0
+
+
+async def test_fair_slots_follow_the_weights() -> None:
+    """Two saturating teams, weights 3 and 1: while both wait, 'heavy' gets 3 grants for each
+    of 'light''s."""
+    slots = FairSlots(1, {"heavy": 3.0, "light": 1.0})
+    log: list[str] = []
+    tasks = [asyncio.create_task(_grm_call(slots, t, log)) for t in ("heavy", "light") * 40]
+    await asyncio.gather(*tasks)
+    both_waiting = log[:40]  # neither backlog runs dry in the first 40 grants
+    assert 27 <= both_waiting.count("heavy") <= 33, log
+
+
+async def test_fair_slots_charge_each_call_its_samples() -> None:
+    """Calls of 8 samples against calls of 1, equal weights: the one-sample team gets about 8
+    calls per big call (the GRM's work is shared, not the number of calls)."""
+    slots = FairSlots(1)
+    log: list[str] = []
+    big = [asyncio.create_task(_grm_call(slots, "big", log, 8)) for _ in range(10)]
+    small = [asyncio.create_task(_grm_call(slots, "small", log, 1)) for _ in range(80)]
+    await asyncio.gather(*big, *small)
+    first = log[:45]
+    assert 4 <= first.count("big") <= 6, log
+
+
+async def test_an_idle_team_banks_no_credit() -> None:
+    """A team that was served little and then idle does not get a run of grants later: its
+    pass starts at the current virtual time."""
+    slots = FairSlots(1)
+    log: list[str] = []
+    await asyncio.gather(*[_grm_call(slots, "a", log) for _ in range(20)])  # 'a' alone
+    log.clear()
+    tasks = [asyncio.create_task(_grm_call(slots, t, log)) for t in ["a"] * 10 + ["b"] * 10]
+    await asyncio.gather(*tasks)
+    runs = max(len(r) for r in "".join(log).replace("ab", "a b").replace("ba", "b a").split())
+    assert runs <= 2, log
 
 
 async def test_fair_slots_survive_cancellation() -> None:

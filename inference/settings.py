@@ -37,6 +37,16 @@ class EngineSettings(BaseSettings):
     batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="hf: how long the micro-batcher waits for more work."
     )
+    speculative_tokens: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Prompt-lookup (n-gram) speculation for greedy generation: up to this many "
+        "tokens per step proposed by copying from the prompt (a minimal rewrite copies the "
+        "prediction, which is in its prompt), verified in one forward pass; outputs are those "
+        "without it. 0 = off. vllm: for the engine (speculative_config method 'ngram'); hf: "
+        "greedy calls, one sequence at a time (transformers' prompt lookup is single-sequence).",
+    )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="remote: OpenAI-compatible base URLs (comma-separated in the env).",

@@ -62,6 +62,7 @@ class VllmEngine(LoadedEngine):
             enforce_eager=not _has_cuda(),  # CPU: skip the ~30 s graph compile
             disable_log_stats=True,
             served_model_name=self._settings.served_name,
+            speculative_config=ngram_speculation(self._settings.speculative_tokens),
         )
         self._llm = AsyncLLM.from_engine_args(args)
         revision = await asyncio.to_thread(model_revision, self._dir)
@@ -157,6 +158,15 @@ class VllmEngine(LoadedEngine):
             )
 
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+
+
+def ngram_speculation(tokens: int) -> dict[str, Any] | None:
+    """vLLM's prompt-lookup speculation: up to ``tokens`` proposed per step by matching the
+    last 2-4 generated tokens in the prompt and copying what followed (None: off)."""
+    if tokens <= 0:
+        return None
+    return {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_max": 4,
+            "prompt_lookup_min": 2}  # fmt: skip
 
 
 def _has_cuda() -> bool:

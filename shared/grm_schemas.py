@@ -9,16 +9,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlmec.shared.prompts import LocateStatus
-from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, StrictModel, Text
+from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, RequestModel, StrictModel, Text
 
 
-class GrmSampleInput(StrictModel):
+class GrmSampleInput(RequestModel):
     question: NonEmptyText
     reference_solution: NonEmptyText
     prediction: Text
 
 
-class LocateRequest(StrictModel):
+class LocateRequest(RequestModel):
     samples: list[GrmSampleInput] = Field(min_length=1, max_length=MAX_BATCH)
     max_new_tokens: int = Field(32, ge=1, le=256, description="Budget of the locate reply.")
 
@@ -43,7 +43,7 @@ class RewriteInput(GrmSampleInput):
     )
 
 
-class RewriteRequest(StrictModel):
+class RewriteRequest(RequestModel):
     samples: list[RewriteInput] = Field(min_length=1, max_length=MAX_BATCH)
     max_new_tokens: int = Field(512, ge=1, le=8192, description="Budget of the rewrite.")
     locate_max_new_tokens: int = Field(32, ge=1, le=256)
@@ -73,12 +73,12 @@ class RewriteResponse(StrictModel):
     results: list[RewriteResult]
 
 
-class ScoreItem(StrictModel):
+class ScoreItem(RequestModel):
     prompt: Text
     output: Text
 
 
-class ScoreRequest(StrictModel):
+class ScoreRequest(RequestModel):
     """``mode=raw``: log-probs of each ``output`` after its ``prompt``. ``mode=rlmec``: the
     service builds the §3.1 scoring prompt from each sample and scores the prediction."""
 
@@ -113,7 +113,7 @@ class ScoreResponse(StrictModel):
     results: list[ScoreResult]
 
 
-class TokenizeRequest(StrictModel):
+class TokenizeRequest(RequestModel):
     """Output tokenization only, as ``/v1/score`` does it; no engine work."""
 
     texts: list[Text] = Field(

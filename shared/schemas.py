@@ -56,7 +56,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RewardParams(StrictModel):
+class RequestModel(StrictModel):
+    """What callers send: also no lax coercion, so ``false`` is not a 0 threshold, ``"0.3"``
+    not a number and ``1`` not ``true`` (422 naming the field instead)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RewardParams(RequestModel):
     """§3.1 reward shaping; defaults are the paper's."""
 
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="p_t is compared with this.")
@@ -64,7 +71,7 @@ class RewardParams(StrictModel):
     cap: float = Field(0.5, ge=0.0, le=1.0, description="Highest reward of a correct answer.")
 
 
-class Sample(StrictModel):
+class Sample(RequestModel):
     """One policy prediction to score."""
 
     id: str | None = Field(None, max_length=256, description="Caller's sample id, echoed back.")
@@ -199,7 +206,7 @@ class ScoredSample(StrictModel):
     metadata: dict[str, Any] | None = None
 
 
-class TokenRewardsRequest(StrictModel):
+class TokenRewardsRequest(RequestModel):
     samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
     params: RewardParams = Field(default_factory=RewardParams)
     policy_tokenizer: str | None = Field(

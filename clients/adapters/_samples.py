@@ -48,7 +48,8 @@ def build_sample(
         prediction=prediction,
         task=task,
         prompt=prompt,
-        **fields,
+        reference_solution=fields["reference_solution"] or "",
+        reference_answer=fields.get("reference_answer"),
     )
 
 

@@ -32,14 +32,14 @@ from rlmec.shared.queue import (
     ScoredBatch,
     check_batch_id,
 )
-from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, StrictModel
+from rlmec.shared.schemas import MAX_BATCH, RequestModel, RewardParams, Sample
 
 router = APIRouter(tags=["rollouts"])
 ConsumerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 _RESPONSES = {**ERROR_RESPONSES, 404: {"description": "No such batch for this team."}}
 
 
-class RolloutsRequest(StrictModel):
+class RolloutsRequest(RequestModel):
     samples: list[Sample] = Field(
         min_length=1, max_length=MAX_BATCH, description="The rollouts to score, in order."
     )
@@ -136,7 +136,7 @@ async def rollout_result(
     return batch
 
 
-class PullRequest(StrictModel):
+class PullRequest(RequestModel):
     max_batches: int = Field(1, ge=1, le=64, description="At most this many scored batches.")
     wait_ms: int = Field(
         0, ge=0, le=30_000, description="Wait this long for a batch when none is ready."
@@ -155,7 +155,7 @@ class PullRequest(StrictModel):
     )
 
 
-class AckRequest(StrictModel):
+class AckRequest(RequestModel):
     entry_ids: list[Annotated[str, Field(max_length=64)]] = Field(
         min_length=1, max_length=1024, description="entry_id of each delivery trained on."
     )

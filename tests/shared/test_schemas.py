@@ -176,3 +176,31 @@ def test_renamed_schema_modules_still_import_with_a_warning(old: str, new: str, 
     with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
         module = importlib.import_module(old)
     assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"threshold": false}', "threshold"),
+        ('{"cap": true}', "cap"),
+        ('{"floor": "-0.1"}', "floor"),
+    ],
+)
+def test_request_numbers_are_not_coerced_from_booleans_or_strings(body: str, field: str) -> None:
+    from pydantic import ValidationError
+
+    from rlmec.shared.schemas import RewardParams
+
+    with pytest.raises(ValidationError) as err:
+        RewardParams.model_validate_json(body)
+    assert err.value.errors()[0]["loc"] == (field,)
+    assert RewardParams.model_validate_json('{"threshold": 1}').threshold == 1.0  # ints are fine
+
+
+def test_tokenize_add_eos_must_be_a_boolean() -> None:
+    from pydantic import ValidationError
+
+    from rlmec.shared.grm_schemas import TokenizeRequest
+
+    with pytest.raises(ValidationError):
+        TokenizeRequest.model_validate_json('{"texts": ["a"], "add_eos": 0}')

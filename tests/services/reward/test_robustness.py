@@ -103,16 +103,15 @@ def test_a_slow_answer_check_stalls_no_other_team(service: str) -> None:
     )
     slow.start()
     time.sleep(0.5)  # the slow check is running now
-    probes = []
-    for _ in range(3):
-        started = time.monotonic()
+    for probe in range(3):
         assert httpx.get(f"{service}/health", timeout=30).status_code == 200
         other = post(service, "beta", [sample(CORRECT)], timeout=30)
         assert other.status_code == 200 and other.json()["results"][0]["status"] == "scored"
-        probes.append(time.monotonic() - started)
+        if probe == 0:
+            # An order, not a duration: another team was answered while the slow check still
+            # ran (it ends at its 2 s budget); the unbounded check blocked it for minutes.
+            assert slow.is_alive() and "r" not in outcome
     slow.join(timeout=60)
-    # Generous for a loaded 2-core CI machine; the unbounded check blocked for minutes.
-    assert max(probes) < 1.5
     results = outcome["r"].json()["results"]
     assert results[0]["status"] == "unscored"
     assert results[0]["reason"] == "answer_check_over_budget"

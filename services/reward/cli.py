@@ -45,6 +45,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     hash_key.add_argument(
         "--key", default=None, help="hash this existing key instead of generating one"
     )
+    hash_key.add_argument(
+        "--salt-file", default=None,
+        help="the deployment's key salt (RLMEC_REWARD_KEY_SALT_FILE): print HMAC-SHA256 digests",
+    )  # fmt: skip
     hash_key.set_defaults(func=_hash_key)
 
     from rlmec.services.reward import redis_users
@@ -123,11 +127,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _hash_key(args: argparse.Namespace) -> int:
     from rlmec.services.reward.teams import generate_key, hash_key
+    from rlmec.shared.secret_files import read_secret_file
 
+    try:
+        salt = read_secret_file(args.salt_file, "--salt-file").encode() if args.salt_file else None
+    except ValueError as exc:
+        print(f"rlmec reward hash-key: {exc}", file=sys.stderr)
+        return 2
     if args.key is not None:
-        key, digest = args.key, hash_key(args.key)
+        key, digest = args.key, hash_key(args.key, salt)
     else:
-        key, digest = generate_key()
+        key, digest = generate_key(salt)
     print(f"key:    {key}")
     print(f"sha256: {digest}")
     print("teams entry (store the hash, give the key to the team):")

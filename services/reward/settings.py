@@ -22,6 +22,7 @@ from rlmec.shared.queue.keys import TeamName
 from rlmec.shared.queue.schemas import QueueLimits
 from rlmec.shared.redis_acl import credentials, read_password_file
 from rlmec.shared.schemas import RewardParams
+from rlmec.shared.secret_files import read_secret_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ANONYMOUS = "anonymous"
@@ -233,6 +234,11 @@ class RewardSettings(BaseSettings):
     lease_ttl_s: int = Field(
         900, ge=10, description="A concurrency slot frees itself after this if never released."
     )
+    key_salt_file: Path | None = Field(
+        None,
+        description="File holding this deployment's secret salt: the teams' key_sha256 are "
+        "then HMAC-SHA256(salt, key) (`rlmec reward hash-key --salt-file`), not sha256(key).",
+    )
     metrics_token_file: Path | None = Field(
         None,
         description="File holding the token /metrics requires (Authorization: Bearer); "
@@ -241,11 +247,23 @@ class RewardSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8002, ge=1, le=65_535)
 
+    @field_validator("key_salt_file")
+    @classmethod
+    def _salt_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_secret_file(value, "key salt file")  # a clear error at start
+        return value
+
     @field_validator("redis_password_file")
     @classmethod
     def _password_file(cls, value: Path | None) -> Path | None:
         read_password_file(value)  # unreadable or empty: a clear error at start, not at 1st use
         return value
+
+    def key_salt(self) -> bytes | None:
+        if self.key_salt_file is None:
+            return None
+        return read_secret_file(self.key_salt_file, "key salt file").encode()
 
     def redis_credentials(self) -> dict[str, Any]:
         """``username``/``password`` keyword arguments for ``Redis.from_url``."""

@@ -4,6 +4,7 @@ the digest up; keys themselves are never stored or logged."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -46,18 +47,24 @@ class Team:
         )
 
 
-def hash_key(key: str) -> str:
+def hash_key(key: str, salt: bytes | None = None) -> str:
+    """The key's digest as the teams file stores it: sha256, or HMAC-SHA256 under the
+    deployment's salt (``key_salt_file``), so a leaked teams file cannot be checked against
+    guessed keys offline without the salt, and digests differ between deployments."""
+    if salt:
+        return hmac.new(salt, key.encode(), hashlib.sha256).hexdigest()
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def generate_key() -> tuple[str, str]:
-    """A new random API key and its sha256 (the only thing the config stores)."""
+def generate_key(salt: bytes | None = None) -> tuple[str, str]:
+    """A new random API key and its digest (the only thing the config stores)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, hash_key(key)
+    return key, hash_key(key, salt)
 
 
 class TeamDirectory:
     def __init__(self, settings: RewardSettings) -> None:
+        self._salt = settings.key_salt()
         self._by_hash = {
             digest: Team.from_config(team) for team in settings.teams for digest in team.key_sha256
         }
@@ -71,7 +78,7 @@ class TeamDirectory:
     def by_key(self, key: str) -> Team | None:
         # Looking up the digest (not the key) leaks nothing useful through timing: learning
         # a stored digest does not give a key that hashes to it.
-        return self._by_hash.get(hash_key(key))
+        return self._by_hash.get(hash_key(key, self._salt))
 
     def by_name(self, name: str) -> Team | None:
         return self._by_name.get(name)

@@ -50,3 +50,34 @@ def test_openapi_declares_the_api_key(redis_server: LocalRedis) -> None:
             expected = [] if path in PUBLIC_PATHS else [{"apiKey": []}]
             assert operation.get("security", []) == expected, path
     assert doc["paths"]["/v1/token-rewards"]["post"]["security"] == [{"apiKey": []}]
+
+
+def test_a_deployment_salt_changes_the_stored_digests(tmp_path: Path) -> None:
+    """With key_salt_file, the teams file holds HMAC-SHA256(salt, key): the key works, a plain
+    sha256 digest of it (what a leaked file from elsewhere would hold) does not."""
+    import subprocess
+    import sys
+
+    from rlmec.services.reward.settings import RewardSettings, TeamConfig
+    from rlmec.services.reward.teams import TeamDirectory, hash_key
+
+    salt = tmp_path / "salt"
+    salt.write_text("deployment-salt-123\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "rlmec", "reward", "hash-key", "--team", "t", "--salt-file",
+         str(salt)], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    key = out.split("key:")[1].split()[0]
+    digest = out.split("sha256:")[1].split()[0]
+    assert digest != hash_key(key) and digest == hash_key(key, b"deployment-salt-123")
+
+    def directory(digests: list[str]) -> TeamDirectory:
+        team = TeamConfig(name="t", key_sha256=digests)
+        return TeamDirectory(RewardSettings(teams=[team], key_salt_file=salt))
+
+    assert directory([digest]).by_key(key) is not None
+    assert directory([hash_key(key)]).by_key(key) is None
+    missing = tmp_path / "nope"
+    done = subprocess.run([sys.executable, "-m", "rlmec", "reward", "hash-key", "--salt-file",
+                           str(missing)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and str(missing) in done.stderr

@@ -89,6 +89,7 @@ def push_rollouts(
     batch_id: str | None,
     params: ParamsLike,
     policy_tokenizer: str | None,
+    policy_version: int | None = None,
 ) -> Call[PushResult]:
     # Same sample/params validation as token_rewards: a batch is rejected here, not after
     # it sat in the queue.
@@ -98,6 +99,10 @@ def push_rollouts(
     body = _body(request)
     if batch_id is not None:
         body["batch_id"] = batch_id
+    if policy_version is not None:
+        if policy_version < 0:
+            raise ValueError(f"policy_version {policy_version} must be >= 0 (None: unversioned)")
+        body["policy_version"] = policy_version
     return Call("POST", "/v1/rollouts", model_parser(PushResult), body, is_push=True)
 
 

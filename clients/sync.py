@@ -144,10 +144,14 @@ class Client(_SyncBase):
         batch_id: str | None = None,
         params: ParamsLike = None,
         policy_tokenizer: str | None = None,
+        policy_version: int | None = None,
     ) -> PushResult:
         """Enqueue a batch for scoring; raises :class:`QueueFullError` when the team's queue
-        stays full through the retries."""
-        return self._send(_calls.push_rollouts(samples, batch_id, params, policy_tokenizer))
+        stays full through the retries. ``policy_version``: the policy version that generated
+        it (an online trainer skips batches too far behind)."""
+        return self._send(
+            _calls.push_rollouts(samples, batch_id, params, policy_tokenizer, policy_version)
+        )
 
     def rollout_status(self, batch_id: str) -> BatchStatus:
         return self._send(_calls.rollout_status(batch_id))

@@ -113,6 +113,17 @@ class Engine(Protocol):
     ) -> list[list[float]]: ...
 
 
+@runtime_checkable
+class ReloadableEngine(Engine, Protocol):
+    """An engine that takes new weights while running (``vllm``, ``hf``): the rollout actor
+    follows the trainer's published versions with it. The tokenizer stays the one it
+    started with (a policy version changes weights, not vocabulary)."""
+
+    async def reload_weights(self, model_dir: str | Path) -> None:
+        """Load the weights of the ``save_pretrained`` directory ``model_dir`` in place; the
+        caller makes sure no request is in flight."""
+
+
 async def generate_in_context(
     engine: Engine,
     prompts: list[list[int]],

@@ -13,7 +13,8 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from rlmec.inference.engine import (
@@ -117,6 +118,22 @@ class HfEngine(LoadedEngine):
 
     def queue_depth(self) -> int:
         return len(self._pending) + self._running
+
+    async def reload_weights(self, model_dir: str | Path) -> None:
+        """Copy the weights of ``model_dir`` into the running model (same architecture)."""
+        if self._model is None or self._info is None:
+            raise ServiceUnavailableError("the hf engine is not started yet")
+        path = check_model_dir(model_dir)
+        await asyncio.to_thread(self._load_weights, path)
+        self._info = replace(self._info, revision=await asyncio.to_thread(model_revision, path))
+
+    def _load_weights(self, path: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        new = AutoModelForCausalLM.from_pretrained(str(path), dtype=self._model.dtype)
+        with torch.no_grad():
+            self._model.load_state_dict(new.state_dict(), strict=True)
 
     async def score(
         self, prompt_ids: list[list[int]], output_ids: list[list[int]]

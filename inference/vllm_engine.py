@@ -13,6 +13,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from rlmec.inference.engine import (
@@ -90,6 +92,19 @@ class VllmEngine(LoadedEngine):
 
     def queue_depth(self) -> int:
         return self._active
+
+    async def reload_weights(self, model_dir: str | Path) -> None:
+        """vLLM's own in-place reload (``Worker.reload_weights`` with ``weights_path``, over
+        ``collective_rpc``), then the prefix cache is dropped: its KV came from the old
+        weights."""
+        if self._llm is None or self._info is None:
+            raise ServiceUnavailableError("the vllm engine is not running")
+        path = check_model_dir(model_dir)
+        await self._llm.collective_rpc(
+            "reload_weights", kwargs={"weights_path": str(path), "is_checkpoint_format": True}
+        )
+        await self._llm.reset_prefix_cache()
+        self._info = replace(self._info, revision=await asyncio.to_thread(model_revision, path))
 
     async def _run(self, prompt_ids: list[int], params: Any) -> Any:
         if self._llm is None:

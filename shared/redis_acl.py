@@ -11,7 +11,8 @@ layer*, not just through our HTTP checks:
   Redis directly: only ``rlmec:{<team>}:scored``, its counter, its batch status hashes and its
   dead-letter stream, and only the commands :class:`~rlmec.shared.queue.reader.ScoredBatchReader`
   runs (read with its consumer group, acknowledge, set an unreadable entry aside, trim what every
-  group consumed). Another team's keys answer ``NOPERM``.
+  group consumed), plus the team's policy version record (written by the trainer, read by its
+  rollout actors). Another team's keys answer ``NOPERM``.
 
 The default user is switched off: a client without credentials can do nothing. Passwords live
 in files (``--secrets-dir``, mode 0600), one per user, generated on first use; the server only
@@ -55,6 +56,11 @@ SERVICE_RULES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+# The trainer's keys: its scored stream and counters, batch statuses, dead letters, and the
+# policy version record it publishes for the team's rollout actors.
+TRAINER_KEYS = ("scored", "scored_samples", "scored_bytes", "batch:*", "dead", "policy")
+
+
 def trainer_user(team: str) -> str:
     return TRAINER_USER_PREFIX + check_team(team)
 
@@ -65,9 +71,7 @@ def trainer_key_patterns(team: str) -> tuple[str, ...]:
     Team names hold only ``[A-Za-z0-9._-]``, so no glob character can widen a pattern; the
     ``{}`` of the Cluster hash tag are literal in Redis globs."""
     tag = f"rlmec:{{{check_team(team)}}}"
-    return tuple(
-        f"~{tag}:{name}" for name in ("scored", "scored_samples", "scored_bytes", "batch:*", "dead")
-    )
+    return tuple(f"~{tag}:{name}" for name in TRAINER_KEYS)
 
 
 def password_hash(password: str) -> str:

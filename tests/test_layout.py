@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("shared", "inference", "data", "evaluation", "services", "trainer", "clients")
+FOLDERS = (
+    "shared", "inference", "data", "evaluation", "services", "trainer", "clients", "rollout",
+)  # fmt: skip
 # folder -> the rlmec areas it may import (besides itself)
 ALLOWED = {
     "shared": set(),
@@ -22,6 +24,7 @@ ALLOWED = {
     "evaluation": {"shared", "inference", "data"},
     "trainer": {"shared"},
     "clients": {"shared"},
+    "rollout": {"shared", "inference", "data", "clients"},
 }
 
 

@@ -77,6 +77,25 @@ class OnlineConfig(_Section):
         "them is written (default: exactly-once across crashes), or right after the optimizer "
         "step ('step': a crash loses the batches applied since the last checkpoint).",
     )
+    publish_every_steps: int = Field(
+        0,
+        ge=0,
+        description="Publish the policy for rollout actors (`rlmec rollout`) every this many "
+        "optimizer steps: a save_pretrained directory under publish_dir and the team's version "
+        "record in Redis (0: never).",
+    )
+    publish_dir: PathStr | None = Field(
+        None, description="Where published versions go (default: <output_dir>/policy)."
+    )
+    keep_versions: int = Field(
+        3, ge=2, description="Newest published versions kept (an actor may still be loading one)."
+    )
+    max_policy_lag: int | None = Field(
+        None,
+        ge=0,
+        description="Skip (and count) scored batches whose policy_version is more than this many "
+        "versions behind the trainer's newest published one (None: train on every batch).",
+    )
 
 
 class DataConfig(_Section):

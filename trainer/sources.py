@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from rlmec.shared.policy_version import policy_lag
 from rlmec.trainer.config import ConfigError, OnlineConfig
 from rlmec.trainer.data import DataError, PolicyEncoder, TrainSample, from_scored_sample, shuffled
 from rlmec.trainer.distributed import all_gather_objects, all_reduce_min
@@ -40,6 +41,9 @@ class StepSource(Protocol):
         """Position to store in a checkpoint (collective: call on every rank)."""
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def counters(self) -> dict[str, int]:
+        """Running totals this rank saw (e.g. stale batches skipped), summed over ranks."""
 
 
 def _split(samples: list[TrainSample], rank: int, world: int, micro: int) -> MicroBatches:
@@ -94,6 +98,9 @@ class OfflineSource:
     def state(self) -> dict[str, Any]:
         return {"kind": "offline", "samples": len(self.samples)}
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("samples") not in (None, len(self.samples)):
             log.warning(
@@ -119,6 +126,10 @@ class StreamSource:
     (``"checkpoint"``: nothing is lost or applied twice across crashes). The checkpoint keeps
     the applied batch ids, and how many samples of a partly used batch were applied, so a
     batch re-delivered after a crash is skipped (or resumed where it was cut).
+
+    ``policy_version`` is the trainer's newest published version (the online loop, see
+    :mod:`rlmec.shared.policy_version`): a batch generated more than ``max_policy_lag`` versions
+    before it is skipped, counted in :meth:`counters` and acknowledged like an applied one.
     """
 
     MAX_REMEMBERED = 100_000
@@ -153,6 +164,8 @@ class StreamSource:
         self.finished: list[_Pending] = []  # batches whose last sample is in the step
         self._in_step: dict[int, _Pending] = {}
         self.to_ack: list[Delivery] = []
+        self.policy_version = 0
+        self.stale = {"stale_batches": 0, "stale_samples": 0}
 
     def _accept(self, delivery: Delivery) -> None:
         batch = delivery.batch
@@ -160,6 +173,16 @@ class StreamSource:
             self.reader.ack([delivery])  # applied before the checkpoint we resumed from
             return
         samples: list[TrainSample] = []
+        lag = policy_lag(self.policy_version, batch.policy_version)
+        if self.cfg.max_policy_lag is not None and lag > self.cfg.max_policy_lag:
+            log.info(
+                "batch %s: skipped, made by policy version %s, %d versions behind (max_policy_lag "
+                "%d)", batch.batch_id, batch.policy_version, lag, self.cfg.max_policy_lag,
+            )  # fmt: skip
+            self.stale["stale_batches"] += 1
+            self.stale["stale_samples"] += len(batch.results)
+            self.finished.append(_Pending(delivery, 0))  # acknowledged with the next step
+            return
         for result in batch.results:
             try:
                 sample = from_scored_sample(result, self.tok)
@@ -218,6 +241,9 @@ class StreamSource:
 
     def after_checkpoint(self) -> None:
         self._ack()
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.stale)
 
     def _ack(self) -> None:
         self.reader.ack(self.to_ack)

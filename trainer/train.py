@@ -29,6 +29,7 @@ from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
 from rlmec.trainer.loss import RlmecLossOutput, rlmec_loss, token_logprobs
+from rlmec.trainer.publish import PolicyPublisher
 from rlmec.trainer.reporting import Reporter
 from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource
 
@@ -50,6 +51,10 @@ class StepMetrics:
     tokens: int
     tokens_per_s: float
     step_time_s: float
+    # The online loop: the newest published policy version, and stale batches skipped so far.
+    policy_version: int = 0
+    stale_batches: int = 0
+    stale_samples: int = 0
 
 
 @dataclass
@@ -245,8 +250,9 @@ def train_step(
 
 
 def _metrics(
-    step: int, sums: StepSums, cfg: TrainConfig, n_micro: int, lr: float, dt: float
-) -> StepMetrics:
+    step: int, sums: StepSums, cfg: TrainConfig, n_micro: int, lr: float, dt: float,
+    online: dict[str, int],
+) -> StepMetrics:  # fmt: skip
     scale = 1.0 if cfg.loss.normalization == "step" else 1.0 / n_micro
     scored = max(sums.scored_tokens, 1.0)
     return StepMetrics(
@@ -261,18 +267,31 @@ def _metrics(
         tokens=int(sums.tokens),
         tokens_per_s=sums.tokens / dt if dt > 0 else 0.0,
         step_time_s=dt,
+        **online,
     )
 
 
 def _summary(m: StepMetrics) -> str:
-    return (
+    line = (
         f"step {m.step} loss {m.loss:.4f} (rl {m.rl_loss:.4f} im {m.imitation_loss:.4f}) "
         f"reward {m.mean_reward:.4f} ratio {m.mean_ratio:.4f} clip {m.clip_fraction:.3f} "
         f"lr {m.lr:.2e} tok/s {m.tokens_per_s:.0f}"
     )
+    if m.policy_version or m.stale_batches:
+        line += f" policy v{m.policy_version} stale batches {m.stale_batches}"
+    return line
 
 
 # --- the loop -----------------------------------------------------------------------------
+
+
+def _online_counters(source: StepSource, version: int, device: torch.device) -> dict[str, int]:
+    """The policy version and the source's counters summed over ranks (collective)."""
+    counters = source.counters()
+    if not counters:
+        return {"policy_version": version}
+    totals = all_reduce_sum([float(v) for v in counters.values()], device)
+    return {"policy_version": version, **{k: int(v) for k, v in zip(counters, totals, strict=True)}}
 
 
 def build_source(
@@ -327,6 +346,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         step = int(state["step"])
         source.load_state(state["data"])
     result, saved = TrainResult(steps=step), step
+    publisher = PolicyPublisher(cfg, tokenizer, rank)
+    version = publisher.start(step)
+    if isinstance(source, StreamSource):
+        source.policy_version = version
     reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec train")
     try:
         while step < total and (micro := source.next_step(step)) is not None:
@@ -339,7 +362,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             source.after_step()
             step += 1
             failpoint("after_step", step)
-            m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0)
+            if (published := publisher.after_step(engine, step)) is not None:
+                version = published
+                if isinstance(source, StreamSource):
+                    source.policy_version = version
+            online = _online_counters(source, version, device)
+            m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0, online)
             result.history.append(m)
             reporter.report(m, _summary(m), loss=f"{m.loss:.4f}", reward=f"{m.mean_reward:.3f}")
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
@@ -347,6 +375,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 saved = step
     finally:
         reporter.close()
+        publisher.close()
     if step > saved:
         _checkpoint(engine, cfg, step, source)
     result.steps = step

@@ -47,6 +47,12 @@ class RolloutsRequest(RequestModel):
     policy_tokenizer: str | None = Field(
         None, max_length=256, description="Registered policy tokenizer to project onto."
     )
+    policy_version: int | None = Field(
+        None,
+        ge=0,
+        description="Policy version that generated the rollouts (rlmec rollout); an "
+        "online trainer skips batches more than max_policy_lag versions behind its own.",
+    )
     batch_id: BatchId | None = Field(
         None,
         description="Your id for the batch (idempotency: pushing it again queues nothing); "
@@ -84,7 +90,7 @@ async def push_rollouts(
     async with admit(quotas, team, len(body.samples)), redis_guard(redis):
         return await AsyncRolloutQueue(redis).push(
             team.name, body.samples, params=body.params, policy_tokenizer=name,
-            batch_id=body.batch_id, limits=team_limits(team),
+            batch_id=body.batch_id, limits=team_limits(team), policy_version=body.policy_version,
         )  # fmt: skip
 
 

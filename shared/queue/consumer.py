@@ -203,7 +203,8 @@ class RolloutConsumer:
             )
         scored = ScoredBatch(
             batch_id=d.batch_id, team=d.team, results=list(results),
-            policy_tokenizer=d.batch.policy_tokenizer, created_at=d.batch.created_at,
+            policy_tokenizer=d.batch.policy_tokenizer, policy_version=d.batch.policy_version,
+            created_at=d.batch.created_at,
             scored_at=time.time(), attempts=attempts, worker=self.consumer,
         )  # fmt: skip
         keys = keys_for(d.team)

@@ -55,6 +55,7 @@ class StreamKeys:
     scored_samples: str
     queued_bytes: str
     scored_bytes: str
+    policy: str  # the newest published policy version (rlmec.shared.policy_version)
 
     def status(self, batch_id: str) -> str:
         return f"rlmec:{{{self.team}}}:batch:{batch_id}"
@@ -70,7 +71,7 @@ def keys_for(team: str) -> StreamKeys:
     return StreamKeys(
         team, f"{tag}:rollouts", f"{tag}:scored", f"{tag}:dead",
         f"{tag}:queued_samples", f"{tag}:scored_samples", f"{tag}:queued_bytes",
-        f"{tag}:scored_bytes",
+        f"{tag}:scored_bytes", f"{tag}:policy",
     )  # fmt: skip
 
 

@@ -61,6 +61,7 @@ def _make_batch(
     params: RewardParams | None,
     policy_tokenizer: str | None,
     batch_id: str | None,
+    policy_version: int | None = None,
 ) -> RolloutBatch:
     keys_for(team)  # a bad team name is a 422 before pydantic wraps it
     return RolloutBatch(
@@ -69,6 +70,7 @@ def _make_batch(
         samples=list(samples),
         params=params or RewardParams(),
         policy_tokenizer=policy_tokenizer,
+        policy_version=policy_version,
         created_at=time.time(),
     )
 
@@ -127,11 +129,12 @@ class RolloutQueue:
         policy_tokenizer: str | None = None,
         batch_id: str | None = None,
         limits: QueueLimits | None = None,
+        policy_version: int | None = None,
     ) -> PushResult:
         """Queue one batch. Same ``batch_id`` twice: the second push is a no-op (idempotent
         retries). Raises :class:`QueueFullError` at the team's bound (``limits`` overrides the
         queue's for this team)."""
-        batch = _make_batch(team, samples, params, policy_tokenizer, batch_id)
+        batch = _make_batch(team, samples, params, policy_tokenizer, batch_id, policy_version)
         limits = limits or self.limits
         result = _push_result(batch, self._push(*_push_call(batch, keys_for(team), limits)))
         if isinstance(result, tuple):
@@ -169,8 +172,9 @@ class AsyncRolloutQueue:
         policy_tokenizer: str | None = None,
         batch_id: str | None = None,
         limits: QueueLimits | None = None,
+        policy_version: int | None = None,
     ) -> PushResult:
-        batch = _make_batch(team, samples, params, policy_tokenizer, batch_id)
+        batch = _make_batch(team, samples, params, policy_tokenizer, batch_id, policy_version)
         limits = limits or self.limits
         call = _push_call(batch, keys_for(team), limits)
         result = _push_result(batch, await self._push(*call))

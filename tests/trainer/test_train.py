@@ -117,14 +117,16 @@ def test_resume_gives_the_same_next_loss(
 # --- online: the scored stream ------------------------------------------------------------
 
 
-def _push_scored(client: Any, team: str, batch_id: str, results: list[Any]) -> None:
+def _push_scored(
+    client: Any, team: str, batch_id: str, results: list[Any], policy_version: int | None = None
+) -> None:
     import time
 
     from rlmec.shared.queue import ScoredBatch, keys_for
 
     batch = ScoredBatch(
         batch_id=batch_id, team=team, results=results, created_at=time.time(),
-        scored_at=time.time(), attempts=1,
+        scored_at=time.time(), attempts=1, policy_version=policy_version,
     )  # fmt: skip
     client.xadd(keys_for(team).scored, {"batch_id": batch_id, "batch": batch.model_dump_json()})
 
@@ -266,3 +268,63 @@ def test_two_ranks_match_one_rank_with_twice_the_accumulation(
         assert b["loss"] == pytest.approx(a.loss, abs=1e-5, rel=1e-5)
         assert b["tokens"] == a.tokens
     assert two[2]["loss"] != pytest.approx(two[0]["loss"])  # the steps did change the model
+
+
+@pytest.mark.integration
+def test_online_trainer_publishes_versions_and_skips_stale_batches(
+    tiny_model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from rlmec.shared.policy_version import read_version
+    from rlmec.shared.queue import keys_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    client = redis.Redis.from_url(redis_url)
+    online = {
+        "redis_url": redis_url, "team": "team-a", "block_ms": 100, "idle_timeout_s": 1.5,
+        "publish_every_steps": 1, "keep_versions": 2, "max_policy_lag": 1,
+    }  # fmt: skip
+    sections: dict[str, Any] = {
+        "data": {"mode": "online", "online": online},
+        "optim": {"max_steps": 10, "global_batch_size": 2, "micro_batch_size": 2},
+    }
+    cfg = make_config(tiny_model_dir, tmp_path / "run", None, **sections)
+    for b in range(2):
+        results = [scored_sample(tokenizer, 2 * b), scored_sample(tokenizer, 2 * b + 1)]
+        _push_scored(client, "team-a", f"first-{b}", results)
+    first = train(cfg)
+    assert first.steps == 2 and [m.policy_version for m in first.history] == [1, 2]
+
+    # The trainer is at version 2 now: a batch from version 0 is 2 behind (max_policy_lag 1).
+    for b, version in enumerate([0, 1, 2]):
+        results = [scored_sample(tokenizer, 2 * b), scored_sample(tokenizer, 2 * b + 1)]
+        _push_scored(client, "team-a", f"v{version}", results, policy_version=version)
+    again = train(cfg)
+
+    assert again.steps == 4  # the v1 and v2 batches; the v0 one was skipped
+    last = again.history[-1]
+    assert (last.policy_version, last.stale_batches, last.stale_samples) == (4, 1, 2)
+    keys = keys_for("team-a")
+    assert client.xpending(keys.scored, "trainer")["pending"] == 0
+    assert client.hexists(keys.status("v0"), "acked_by:trainer")  # skipped, not left pending
+
+    record = read_version(client, "team-a")
+    assert record is not None and (record.version, record.step) == (4, 4)
+    publish_root = tmp_path / "run/policy"
+    assert sorted(p.name for p in publish_root.iterdir()) == ["v000003", "v000004"]
+    published = load_file(str(Path(record.path) / "model.safetensors"))
+    final = load_file(str(tmp_path / "run/final/model.safetensors"))
+    assert published.keys() == final.keys()
+    assert all(torch.equal(published[k], final[k]) for k in final)
+
+    # A new run from the start points the actors back at version 0: the initial model.
+    from rlmec.trainer.publish import PolicyPublisher
+
+    fresh = make_config(tiny_model_dir, tmp_path / "run2", None, **sections)
+    PolicyPublisher(fresh, tokenizer, rank=0).start(0)
+    record = read_version(client, "team-a")
+    assert record is not None and record.version == 0
+    assert Path(record.path) == tiny_model_dir.resolve()

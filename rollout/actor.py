@@ -12,7 +12,9 @@ text re-encoded the platform's one way (text tokens, then EOS, see
 :mod:`rlmec.shared.tokenization`), teacher-forced through the same engine and weights in one
 prefill. The sampled token ids cannot serve directly: a stop string's tokens are cut from the
 text, the EOS the trainer appends after a stop string or the length limit was never sampled,
-and re-encoding text may split it differently.
+and re-encoding text may split it differently. Characters the service refuses in any text
+(C0 controls, lone surrogates) are replaced by U+FFFD first, so such a solution is still
+scored rather than refused with its whole batch.
 
 Nothing is pushed twice and nothing is lost across a crash: batch ``k`` has the id
 ``<run_id>-<k>``, which the queue deduplicates, and ``state.json`` (the next ``k``) moves only
@@ -40,7 +42,7 @@ from rlmec.data.tasks import Problem
 from rlmec.inference.engine import ReloadableEngine, Sampling, generate_in_context
 from rlmec.shared.policy_version import PolicyVersion
 from rlmec.shared.prompts import POLICY_STOP, policy_prompt
-from rlmec.shared.schemas import Sample
+from rlmec.shared.schemas import Sample, replace_bad_chars
 from rlmec.shared.tokenization import encode_output
 
 log = logging.getLogger("rlmec.rollout")
@@ -217,7 +219,10 @@ class RolloutActor:
             names=[p.id for _, p, _ in jobs],
         )  # fmt: skip
         t_gen = time.perf_counter()
-        outputs = [encode_output(tokenizer, g.text).token_ids for g in gens]
+        # Control characters the service refuses become U+FFFD before anything is measured:
+        # the sample is still scored (and penalised), and its log-probs are of what is sent.
+        texts, replaced = zip(*(replace_bad_chars(g.text) for g in gens), strict=True)
+        outputs = [encode_output(tokenizer, text).token_ids for text in texts]
         # A solution that ran to the context limit no longer fits with the EOS re-encoding adds:
         # the trainer would cut it anyway, so it is left out (and said).
         limit = self.engine.info().max_model_len
@@ -235,10 +240,10 @@ class RolloutActor:
             samples.append(Sample(
                 id=f"{p.id}@{pos}#{j}", question=p.question,
                 reference_solution=p.reference_solution, reference_answer=p.reference_answer,
-                prediction=gen.text, task=p.task_type, prompt=prompts[i],
+                prediction=texts[i], task=p.task_type, prompt=prompts[i],
                 behaviour_logprobs=[min(0.0, x) for x in lps],
                 metadata={"problem_id": p.id, "policy_version": self.version,
-                          "finish_reason": gen.finish_reason},
+                          "finish_reason": gen.finish_reason, "replaced_chars": replaced[i]},
             ))  # fmt: skip
         return samples, t_gen
 

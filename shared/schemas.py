@@ -34,6 +34,12 @@ def check_text(value: str) -> str:
     return value
 
 
+def replace_bad_chars(value: str) -> tuple[str, int]:
+    """``value`` with every character :func:`check_text` refuses replaced by U+FFFD, and how
+    many there were (a policy's own output, which must still be scored, not refused)."""
+    return _BAD_CHARS.subn("\ufffd", value)
+
+
 def _check_raw_text(value: Any) -> Any:
     """Runs before pydantic's own str validation, which rejects a lone surrogate with a
     message that names neither the character nor its index."""

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from rlmec.shared import redis_acl
+from rlmec.shared.policy_version import PolicyVersion, read_version, write_version
 from rlmec.shared.queue import RolloutQueue, ScoredBatchReader, keys_for
 from rlmec.shared.redis_server import LocalRedis
 from tests.shared.test_queue import samples
@@ -135,6 +136,10 @@ def test_everything_works_with_the_users(
     status = RolloutQueue(as_user(redis_acl.SERVICE_USER)).status("alpha", "a-1")
     assert status is not None and status.consumed
     assert reader.pull(max_batches=4, block_ms=50) == []
+    # The trainer publishes policy versions for its team's rollout actors.
+    record = PolicyVersion(1, "/runs/policy/v000001", 2, 0.0)
+    write_version(as_user("rlmec-trainer-alpha"), "alpha", record)
+    assert read_version(as_user("rlmec-trainer-alpha"), "alpha") == record
 
 
 def _denied(call: Callable[[], Any]) -> None:
@@ -159,6 +164,8 @@ def test_a_trainer_cannot_reach_another_teams_keys(
     _denied(lambda: alpha.hset(beta.status("b-1"), "status", "consumed"))
     _denied(lambda: alpha.delete(beta.scored))
     _denied(lambda: alpha.eval("return redis.call('XLEN', KEYS[1])", 1, beta.scored))
+    _denied(lambda: write_version(alpha, "beta", PolicyVersion(9, "/elsewhere", 9, 0.0)))
+    _denied(lambda: read_version(alpha, "beta"))
     # nor push rollouts (its own team's included: that is the service's job), scan or reset
     _denied(lambda: alpha.xadd(keys_for("alpha").rollouts, {"batch": "{}"}))
     _denied(lambda: alpha.keys("*"))

@@ -1,0 +1,43 @@
+"""The version-publishing helpers: atomic directory commits, pruning, lag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlmec.shared.policy_version import (
+    PolicyVersion,
+    commit_dir,
+    policy_lag,
+    prune_versions,
+    version_dir,
+)
+
+
+def test_commit_dir_replaces_a_version_left_by_a_crashed_run(tmp_path: Path) -> None:
+    final = version_dir(tmp_path, 3)
+    final.mkdir()
+    (final / "stale.bin").write_text("old")
+    tmp = tmp_path / "v000003.tmp"
+    tmp.mkdir()
+    (tmp / "config.json").write_text("{}")
+
+    commit_dir(tmp, final)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000003"]
+    assert sorted(p.name for p in final.iterdir()) == ["config.json"]
+
+
+def test_prune_keeps_the_newest_versions_only(tmp_path: Path) -> None:
+    for v in (1, 2, 3, 10):
+        version_dir(tmp_path, v).mkdir()
+    (tmp_path / "v000011.tmp").mkdir()  # being written: not a version yet, left alone
+    prune_versions(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000003", "v000010", "v000011.tmp"]
+
+
+def test_lag_and_record_round_trip() -> None:
+    assert policy_lag(5, 2) == 3
+    assert policy_lag(5, None) == 0
+    assert policy_lag(1, 3) == 0  # a batch from a newer version (a restarted trainer) is fresh
+    record = PolicyVersion(4, "/runs/policy/v000004", 8, 1.5)
+    assert PolicyVersion.from_json(record.to_json()) == record

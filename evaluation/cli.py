@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,13 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=512,
                         help="prompts per engine call")  # fmt: skip
     parser.add_argument("--answer-check-timeout-s", type=float, default=5.0)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation budget for every task (default: math 1024, qa 512, "
+        "as the paper); a shorter one makes a quick check, not a paper number",
+    )
     parser.set_defaults(func=run_command)
     sub = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     cmp = sub.add_parser("compare", help="two evaluations side by side, with 95%% intervals")
@@ -57,6 +65,8 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(f"--limit ({args.limit}) must be at least 1")
     if args.chunk_size < 1:
         return _fail(f"--chunk-size ({args.chunk_size}) must be at least 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return _fail(f"--max-new-tokens ({args.max_new_tokens}) must be at least 1")
     try:
         tasks = resolve_tasks(args.tasks)
     except ValueError as exc:
@@ -81,6 +91,9 @@ async def _evaluate(args: argparse.Namespace, tasks: list[str]) -> dict[str, Any
 
     settings = engine_settings_from(args)
     config = EvalConfig(tasks=tasks, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size)
+    if args.max_new_tokens is not None:
+        budget = {task: args.max_new_tokens for task in config.max_new_tokens}
+        config = dataclasses.replace(config, max_new_tokens=budget)
     args.output.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings)
     started = time.perf_counter()

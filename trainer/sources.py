@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -166,6 +167,7 @@ class StreamSource:
         self.to_ack: list[Delivery] = []
         self.policy_version = 0
         self.stale = {"stale_batches": 0, "stale_samples": 0}
+        self.stop_requested: Callable[[], bool] = lambda: False
 
     def _accept(self, delivery: Delivery) -> None:
         batch = delivery.batch
@@ -207,9 +209,9 @@ class StreamSource:
                     self._accept(d)
                 if deliveries:
                     deadline = time.monotonic() + self.cfg.idle_timeout_s
+            waiting = time.monotonic() < deadline and not self.stop_requested()
             ready, alive = all_reduce_min(
-                [float(len(self.buffer) >= self.need), float(time.monotonic() < deadline)],
-                self.device,
+                [float(len(self.buffer) >= self.need), float(waiting)], self.device
             )
             if ready:
                 break

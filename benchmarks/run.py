@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "eval": ["benchmarks.eval.run"],
     "grm_quality": ["benchmarks.grm_quality.run"],
     "speculative": ["benchmarks.grm.speculative"],  # rewrites with the GRM grm_quality made
+    "online": ["benchmarks.online.run"],
 }
 
 

@@ -44,6 +44,8 @@ class ScoredTally:
     unscored: Counter[str] = field(default_factory=Counter)  # reason -> samples
     # (seconds since start, mean token reward of the batch's scored samples)
     rewards: list[tuple[float, float]] = field(default_factory=list)
+    # per batch: when it was scored (Unix time), its samples, how many were scored
+    log: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, batch: ScoredBatch, since: float) -> None:
         self.batches += 1
@@ -59,6 +61,9 @@ class ScoredTally:
                 means.append(sum(r.rewards.values) / len(r.rewards.values))
         if means:
             self.rewards.append((batch.scored_at - since, sum(means) / len(means)))
+        self.log.append({"batch_id": batch.batch_id, "scored_at": batch.scored_at,
+                         "samples": len(batch.results), "scored": len(means),
+                         "policy_version": batch.policy_version})  # fmt: skip
 
 
 class LoopMonitor:

@@ -44,6 +44,7 @@ class Stack:
         self.grace_s = grace_s
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
         self.redis: LocalRedis | None = None
 
     def __enter__(self) -> Stack:
@@ -62,6 +63,7 @@ class Stack:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Path:
         """Start ``args`` as ``name`` (output to ``<log_dir>/<name>.log``); returns the log."""
         log = self.log_dir / f"{name}.log"
+        self.started_at[name] = time.monotonic()
         with log.open("wb") as out:
             self.procs[name] = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -96,12 +98,15 @@ class Stack:
 
     # --- stopping ------------------------------------------------------------------------------
 
-    def run_to_end(self, name: str, args: list[str], env: dict[str, str]) -> int:
-        """Start ``args`` and wait for it to exit (stopped with the stack if interrupted)."""
-        self.start(name, args, env)
+    def wait(self, name: str) -> int:
+        """Wait for ``name`` to exit by itself; its exit code."""
         code = self.procs[name].wait()
         self.stop(name)
         return code
+
+    def age(self, name: str) -> float:
+        """Seconds since ``name`` started."""
+        return time.monotonic() - self.started_at[name]
 
     def stop(self, name: str, grace_s: float | None = None) -> int | None:
         """SIGTERM the process group, SIGKILL it after the grace period; the exit code."""

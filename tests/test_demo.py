@@ -3,8 +3,12 @@ real Redis, GRM and reward services, a worker and the DeepSpeed trainer as proce
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,24 +35,76 @@ def test_demo_rejects_a_sample_count_out_of_range() -> None:
         [sys.executable, "-m", "rlmec", "demo", "--samples", "40"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode != 0
-    assert "--samples (40) must be between 2 and 12" in proc.stderr
+    assert proc.returncode == 2
+    assert "--samples (40) must be between 0 and 12" in proc.stderr
+
+
+def _demo(tiny_model_dir: Path, workdir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "rlmec", "demo", "--model", str(tiny_model_dir), "--engine", "hf",
+        "--max-new-tokens", "16", "--workdir", str(workdir), "--startup-timeout", "120", *extra,
+    ]  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_demo_runs_the_whole_loop(tiny_model_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [
-            sys.executable, "-m", "rlmec", "demo", "--model", str(tiny_model_dir),
-            "--engine", "hf", "--samples", "6", "--train-steps", "1",
-            "--workdir", str(tmp_path), "--startup-timeout", "120",
-        ],
+        _demo(tiny_model_dir, tmp_path, "--samples", "2", "--steps", "5", "--eval-limit", "4",
+              "--minutes", "8"),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "2/2 cache hits" in out
-    assert "batch demo-0: scored" in out
-    assert "1 steps done" in out or "1 step done" in out
+    assert "=== rlmec online loop: summary ===" in out
+    assert "optimizer steps: 5;" in out and "policy version 1" in out
+    assert "held-out accuracy, before (A) and after (B) training:" in out
     assert (tmp_path / "train" / "final" / "config.json").is_file()
+    assert (tmp_path / "train" / "policy" / "v000001" / "config.json").is_file()
+    assert (tmp_path / "loop.png").stat().st_size > 10_000
+    steps = [json.loads(x) for x in (tmp_path / "train/metrics.jsonl").read_text().splitlines()]
+    assert [s["policy_version"] for s in steps] == [0, 0, 0, 1, 1]  # published every 4 steps
+    batches = (tmp_path / "rollout/metrics.jsonl").read_text().splitlines()
+    assert len(batches) >= 2  # 5 steps x 2 samples from 8-sample batches
+    loop = json.loads((tmp_path / "loop.json").read_text())
+    assert loop["samples"] >= 10 and loop["scored_batches"]
+    assert json.loads((tmp_path / "logs/pids.json").read_text()) == {}  # everything stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)  # each process leads its own group: anything left in it counts
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ctrl_c_stops_every_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        _demo(tiny_model_dir, tmp_path, "--samples", "0", "--eval-limit", "0", "--minutes", "8"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    pids_file = tmp_path / "logs" / "pids.json"
+    deadline = time.monotonic() + 300
+    pids: dict[str, int] = {}
+    while not {"actor", "trainer", "grm", "reward", "worker", "redis"} <= set(pids):
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "the loop did not start within 300 s"
+        time.sleep(0.2)
+        try:
+            pids = json.loads(pids_file.read_text()) if pids_file.is_file() else {}
+        except json.JSONDecodeError:
+            continue
+    time.sleep(3)  # the loop is turning
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-4000:]
+    assert "interrupted: stopping every process" in out
+    redis_pid = pids.pop("redis")
+    left = [name for name, pid in pids.items() if _alive(pid)]
+    assert left == [], f"still running after Ctrl-C: {left}"
+    with pytest.raises(ProcessLookupError):
+        os.kill(redis_pid, 0)

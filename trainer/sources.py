@@ -167,6 +167,7 @@ class StreamSource:
         self.to_ack: list[Delivery] = []
         self.policy_version = 0
         self.stale = {"stale_batches": 0, "stale_samples": 0}
+        self.lags = dict.fromkeys(("lag_0", "lag_1", "lag_2", "lag_3plus"), 0)
         self.stop_requested: Callable[[], bool] = lambda: False
 
     def _accept(self, delivery: Delivery) -> None:
@@ -185,6 +186,7 @@ class StreamSource:
             self.stale["stale_samples"] += len(batch.results)
             self.finished.append(_Pending(delivery, 0))  # acknowledged with the next step
             return
+        self.lags["lag_3plus" if lag >= 3 else f"lag_{lag}"] += 1
         for result in batch.results:
             try:
                 sample = from_scored_sample(result, self.tok)
@@ -245,7 +247,7 @@ class StreamSource:
         self._ack()
 
     def counters(self) -> dict[str, int]:
-        return dict(self.stale)
+        return {**self.stale, **self.lags}
 
     def _ack(self) -> None:
         self.reader.ack(self.to_ack)

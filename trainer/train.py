@@ -52,10 +52,21 @@ class StepMetrics:
     tokens: int
     tokens_per_s: float
     step_time_s: float
-    # The online loop: the newest published policy version, and stale batches skipped so far.
+    # The online loop: time waiting for scored batches before the step, publishing after it,
+    # and the step's wall time from the end of the previous one (checkpoints excluded).
+    data_wait_s: float = 0.0
+    publish_s: float = 0.0
+    step_wall_s: float = 0.0
+    time: float = 0.0  # Unix time at the end of the step
+    # The newest published policy version; batches skipped as stale and batches accepted by
+    # their policy lag, since this process started.
     policy_version: int = 0
     stale_batches: int = 0
     stale_samples: int = 0
+    lag_0: int = 0
+    lag_1: int = 0
+    lag_2: int = 0
+    lag_3plus: int = 0
 
 
 @dataclass
@@ -252,7 +263,7 @@ def train_step(
 
 def _metrics(
     step: int, sums: StepSums, cfg: TrainConfig, n_micro: int, lr: float, dt: float,
-    online: dict[str, int],
+    online: dict[str, Any],
 ) -> StepMetrics:  # fmt: skip
     scale = 1.0 if cfg.loss.normalization == "step" else 1.0 / n_micro
     scored = max(sums.scored_tokens, 1.0)
@@ -380,6 +391,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if isinstance(source, StreamSource):
         source.stop_requested = lambda: stop.requested  # don't wait out idle_timeout_s
     try:
+        t_prev = time.perf_counter()
         while (
             step < total
             and not stop.agreed(device)
@@ -394,17 +406,23 @@ def train(cfg: TrainConfig) -> TrainResult:
             source.after_step()
             step += 1
             failpoint("after_step", step)
+            t1 = time.perf_counter()
             if (published := publisher.after_step(engine, step)) is not None:
                 version = published
                 if isinstance(source, StreamSource):
                     source.policy_version = version
-            online = _online_counters(source, version, device)
-            m = _metrics(step, sums, cfg, acc * world, lr, time.perf_counter() - t0, online)
+            t2 = time.perf_counter()
+            online = {
+                **_online_counters(source, version, device), "data_wait_s": t0 - t_prev,
+                "publish_s": t2 - t1, "step_wall_s": t2 - t_prev, "time": time.time(),
+            }  # fmt: skip
+            m = _metrics(step, sums, cfg, acc * world, lr, t1 - t0, online)
             result.history.append(m)
             reporter.report(m, _summary(m), loss=f"{m.loss:.4f}", reward=f"{m.mean_reward:.3f}")
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 _checkpoint(engine, cfg, step, source)
                 saved = step
+            t_prev = time.perf_counter()
     finally:
         reporter.close()
         publisher.close()

@@ -45,7 +45,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--minutes",
         type=float,
-        default=12.0,
+        default=13.0,
         help="time budget of the whole demo; the loop trains until it is "
         "nearly spent, then evaluates",
     )
@@ -81,7 +81,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=256,
+        default=160,
         help="policy solution length, in the loop and the evaluation",
     )
     parser.add_argument(
@@ -217,17 +217,20 @@ def run(args: argparse.Namespace) -> int:
     env = {**process_env(), "RLMEC_API_KEY": "rlmec-demo-" + os.urandom(8).hex()}
     with Stack(args.workdir / "logs") as stack:
         try:
+            # The "before" evaluation runs beside the services' start and the loop's first
+            # minutes; its duration tells how long the "after" one needs at the end.
+            clock = _Clock(started, args.minutes * 60, evaluating=args.eval_limit > 0)
+            before = _start_eval(stack, args, model, "before", env)
             urls = _start_services(stack, args, model, grm, env)
             if args.samples:
                 samples = build_samples(args.samples)
                 _score_directly(urls["reward"], env["RLMEC_API_KEY"], samples)
-            t_eval = time.monotonic()
-            before = _evaluate(stack, args, model, "before", env)
-            # What evaluating again will take, and the trainer's last step and save.
-            reserve = 1.3 * (time.monotonic() - t_eval) + 60.0
-            deadline = started + args.minutes * 60 - reserve
-            final, monitor = _run_loop(stack, args, model, urls, env, started, deadline)
-            after = _evaluate(stack, args, final, "after", env) if final and before else None
+            final, monitor = _run_loop(stack, args, model, urls, env, clock)
+            _finish_eval(stack, "before")
+            after = None
+            if final is not None and before is not None:
+                after = _start_eval(stack, args, final, "after", env)
+                _finish_eval(stack, "after")
         except KeyboardInterrupt:
             _say("interrupted: stopping every process")
             return 130
@@ -260,28 +263,57 @@ def _start_services(
     return {"redis": redis_url, "grm": grm_url, "reward": reward_url}
 
 
-def _evaluate(
+class _Clock:
+    """The demo's time budget: the loop ends early enough for the "after" evaluation (as
+    long as the "before" one took) and the trainer's last step and save."""
+
+    SAVE_S = 45.0
+
+    def __init__(self, started: float, budget_s: float, *, evaluating: bool) -> None:
+        self.started, self.budget_s = started, budget_s
+        self.reserve_s = self.SAVE_S + (240.0 if evaluating else 0.0)  # until measured
+        self.eval_started: dict[str, float] = {}
+
+    def loop_deadline(self) -> float:
+        return self.started + self.budget_s - self.reserve_s
+
+    def eval_took(self, seconds: float) -> None:
+        # "before" shared the cores with the services' start: "after" runs alone, faster.
+        self.reserve_s = self.SAVE_S + min(seconds, 300.0)
+
+
+def _start_eval(
     stack: Any, args: argparse.Namespace, model: Path, name: str, env: dict[str, str]
 ) -> Path | None:
-    """Greedy accuracy on a fixed slice of GSM8K test (``rlmec eval``); its output dir."""
+    """Start greedy accuracy on a fixed slice of GSM8K test (``rlmec eval``); its output dir."""
+    import shutil
+
     from rlmec.loop.stack import RLMEC
 
     if not args.eval_limit:
         return None
     out = args.workdir / "eval" / name
+    shutil.rmtree(out, ignore_errors=True)  # eval resumes from what it finds: start afresh
     cmd = [*RLMEC, "eval", "--model", str(model), "--engine", args.engine, "--tasks", "gsm8k",
            "--limit", str(args.eval_limit), "--max-new-tokens", str(args.max_new_tokens),
            "--output", str(out), "--kv-cache-gib", "1"]  # fmt: skip
     _say(f"held-out accuracy {name} training: {' '.join(cmd[2:])}")
-    code = stack.run_to_end(f"eval-{name}", cmd, env)
+    stack.start(f"eval-{name}", cmd, env)
+    return out
+
+
+def _finish_eval(stack: Any, name: str) -> None:
+    """Wait for the evaluation ``name`` (if it runs); a failure ends the demo with its log."""
+    if f"eval-{name}" not in stack.procs:
+        return
+    code = stack.wait(f"eval-{name}")
     if code != 0:
         raise SystemExit(f"rlmec eval exited with {code}; log:\n{stack.tail(f'eval-{name}')}")
-    return out
 
 
 def _run_loop(
     stack: Any, args: argparse.Namespace, model: Path, urls: dict[str, str],
-    env: dict[str, str], started: float, deadline: float,
+    env: dict[str, str], clock: _Clock,
 ) -> tuple[Path | None, Any]:  # fmt: skip
     import shutil
 
@@ -308,7 +340,7 @@ def _run_loop(
     _say(f"online loop: rollout actor and trainer started (rlmec train --config {config_path}); "
          f"logs in {stack.log_dir}")  # fmt: skip
     monitor = LoopMonitor(redis.Redis.from_url(urls["redis"]), DEMO_TEAM, actor_dir, train_dir)
-    _watch(stack, monitor, started, deadline, args)
+    _watch(stack, monitor, clock, args)
     stack.stop("actor")
     if stack.running("trainer"):
         _say("time is up: the trainer finishes its step and saves the policy")
@@ -328,31 +360,33 @@ def _train_config(
         # Acks right after each step: the team's small scored bound would otherwise wait
         # for checkpoints (a crash then loses the batches since the last one; fine here).
         "ack_after": "step",
-        "publish_every_steps": 2, "max_policy_lag": 2,
+        # An actor batch (8 samples) makes 4 steps: one version per batch.
+        "publish_every_steps": 4, "max_policy_lag": 2,
     }  # fmt: skip
     return {
         "model": str(model), "output_dir": str(out), "seed": 0, "resume": False,
         "data": {"mode": "online", "max_length": 1024, "online": online},
         "optim": {"lr": 1e-5, "warmup_ratio": 0.0, "max_steps": args.steps,
-                  "global_batch_size": 4, "micro_batch_size": 2},
+                  "global_batch_size": 2, "micro_batch_size": 2},
         "engine": {"zero_stage": 2, "precision": "fp32"},
         "save_every_steps": 0,
     }  # fmt: skip
 
 
-def _watch(
-    stack: Any, monitor: Any, started: float, deadline: float, args: argparse.Namespace
-) -> None:
+def _watch(stack: Any, monitor: Any, clock: _Clock, args: argparse.Namespace) -> None:
     """The live view until the trainer is done or the time is up."""
     from rlmec.loop.display import line, snapshot, table
 
     def snap() -> Any:
-        return snapshot(monitor, started, args.minutes * 60, args.steps)
+        return snapshot(monitor, clock.started, clock.budget_s, args.steps)
 
     def alive() -> bool:
         if stack.running("trainer") and not stack.running("actor"):
             raise SystemExit(f"the rollout actor stopped; its log:\n{stack.tail('actor')}")
-        return stack.running("trainer") and time.monotonic() < deadline
+        if "eval-before" in stack.procs and not stack.running("eval-before"):
+            clock.eval_took(stack.age("eval-before"))
+            _finish_eval(stack, "before")
+        return stack.running("trainer") and time.monotonic() < clock.loop_deadline()
 
     if sys.stdout.isatty():
         from rich.live import Live
@@ -388,6 +422,10 @@ def _report(
     text = summary(monitor.tally, steps, actor, comparison)
     print(text, flush=True)
     (args.workdir / "summary.txt").write_text(text + "\n")
+    tally = monitor.tally
+    loop = {"scored_batches": tally.log, "unscored": dict(tally.unscored),
+            "samples": tally.samples, "scored": tally.scored, "wrong": tally.wrong}  # fmt: skip
+    (args.workdir / "loop.json").write_text(json.dumps(loop, indent=1))
     png = plot(args.workdir / "loop.png", monitor.tally, steps, accuracy)
     _say(f"plot: {png}; summary: {args.workdir / 'summary.txt'}")
 

@@ -230,6 +230,45 @@ def test_online_default_applies_every_batch_once_across_kill_9(
     assert client.xpending(keys_for("team-k").scored, "trainer")["pending"] == 0
 
 
+@pytest.mark.integration
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_final(
+    tiny_model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM (or rlmec demo at its time limit) while the trainer waits for
+    data: it stops at once, saving what it trained, instead of waiting out idle_timeout_s."""
+    import time
+
+    import redis
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    client = redis.Redis.from_url(redis_url)
+    _push_scored(client, "team-t", "only", [scored_sample(tokenizer, i) for i in (0, 1)])
+    online = {"redis_url": redis_url, "team": "team-t", "block_ms": 100, "idle_timeout_s": 600}
+    sections: dict[str, Any] = {
+        "data": {"mode": "online", "online": online},
+        "optim": {"max_steps": 50, "global_batch_size": 2, "micro_batch_size": 2},
+    }
+    cfg = make_config(tiny_model_dir, tmp_path / "run", None, **sections)
+    cfg_path = tmp_path / "online.json"
+    cfg_path.write_text(cfg.model_dump_json())
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlmec", "train", "--config", str(cfg_path)], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not metrics.is_file():  # step 1 done; now it waits for a batch that never comes
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-1"
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
 # --- several ranks ------------------------------------------------------------------------
 
 
@@ -307,6 +346,7 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
     assert again.steps == 4  # the v1 and v2 batches; the v0 one was skipped
     last = again.history[-1]
     assert (last.policy_version, last.stale_batches, last.stale_samples) == (4, 1, 2)
+    assert (last.lag_0, last.lag_1, last.lag_2, last.lag_3plus) == (1, 1, 0, 0)
     keys = keys_for("team-a")
     assert client.xpending(keys.scored, "trainer")["pending"] == 0
     assert client.hexists(keys.status("v0"), "acked_by:trainer")  # skipped, not left pending

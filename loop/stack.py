@@ -27,8 +27,14 @@ from rlmec.shared.redis_server import LocalRedis, free_port
 RLMEC = [sys.executable, "-m", "rlmec"]
 
 
+# A launcher's variables (torchrun, or an earlier in-process train()) would make the trainer
+# join a process group that is not there: each process here is a single-process launch.
+LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                 "MASTER_PORT")  # fmt: skip
+
+
 def process_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -151,7 +151,7 @@ class RolloutActor:
                 break
             reload_s = await self.follow_trainer()
             report = await self.one_batch(self.next_batch, stop, reload_s)
-            if report is None:  # stopped while waiting on backpressure
+            if report is None:
                 break
             self.next_batch += 1
             self._save_state()
@@ -169,13 +169,14 @@ class RolloutActor:
         latest = await self.versions.latest()
         if latest is None or latest.version == self.version:
             return None
-        t0 = time.perf_counter()
-        try:
-            await self.engine.reload_weights(latest.path)
-        except Exception as exc:  # a pruned or unreadable directory: keep the current weights
-            log.warning("could not load policy version %d from %s (%s); staying on version %d",
-                        latest.version, latest.path, exc, self.version)  # fmt: skip
+        if not (Path(latest.path) / "config.json").is_file():  # pruned, or another machine's
+            log.warning("policy version %d is not readable at %s; staying on version %d",
+                        latest.version, latest.path, self.version)  # fmt: skip
             return None
+        t0 = time.perf_counter()
+        # A failure inside the reload leaves the weights unknown: it ends the actor, which
+        # resumes on restart from a fresh engine (the same batch ids, deduplicated).
+        await self.engine.reload_weights(latest.path)
         self.version = latest.version
         took = time.perf_counter() - t0
         log.info("loaded policy version %d (step %d) in %.2f s", latest.version, latest.step, took)
@@ -189,9 +190,11 @@ class RolloutActor:
         samples, t_gen = await self.generate(index)
         t1 = time.perf_counter()
         batch_id = f"{self.cfg.run_id}-{index:08d}"
-        result = await self.push(batch_id, samples, version, stop) if samples else None
-        if result is None and (samples or stop.is_set()):
-            return None
+        result = None
+        if samples:  # none when every solution overflowed the context (logged)
+            result = await self.push(batch_id, samples, version, stop)
+            if result is None:
+                return None  # stopped while waiting on backpressure
         return BatchReport(
             batch=index, batch_id=batch_id, policy_version=version, samples=len(samples),
             generate_s=t_gen - t0, logprobs_s=t1 - t_gen, push_s=time.perf_counter() - t1,

@@ -51,7 +51,6 @@ class Stack:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_at: dict[str, float] = {}
-        self.redis: LocalRedis | None = None
 
     def __enter__(self) -> Stack:
         return self
@@ -61,10 +60,19 @@ class Stack:
 
     # --- starting ------------------------------------------------------------------------------
 
-    def start_redis(self) -> str:
-        self.redis = LocalRedis(appendonly=True).start()
-        self._write_pids()
-        return self.redis.url
+    def start_redis(self, data_dir: Path) -> str:
+        """A valkey/redis server (AOF on) with its data in ``data_dir``."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = LocalRedis(appendonly=True, data_dir=str(data_dir))
+        self.start("redis", server.command(), process_env())
+        server.process = self.procs["redis"]
+        try:
+            server.wait_ready(timeout=30)
+        except RuntimeError as exc:
+            raise SystemExit(
+                f"redis did not start: {exc}; its log:\n{self.tail('redis')}"
+            ) from None
+        return server.url
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Path:
         """Start ``args`` as ``name`` (output to ``<log_dir>/<name>.log``); returns the log."""
@@ -130,22 +138,50 @@ class Stack:
     def close(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop(name)
-        if self.redis is not None:
-            self.redis.stop()
-            self.redis = None
         self._write_pids()
 
+    def detach(self) -> dict[str, int]:
+        """Leave every process running (``rlmec up``); their PIDs, also in ``pids.json``."""
+        pids = self.pids()
+        self.procs = {}
+        return pids
+
     def pids(self) -> dict[str, int]:
-        out = {name: proc.pid for name, proc in self.procs.items()}
-        if self.redis is not None and self.redis.process is not None:
-            out["redis"] = self.redis.process.pid
-        return out
+        return {name: proc.pid for name, proc in self.procs.items()}
 
     def _write_pids(self) -> None:
         path = self.log_dir / "pids.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.pids()))
         os.replace(tmp, path)
+
+
+def stop_detached(pids: dict[str, int], grace_s: float = 20.0) -> list[str]:
+    """Stop the process groups a detached stack left (``rlmec down``), newest first: SIGTERM,
+    then SIGKILL for what is still there after ``grace_s``; the names that were running."""
+    running = [name for name, pid in pids.items() if group_alive(pid)]
+    for name in reversed(running):
+        _signal_group(pids[name], signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while group_alive(pids[name]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_group(pids[name], signal.SIGKILL)
+    return running
+
+
+def group_alive(pid: int) -> bool:
+    """Whether any process of the group ``pid`` leads is still there (zombies count not)."""
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # the leader may be a zombie of an exited parent: look at its state
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -61,8 +61,9 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> LocalRedis:
-        args = [
+    def command(self) -> list[str]:
+        """The server's command line (for a caller that runs the process itself)."""
+        return [
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -74,7 +75,16 @@ class LocalRedis:
             "--loglevel", "warning",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> LocalRedis:
+        """Until the server answers PING (``process``: the server, however it was started)."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

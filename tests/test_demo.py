@@ -4,7 +4,6 @@ real Redis, GRM and reward services, a worker and the DeepSpeed trainer as proce
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlmec.demo import build_samples
+from rlmec.loop.stack import group_alive
 from rlmec.shared.answers import check_prediction, reference_answer
 
 
@@ -72,14 +72,6 @@ def test_demo_runs_the_whole_loop(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "logs/pids.json").read_text()) == {}  # everything stopped
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)  # each process leads its own group: anything left in it counts
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ctrl_c_stops_every_process(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -103,8 +95,40 @@ def test_ctrl_c_stops_every_process(tiny_model_dir: Path, tmp_path: Path) -> Non
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-4000:]
     assert "interrupted: stopping every process" in out
-    redis_pid = pids.pop("redis")
-    left = [name for name, pid in pids.items() if _alive(pid)]
+    left = [name for name, pid in pids.items() if group_alive(pid)]
     assert left == [], f"still running after Ctrl-C: {left}"
-    with pytest.raises(ProcessLookupError):
-        os.kill(redis_pid, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_up_leaves_the_services_running_and_down_stops_them(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import httpx
+
+    base = [sys.executable, "-m", "rlmec"]
+    proc = subprocess.run(
+        [*base, "up", "--model", str(tiny_model_dir), "--engine", "hf", "--workdir",
+         str(tmp_path), "--startup-timeout", "120"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert (tmp_path / "state.json").stat().st_mode & 0o077 == 0  # it holds the key
+    assert set(state["pids"]) == {"redis", "grm", "reward", "worker"}
+    assert f"RLMEC_API_KEY={state['api_key']}" in proc.stdout
+    try:
+        reward = state["urls"]["reward"]
+        assert httpx.get(f"{reward}/ready", timeout=10).status_code == 200
+        usage = httpx.get(f"{reward}/v1/usage", timeout=10,
+                          headers={"Authorization": f"Bearer {state['api_key']}"})  # fmt: skip
+        assert usage.status_code == 200, usage.text
+        again = subprocess.run([*base, "up", "--workdir", str(tmp_path)],
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert again.returncode == 2 and "already up" in again.stderr
+    finally:
+        down = subprocess.run([*base, "down", "--workdir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert [name for name, pid in state["pids"].items() if group_alive(pid)] == []
+    assert not (tmp_path / "state.json").exists()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from rlmec.inference.settings import DType, EngineName, EngineSettings
+from rlmec.services.http_settings import HttpBounds
 
 __all__ = ["DType", "EngineName", "GrmSettings", "get_settings"]
 
 
-class GrmSettings(EngineSettings):
+class GrmSettings(EngineSettings, HttpBounds):
     """Every knob of ``rlmec grm serve``: the engine's (``EngineSettings``) plus the HTTP
     service's; ``model`` is required and always a local directory."""
 
@@ -29,21 +29,6 @@ class GrmSettings(EngineSettings):
         256, ge=0, description="Requests waiting for a slot; beyond this: 429 + Retry-After."
     )
     request_timeout_s: float = Field(600.0, gt=0, description="Per-request deadline (504).")
-    max_body_bytes: int = Field(
-        64 * 2**20, ge=1024, description="Request bodies above this are refused unread (413)."
-    )
-    body_timeout_s: float = Field(
-        60.0, gt=0, description="A request body must arrive within this (408)."
-    )
-    header_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        description="A request's headers must arrive within this, or the "
-        "connection is closed (slow clients cannot hold connections open).",
-    )
-    metrics_token_file: Path | None = Field(
-        None, description="File holding the token /metrics requires (Authorization: Bearer)."
-    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="Wait for in-flight work on stop.")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8001, ge=1, le=65535, description="Bind port.")

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rlmec.services.http_settings import HttpBounds
 from rlmec.shared.prompts import TaskType
 from rlmec.shared.queue.keys import TeamName
 from rlmec.shared.queue.schemas import QueueLimits
@@ -152,7 +153,7 @@ def load_teams_file(path: Path) -> list[TeamConfig]:
     return [TeamConfig.model_validate(item) for item in data]
 
 
-class RewardSettings(BaseSettings):
+class RewardSettings(BaseSettings, HttpBounds):
     """Everything the reward service and its workers read from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="RLMEC_REWARD_", extra="forbid")
@@ -209,21 +210,6 @@ class RewardSettings(BaseSettings):
     answer_check_memory_mib: int = Field(
         1024, ge=256, description="Address-space cap of each answer-checking process."
     )
-    max_body_bytes: int = Field(
-        64 * 2**20,
-        ge=1024,
-        description="Request bodies above this are refused unread (413); the API key is "
-        "checked before any body is read.",
-    )
-    body_timeout_s: float = Field(
-        60.0, gt=0, description="A request body must arrive within this (408)."
-    )
-    header_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        description="A request's headers must arrive within this, or the "
-        "connection is closed (slow clients cannot hold connections open).",
-    )
     admission_wait_s: float = Field(
         120.0,
         ge=0,
@@ -238,11 +224,6 @@ class RewardSettings(BaseSettings):
         None,
         description="File holding this deployment's secret salt: the teams' key_sha256 are "
         "then HMAC-SHA256(salt, key) (`rlmec reward hash-key --salt-file`), not sha256(key).",
-    )
-    metrics_token_file: Path | None = Field(
-        None,
-        description="File holding the token /metrics requires (Authorization: Bearer); "
-        "unset, /metrics is open: bind to loopback or keep it off shared networks.",
     )
     host: str = "127.0.0.1"
     port: int = Field(8002, ge=1, le=65_535)

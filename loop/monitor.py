@@ -8,29 +8,16 @@ is missed, and the trainer's group, counters and ``consumed`` marks are left alo
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlmec.shared.jsonl import read_rows
 from rlmec.shared.queue import RolloutQueue, ScoredBatch, keys_for
 
 MONITOR_GROUP = "monitor"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics file another process appends to (a torn last line is skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 @dataclass
@@ -94,10 +81,10 @@ class LoopMonitor:
                 self.client.xack(self.keys.scored, MONITOR_GROUP, entry_id)
 
     def actor_reports(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.actor_dir / "metrics.jsonl")
+        return read_rows(self.actor_dir / "metrics.jsonl")
 
     def trainer_steps(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.trainer_dir / "metrics.jsonl")
+        return read_rows(self.trainer_dir / "metrics.jsonl")
 
     def depth(self) -> Any:
         return self.queue.depth(self.team)

@@ -136,9 +136,17 @@ class Stack:
         return code
 
     def close(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.stop(name)
-        self._write_pids()
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for name in reversed(list(self.procs)):
+                self.stop(name)
+            self._write_pids()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def detach(self) -> dict[str, int]:
         """Leave every process running (``rlmec up``); their PIDs, also in ``pids.json``."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,8 +40,27 @@ def init_process_group() -> tuple[int, int, torch.device]:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
+        with extension_load_guard():
+            deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+@contextmanager
+def extension_load_guard() -> Iterator[None]:
+    """DeepSpeed JIT-loads C++ ops at init (``deepspeed_shm_comm`` on CPU), and torch guards
+    every load with a lock file. A process killed inside that window (a Ctrl-C while a trainer
+    starts) leaves the file behind, and every later load on the machine waits for it forever.
+    Trainers take an ``flock`` around the load (the kernel drops it whatever kills them), so
+    under it a DeepSpeed lock file left over can only be stale: it is removed."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "rlmec-load.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        for stale in [*root.glob("deepspeed_*/lock"), *root.glob("*/deepspeed_*/lock")]:
+            stale.unlink(missing_ok=True)
+        yield
 
 
 def all_reduce_sum(values: Sequence[float], device: torch.device) -> list[float]:

@@ -366,6 +366,7 @@ def failpoint(name: str, step: int) -> None:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the whole recipe; returns the metrics of the steps this call ran."""
+    stop = _StopRequest()  # from the start: a SIGTERM during start-up must not kill mid-load
     rank, world, device = init_process_group()
     acc = cfg.accumulation_steps(world)
     torch.manual_seed(cfg.seed)
@@ -387,7 +388,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     if isinstance(source, StreamSource):
         source.policy_version = version
     reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec train")
-    stop = _StopRequest()
     if isinstance(source, StreamSource):
         source.stop_requested = lambda: stop.requested  # don't wait out idle_timeout_s
     try:

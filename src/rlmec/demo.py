@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from rlmec.loop.stack import Stack, process_env
 
+    _stop_on_signals()
     started = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     model, grm = resolve_models(args)
@@ -285,6 +287,18 @@ class _Clock:
     def eval_took(self, seconds: float) -> None:
         # "before" shared the cores with the services' start: "after" runs alone, faster.
         self.reserve_s = self.SAVE_S + min(seconds, 300.0)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the demo and every process it started. SIGINT is set
+    explicitly: a shell starts background jobs with it ignored, and Python then never raises
+    KeyboardInterrupt."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _start_eval(

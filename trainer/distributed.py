@@ -50,16 +50,25 @@ def extension_load_guard() -> Iterator[None]:
     """DeepSpeed JIT-loads C++ ops at init (``deepspeed_shm_comm`` on CPU), and torch guards
     every load with a lock file. A process killed inside that window (a Ctrl-C while a trainer
     starts) leaves the file behind, and every later load on the machine waits for it forever.
-    Trainers take an ``flock`` around the load (the kernel drops it whatever kills them), so
-    under it a DeepSpeed lock file left over can only be stale: it is removed."""
+
+    Every trainer holds a shared ``flock`` while it initializes (the kernel drops it whatever
+    kills the process). One that gets it exclusively first, when no other trainer is starting,
+    knows any DeepSpeed lock file left is stale and removes it. The ranks of one launch start
+    side by side under the shared lock (the rendezvous needs them all). Not covered: a trainer
+    killed mid-load while another one is starting."""
     from torch.utils.cpp_extension import get_default_build_root
 
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     root.mkdir(parents=True, exist_ok=True)
     with (root / "rlmec-load.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        for stale in [*root.glob("deepspeed_*/lock"), *root.glob("*/deepspeed_*/lock")]:
-            stale.unlink(missing_ok=True)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another trainer is starting: its lock files may be live
+        else:
+            for stale in [*root.glob("deepspeed_*/lock"), *root.glob("*/deepspeed_*/lock")]:
+                stale.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_SH)
         yield
 
 

@@ -129,6 +129,9 @@ def _add_grm_sft(sub: Any) -> None:
     sft.add_argument("--identity-rate", type=float, default=None,
                      help="share of correct samples made identity rewrites "
                      "(default: the paper's accepted / wrong)")  # fmt: skip
+    sft.add_argument("--rewrite-share", type=float, default=1.0,
+                     help="share of accepted records that also give a rewrite example; every "
+                     "locate example is kept (default 1: the paper's mix)")  # fmt: skip
     sft.set_defaults(func=grm_sft_command)
 
 
@@ -405,6 +408,8 @@ def grm_sft_command(args: argparse.Namespace) -> int:
 
     if args.identity_rate is not None and not 0.0 <= args.identity_rate <= 1.0:
         return _fail(f"--identity-rate ({args.identity_rate}) must lie in [0, 1]")
+    if not 0.0 <= args.rewrite_share <= 1.0:
+        return _fail(f"--rewrite-share ({args.rewrite_share}) must lie in [0, 1]")
     records: list[GrmRecord] = []
     bad = 0
     for path in args.records:
@@ -414,7 +419,9 @@ def grm_sft_command(args: argparse.Namespace) -> int:
             bad += skipped
         except FileNotFoundError as exc:
             return _fail(str(exc))
-    examples, stats = build_examples(records, seed=args.seed, identity_rate=args.identity_rate)
+    examples, stats = build_examples(
+        records, seed=args.seed, identity_rate=args.identity_rate, rewrite_share=args.rewrite_share
+    )
     if not examples:
         return _fail(f"no usable records in {', '.join(map(str, args.records))}")
     _write_atomic(args.output, [e.model_dump(mode="json") for e in examples])

@@ -7,6 +7,9 @@
 - Correct predictions become *identity* rewrites (target: the prediction itself), sampled with
   a seed at the paper's rate: accepted / all wrong records judged (so a teacher that accepts
   60% of the wrong samples yields identity examples for 60% of the correct ones).
+- ``rewrite_share`` < 1 keeps the rewrite example of only that seeded share of the accepted
+  records (every locate example stays): a small GRM learns to copy-and-fix in a few dozen
+  steps but needs many more locate examples, and each example costs the same compute.
 
 The trainer appends EOS and puts the loss on the target tokens only.
 """
@@ -71,10 +74,15 @@ def rewrite_example(r: GrmRecord, *, identity: bool = False) -> SftExample:
 
 
 def build_examples(
-    records: Iterable[GrmRecord], *, seed: int = 0, identity_rate: float | None = None
+    records: Iterable[GrmRecord],
+    *,
+    seed: int = 0,
+    identity_rate: float | None = None,
+    rewrite_share: float = 1.0,
 ) -> tuple[list[SftExample], SftStats]:
     """Examples in a seeded shuffled order, and what was used or skipped."""
     stats = SftStats()
+    keep_rewrite = random.Random(f"{seed}:rewrite")
     examples: list[SftExample] = []
     correct: list[GrmRecord] = []
     for r in records:
@@ -91,8 +99,11 @@ def build_examples(
             stats.skipped["error_step out of range"] += 1
             continue
         stats.accepted += 1
-        examples += [locate_example(r), rewrite_example(r)]
-    rate = stats.identity_rate if identity_rate is None else identity_rate
+        examples.append(locate_example(r))
+        if keep_rewrite.random() < rewrite_share:
+            examples.append(rewrite_example(r))
+    # The paper's rate follows the rewrites kept, so identities stay the same share of them.
+    rate = stats.identity_rate * rewrite_share if identity_rate is None else identity_rate
     rng = random.Random(seed)
     for r in correct:
         if rng.random() < rate:

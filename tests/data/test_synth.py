@@ -76,6 +76,18 @@ def test_grm_sft_examples_follow_the_method(records: list[GrmRecord]) -> None:
     assert "c:identity" not in {e.id for e in none} and "c:identity" in {e.id for e in every}
 
 
+def test_grm_sft_rewrite_share_keeps_every_locate_example(records: list[GrmRecord]) -> None:
+    wrong = records[:40]
+    examples, _ = build_examples(wrong, seed=3, rewrite_share=0.25)
+    kinds = [e.kind for e in examples]
+    assert kinds.count("locate") == 40
+    assert 3 <= kinds.count("rewrite") <= 20  # a seeded quarter of 40, not all, not none
+    again, _ = build_examples(wrong, seed=3, rewrite_share=0.25)
+    assert [e.id for e in again] == [e.id for e in examples]
+    none, _ = build_examples(wrong, rewrite_share=0.0)
+    assert {e.kind for e in none} == {"locate"}
+
+
 def test_released_schema_round_trip(records: list[GrmRecord]) -> None:
     r = records[0]
     row = to_released(r)

@@ -103,6 +103,40 @@ def _target_logprob(model_dir: Path, train_file: Path) -> float:
     return float(lp[batch.loss_mask].mean())
 
 
+class _Engine:
+    """The model with the two calls of a DeepSpeed engine that ``sft_step`` makes."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.device = model, torch.device("cpu")
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.model(**kwargs)
+
+    def backward(self, loss: torch.Tensor, scale_wrt_gas: bool) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        pass
+
+
+def test_the_step_loss_equals_the_loss_over_full_logits(tiny_model_dir: Path) -> None:
+    """Logits are computed only from the first target position; the loss must not change."""
+    from transformers import AutoModelForCausalLM
+
+    from rlmec.trainer.sft import sft_step
+
+    long = SftSample(tuple(range(5, 40)), (7, 8, 9))
+    short = SftSample((3, 4, 5, 6), (10, 11, 12, 13, 14))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    loss, n_tokens = sft_step(_Engine(model), [[long, short]], 0, world=1)
+    batch = collate_sft([long, short], 0)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits  # fmt: skip
+    full = sft_loss(token_logprobs(logits, batch.input_ids), batch.loss_mask, 8)
+    assert n_tokens == 8 and loss == pytest.approx(float(full), rel=1e-5)
+
+
 def test_training_raises_the_target_likelihood_and_resumes(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

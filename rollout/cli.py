@@ -190,14 +190,11 @@ async def _run(args: argparse.Namespace, problems: list[Any]) -> list[Any]:
         loop.add_signal_handler(sig, stop.set)
     watcher = None
     if args.redis_url:
-        import redis
-
         from rlmec.shared.redis_acl import credentials
+        from rlmec.shared.redis_client import connect
 
         watcher = VersionWatcher(
-            redis.Redis.from_url(
-                args.redis_url, **credentials(args.redis_username, args.redis_password_file)
-            ),
+            connect(args.redis_url, **credentials(args.redis_username, args.redis_password_file)),
             args.team,
         )
     engine: Any = create_engine(engine_settings_from(args))

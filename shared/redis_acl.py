@@ -40,7 +40,7 @@ TRAINER_USER_PREFIX = "rlmec-trainer-"
 # (ACLs apply to the commands a script calls, too), the ack and trim scripts' commands.
 TRAINER_COMMANDS: tuple[str, ...] = (
     "+ping", "+echo", "+hello", "+auth", "+client|setname", "+client|setinfo", "+client|id",
-    "+select", "+info",
+    "+select", "+info", "+command", "+cluster|slots", "+cluster|shards",  # cluster clients
     "+xgroup|create", "+xreadgroup", "+xautoclaim", "+xack", "+xrange", "+xrevrange",
     "+xadd", "+xinfo|groups", "+xinfo|stream", "+xpending", "+xtrim", "+xlen",
     "+hexists", "+hget", "+hset", "+hsetnx", "+decrby", "+set", "+get",

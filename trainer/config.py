@@ -52,7 +52,10 @@ class LossConfig(_Section):
 
 
 class OnlineConfig(_Section):
-    redis_url: str = Field(description="Redis holding the scored stream, redis://host:port/db.")
+    redis_url: str = Field(
+        description="Redis holding the scored stream: redis://host:port/db, or "
+        "redis+cluster://h1:p1,h2:p2 for a Redis Cluster."
+    )
     team: str = Field(min_length=1, description="Team whose scored stream is read.")
     redis_username: str | None = Field(
         None,

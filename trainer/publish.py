@@ -42,13 +42,12 @@ class PolicyPublisher:
         ).resolve()
         self.client: Any = None
         if self.every and rank == 0:
-            import redis
-
             from rlmec.shared.redis_acl import credentials
+            from rlmec.shared.redis_client import connect
 
             assert online is not None  # every > 0 only online
             self.team = online.team
-            self.client = redis.Redis.from_url(
+            self.client = connect(
                 online.redis_url, **credentials(online.redis_username, online.redis_password_file)
             )
 

@@ -139,10 +139,9 @@ class StreamSource:
         self, cfg: OnlineConfig, tok: PolicyEncoder, *, per_rank: int, micro_batch: int, rank: int,
         device: torch.device,
     ) -> None:  # fmt: skip
-        import redis
-
         from rlmec.shared.queue import ScoredBatchReader
         from rlmec.shared.redis_acl import credentials
+        from rlmec.shared.redis_client import connect
 
         self.cfg, self.tok, self.need, self.micro, self.device = (
             cfg,
@@ -152,7 +151,7 @@ class StreamSource:
             device,
         )
         self.total_steps: int | None = None
-        self.client = redis.Redis.from_url(
+        self.client = connect(
             cfg.redis_url, **credentials(cfg.redis_username, cfg.redis_password_file)
         )
         self.reader = ScoredBatchReader(

@@ -9,7 +9,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
 from starlette.routing import Match
 
 from rlmec.services.common import (
@@ -32,6 +31,7 @@ from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
 from rlmec.shared.errors import AuthenticationError
+from rlmec.shared.redis_client import connect_async
 
 _ERROR_TYPES = {
     401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
@@ -45,7 +45,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            redis = Redis.from_url(settings.redis_url, **settings.redis_credentials())
+            redis = connect_async(settings.redis_url, **settings.redis_credentials())
             stack.push_async_callback(redis.aclose)
             app.state.redis = redis
             app.state.quotas = QuotaGate(

@@ -9,6 +9,10 @@ Size bound without touching Redis' ``maxmemory``: every insert also adds the key
 set scored by insertion time, and a Lua script trims that index (and deletes the entries) to
 ``max_entries``, oldest first, in the same round trip. Expired entries leave the index there
 too, so the bound counts live entries.
+
+Every cache key carries the hash tag ``{cache}`` and the script declares the index and the
+entries it writes, so on a Redis Cluster the whole cache lives in one slot (one primary and its
+replicas; its size is bounded by ``max_entries`` anyway) and the script never crosses slots.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ local index = KEYS[1]
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_entries = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
-  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ttl)
-  redis.call('ZADD', index, now, ARGV[i])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
+  redis.call('ZADD', index, now, KEYS[i])
 end
 redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl)
 local excess = redis.call('ZCARD', index) - max_entries
@@ -71,7 +75,7 @@ def cache_key(
     if scope is not None:  # absent otherwise: the shared keys stay what they were
         material["scope"] = scope
     canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return f"{prefix}:cache:{hashlib.sha256(canonical.encode()).hexdigest()}"
+    return f"{prefix}:{{cache}}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 class RewardCache:
@@ -83,7 +87,7 @@ class RewardCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.enabled = enabled
-        self.index_key = f"{prefix}:cache-index"
+        self.index_key = f"{prefix}:{{cache}}:index"
         self._put = redis.register_script(_PUT_LUA)
 
     async def get_many(self, keys: Sequence[str]) -> list[ScoredSample | None]:
@@ -102,10 +106,10 @@ class RewardCache:
     async def put_many(self, entries: Sequence[tuple[str, ScoredSample]]) -> None:
         if not self.enabled or not entries:
             return
+        keys = [self.index_key, *(key for key, _ in entries)]
         args: list[str | float | int] = [time.time(), self.ttl_s, self.max_entries]
-        for key, result in entries:
-            args += [key, result.model_dump_json(exclude=ECHOED)]
-        await self._put(keys=[self.index_key], args=args)
+        args += [result.model_dump_json(exclude=ECHOED) for _, result in entries]
+        await self._put(keys=keys, args=args)
 
     async def size(self) -> int:
         return int(await self.redis.zcard(self.index_key))

@@ -3,10 +3,11 @@ on ``app.state``. Routes declare them with the ``*Dep`` aliases."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline
@@ -44,8 +45,9 @@ def get_settings_dep(request: Request) -> RewardSettings:
 
 def get_redis(request: Request) -> Redis:
     redis = _state(request, "redis")
-    assert isinstance(redis, Redis)
-    return redis
+    assert isinstance(redis, Redis | RedisCluster)
+    # A cluster client answers the same commands (every key of one call in one slot).
+    return cast(Redis, redis)
 
 
 def get_pipeline(request: Request) -> RewardPipeline:

@@ -30,6 +30,7 @@ from rlmec.services.reward.usage import add_usage
 from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
+from rlmec.shared.redis_client import connect_async
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample, check_text
 
 # Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded
@@ -322,7 +323,7 @@ def _usage_counts(results: list[ScoredSample]) -> dict[str, int]:
 async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipeline]:
     """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
     tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
-    redis = Redis.from_url(settings.redis_url, **settings.redis_credentials())
+    redis = connect_async(settings.redis_url, **settings.redis_credentials())
     grm = GrmBackend(
         settings.grm_urls,
         timeout=settings.grm_timeout_s,

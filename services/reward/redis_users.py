@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from rlmec.shared import redis_acl
 from rlmec.shared.redis_acl import AclUser
+from rlmec.shared.redis_client import cluster_seeds, cluster_url, connect, is_cluster
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,27 +47,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def apply_users(client: redis.Redis, users: list[AclUser], *, disable_default: bool) -> None:
     """Set every user (reset first, so a rerun converges), then switch the default user off
     and persist with ``ACL SAVE`` when the server runs with an ACL file."""
+    # ACLs are per node: on a Redis Cluster every primary and replica gets the same users.
+    where = {"target_nodes": "all"} if is_cluster(client) else {}
     for user in users:
-        client.execute_command("ACL", "SETUSER", *user.setuser_args())
+        client.execute_command("ACL", "SETUSER", *user.setuser_args(), **where)
     if disable_default:
-        client.execute_command("ACL", "SETUSER", "default", "off")
+        client.execute_command("ACL", "SETUSER", "default", "off", **where)
     try:
-        client.execute_command("ACL", "SAVE")
+        client.execute_command("ACL", "SAVE", **where)
     except redis.ResponseError as exc:
         if "ACL file" not in str(exc) and "aclfile" not in str(exc).lower():
             raise
 
 
+def _where(url: str) -> str:
+    """Host and port(s) of a URL, without its credentials."""
+    if cluster_url(url) is not None:
+        return "the cluster at " + ",".join(f"{h}:{p}" for h, p in cluster_seeds(url))
+    where = urlsplit(url)
+    return f"{where.hostname}:{where.port or 6379}"
+
+
 def admin_client(url: str, users: list[AclUser]) -> redis.Redis:
     """A connection as rlmec-admin, or as the default user of a server without our users."""
     admin = next(u for u in users if u.name == redis_acl.ADMIN_USER)
-    client = redis.Redis.from_url(url, username=admin.name, password=admin.password)
     try:
-        client.ping()
-        return client
-    except redis.AuthenticationError:
-        client.close()
-    client = redis.Redis.from_url(url)
+        client = connect(url, username=admin.name, password=admin.password)
+    except (redis.AuthenticationError, RedisClusterException):  # a cluster client logs in
+        client = None  # as it starts; unreachable, it fails again below with its own error
+    if client is not None:
+        try:
+            client.ping()
+            return client
+        except redis.AuthenticationError:
+            client.close()
+    client = connect(url)
     client.ping()  # NOAUTH here: the server has users, but not ours; the error says so
     return client
 
@@ -95,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
             with client:
                 apply_users(client, users, disable_default=not args.keep_default_user)
         except redis.RedisError as exc:
-            print(f"rlmec reward redis-users: {urlsplit(url).hostname}: {exc}", file=sys.stderr)
+            print(f"rlmec reward redis-users: {_where(url)}: {exc}", file=sys.stderr)
             return 1
-        where = urlsplit(url)
-        print(f"set {len(users)} users on {where.hostname}:{where.port or 6379}")
+        print(f"set {len(users)} users on {_where(url)}")
     for user in users:
         print(f"  {user.name:<32} password file {args.secrets_dir / user.name}")
     return 0

@@ -170,7 +170,10 @@ class RewardSettings(BaseSettings, HttpBounds):
     grm_info_ttl_s: float = Field(
         30.0, ge=0, description="How long the GRM model id/revision is trusted before refetch."
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Cache, quotas, usage.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Cache, quotas, usage, queues; redis+cluster://h1:p1,h2:p2: a Redis Cluster.",
+    )
     redis_prefix: str = Field("rlmec:reward", description="Prefix of every Redis key.")
     redis_username: str | None = Field(
         None,

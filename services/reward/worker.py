@@ -42,6 +42,7 @@ from rlmec.shared.queue import (
     RolloutDelivery,
     check_team,
 )
+from rlmec.shared.redis_client import connect_async
 from rlmec.shared.schemas import ScoredSample
 
 if TYPE_CHECKING:
@@ -375,7 +376,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # socket_timeout must outlast XREADGROUP's BLOCK, or idle reads would look like failures.
-    client = redis.asyncio.Redis.from_url(
+    client = connect_async(
         redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 10,
         **(redis_credentials or {}),
     )  # fmt: skip

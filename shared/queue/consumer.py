@@ -14,7 +14,11 @@ from rlmec.shared.queue.keys import _TEAM_RE, TEAMS_KEY, WORKER_GROUP, keys_for
 from rlmec.shared.queue.replies import _fields, _s, _stream_entries
 from rlmec.shared.queue.schemas import QueueLimits, RolloutBatch, ScoredBatch
 from rlmec.shared.queue.scripts import _BEGIN, _COMPLETE, _DEAD, _EXTEND, _RETRY, _TRIM
+from rlmec.shared.redis_client import is_cluster
 from rlmec.shared.schemas import ScoredSample
+
+# How often a worker on a Redis Cluster looks at its streams while it would otherwise block.
+_CLUSTER_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class RolloutConsumer:
         self.max_attempts = max_attempts
         self.limits = limits or QueueLimits()
         self._teams = [keys_for(t).team for t in teams] if teams else None
+        self._cluster = is_cluster(client)
         self._groups: set[str] = set()
         self._pending_cursor: dict[str, str] = {}
         self._claim_cursor: dict[str, str] = {}
@@ -125,12 +130,34 @@ class RolloutConsumer:
                 out += await self._claim(stream, team, count - len(out))
         if out:
             return out
+        if self._cluster:
+            return await self._read_each(streams, count, block_ms)
         reply = await self.client.xreadgroup(
             self.group, self.consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
         )
         for stream, entries in _stream_entries(reply):
             out += [_rollout_delivery(streams[stream], i, f) for i, f in entries]
         return out
+
+    async def _read_each(
+        self, streams: dict[str, str], count: int, block_ms: int
+    ) -> list[RolloutDelivery]:
+        """A Redis Cluster refuses one XREADGROUP over keys in different slots (the teams):
+        read each stream without blocking, and poll until ``block_ms`` has passed."""
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            out: list[RolloutDelivery] = []
+            for stream, team in streams.items():
+                if len(out) < count:
+                    reply = await self.client.xreadgroup(
+                        self.group, self.consumer, {stream: ">"}, count=count - len(out)
+                    )
+                    out += [_rollout_delivery(team, i, f) for _, e in _stream_entries(reply)
+                            for i, f in e]  # fmt: skip
+            left = deadline - time.monotonic()
+            if out or left <= 0:
+                return out
+            await _async_sleep(min(left, _CLUSTER_POLL_S))
 
     async def _own_pending(self, stream: str, team: str, count: int) -> list[RolloutDelivery]:
         # Reading from an id returns this consumer's pending entries after it; a cursor (not

@@ -191,7 +191,7 @@ def test_grm_stopped_after_start(tiny_model_dir: Path, redis_url: str) -> None:
     finally:
         grm_server.__exit__(None, None, None)
     r = redis.Redis.from_url(redis_url)
-    assert len(r.keys("rlmec:reward:cache:*")) == 1
+    assert len(r.keys("rlmec:reward:{cache}:[0-9a-f]*")) == 1
     r.close()
 
 

@@ -1,0 +1,69 @@
+"""One way to open a Redis connection from a URL, a single server or a Redis Cluster.
+
+``redis://`` and ``rediss://`` (and ``unix://``) open one server, as redis-py always did.
+``redis+cluster://host:port[,host:port...]`` (or ``rediss+cluster://``) opens a Redis Cluster
+from its seed nodes: redis-py's ``RedisCluster`` learns the slot map from the first that
+answers, follows ``MOVED``/``ASK`` and re-learns the map after a failover. List several seeds:
+a client started while its only seed is down cannot find the cluster. Every key the platform
+writes carries the team in a hash tag (``rlmec:{team}:...``; the reward cache: ``{cache}``),
+and every Lua script declares its keys, all in one slot, so the same code runs on both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_url(url: str) -> str | None:
+    """The plain ``redis://`` URL (first seed only) of a ``redis+cluster://`` one, None for a
+    single server."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if not plain or not sep:
+        return None
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    return f"{plain}://{userinfo}{at}{hosts.split(',')[0]}{slash}{path}"
+
+
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of every seed node of a ``redis+cluster://`` URL."""
+    hosts = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    seeds = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        seeds.append((host.strip("[]"), int(port or 6379)))
+    return seeds
+
+
+def is_cluster(client: Any) -> bool:
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster | AsyncRedisCluster)
+
+
+def connect(url: str, **kwargs: Any) -> Any:
+    """A synchronous client (``redis.Redis`` or ``redis.cluster.RedisCluster``)."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    plain = cluster_url(url)
+    if plain is None:
+        return redis.Redis.from_url(url, **kwargs)
+    seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)[1:]]
+    return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)
+
+
+def connect_async(url: str, **kwargs: Any) -> Any:
+    """An asyncio client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``)."""
+    import redis.asyncio
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    plain = cluster_url(url)
+    if plain is None:
+        return redis.asyncio.Redis.from_url(url, **kwargs)
+    seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)[1:]]
+    return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)

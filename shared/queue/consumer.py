@@ -143,17 +143,17 @@ class RolloutConsumer:
         self, streams: dict[str, str], count: int, block_ms: int
     ) -> list[RolloutDelivery]:
         """A Redis Cluster refuses one XREADGROUP over keys in different slots (the teams):
-        read each stream without blocking, and poll until ``block_ms`` has passed."""
+        read each stream without blocking, up to ``count`` each as one XREADGROUP over them
+        all would, and poll until ``block_ms`` has passed."""
         deadline = time.monotonic() + block_ms / 1000
         while True:
             out: list[RolloutDelivery] = []
             for stream, team in streams.items():
-                if len(out) < count:
-                    reply = await self.client.xreadgroup(
-                        self.group, self.consumer, {stream: ">"}, count=count - len(out)
-                    )
-                    out += [_rollout_delivery(team, i, f) for _, e in _stream_entries(reply)
-                            for i, f in e]  # fmt: skip
+                reply = await self.client.xreadgroup(
+                    self.group, self.consumer, {stream: ">"}, count=count
+                )
+                out += [_rollout_delivery(team, i, f) for _, e in _stream_entries(reply)
+                        for i, f in e]  # fmt: skip
             left = deadline - time.monotonic()
             if out or left <= 0:
                 return out

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from rlmec.services.reward.cache import RewardCache
+from rlmec.services.reward.worker import instant_scorer
 from rlmec.shared import redis_acl
 from rlmec.shared.policy_version import PolicyVersion, read_version, write_version
 from rlmec.shared.queue import RolloutConsumer, RolloutQueue, ScoredBatchReader, keys_for
@@ -71,8 +72,15 @@ async def test_push_score_pull_ack_across_primaries(
         assert queue.push(team, samples(team, 2), batch_id=f"{team}-1").status == "queued"
         assert queue.push(team, samples(team, 2), batch_id=f"{team}-1").duplicate
     # teams=None: the worker finds the teams in the registry and reads each stream in turn
-    # (one XREADGROUP over three slots would be refused with CROSSSLOT).
-    assert await score_all(RolloutConsumer(aio, consumer="w-0")) == 3
+    # (one XREADGROUP over three slots would be refused with CROSSSLOT), `count` from each.
+    consumer = RolloutConsumer(aio, consumer="w-0")
+    first = await consumer.fetch(count=1, block_ms=50)
+    assert sorted(d.team for d in first) == sorted(teams)
+    for d in first:
+        attempts = await consumer.begin(d)
+        assert attempts is not None and d.batch is not None
+        assert await consumer.complete(d, await instant_scorer(d.batch), attempts) is not None
+    assert await score_all(consumer) == 0
     for team in teams:
         reader = ScoredBatchReader(sync, team, claim_idle_ms=60_000)
         [got] = reader.pull(max_batches=5, block_ms=100)

@@ -29,6 +29,7 @@ from rlmec.inference.engine import (
     model_revision,
 )
 from rlmec.inference.settings import EngineSettings
+from rlmec.inference.tenants import ANONYMOUS, StrideClock, Tenant, current_tenant
 from rlmec.shared.errors import ServiceUnavailableError
 
 # Configs whose logits are not simply lm_head(last hidden state): score them from full logits.
@@ -42,6 +43,7 @@ class _Job:
     output: list[int]
     max_new_tokens: int
     future: asyncio.Future[Any] = field(repr=False)
+    tenant: Tenant = ANONYMOUS
 
     @property
     def length(self) -> int:
@@ -57,6 +59,7 @@ class HfEngine(LoadedEngine):
         self._settings = settings
         self._dir = check_model_dir(settings.model)
         self._pending: collections.deque[_Job] = collections.deque()
+        self._clock = StrideClock()  # whose batch is next, when several tenants wait
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
@@ -156,7 +159,8 @@ class HfEngine(LoadedEngine):
     # --- batching --------------------------------------------------------------------------
 
     def _job(self, key: tuple[Any, ...], prompt: list[int], output: list[int], new: int) -> _Job:
-        return _Job(key, prompt, output, new, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        return _Job(key, prompt, output, new, future, current_tenant.get())
 
     async def _submit(self, jobs: list[_Job]) -> list[Any]:
         if self._worker is None:
@@ -171,26 +175,30 @@ class HfEngine(LoadedEngine):
                 job.future.cancel()
 
     def _take_batch(self) -> list[_Job]:
-        """Jobs sharing the first live job's key, while the padded size fits the budget."""
-        while self._pending and self._pending[0].future.done():
-            self._pending.popleft()
+        """The next batch: the first live job of the tenant to serve next (stride scheduling,
+        :mod:`.tenants`), and the jobs sharing its key, while the padded size fits the budget.
+        While several tenants wait, only that tenant's jobs (see :mod:`.tenants`)."""
+        self._pending = collections.deque(j for j in self._pending if not j.future.done())
         if not self._pending:
             return []
-        key = self._pending[0].key
+        waiting = dict.fromkeys(j.tenant.name for j in self._pending)
+        tenant = self._clock.next(waiting)
+        first = next(j for j in self._pending if j.tenant.name == tenant)
+        alone = len(waiting) > 1
         batch: list[_Job] = []
         longest = 0
         keep: collections.deque[_Job] = collections.deque()
         for job in self._pending:
-            if job.future.done():
-                continue
             grown = max(longest, job.length) * (len(batch) + 1)
             fits = not batch or grown <= self._settings.max_batch_tokens
-            if job.key == key and fits and len(batch) < self._settings.max_batch_size:
+            room = fits and len(batch) < self._settings.max_batch_size
+            if job.key == first.key and (job.tenant.name == tenant or not alone) and room:
                 batch.append(job)
                 longest = max(longest, job.length)
             else:
                 keep.append(job)
         self._pending = keep
+        self._clock.charge(first.tenant, longest * len(batch))
         return batch
 
     async def _run(self) -> None:

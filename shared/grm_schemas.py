@@ -11,6 +11,11 @@ from pydantic import Field, model_validator
 from rlmec.shared.prompts import LocateStatus
 from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, RequestModel, StrictModel, Text
 
+# Who a call is for (the reward service's team) and that team's weight: the GRM orders its
+# engine's work between tenants by them (rlmec.inference.tenants). They grant nothing.
+TENANT_HEADER = "x-rlmec-tenant"
+TENANT_WEIGHT_HEADER = "x-rlmec-tenant-weight"
+
 
 class GrmSampleInput(RequestModel):
     question: NonEmptyText

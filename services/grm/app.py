@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 
 from rlmec.inference import create_engine
 from rlmec.inference.engine import Engine
+from rlmec.inference.tenants import current_tenant, tenant_from_headers
 from rlmec.services.common import (
     ASGIApp,
     BodyGuard,
@@ -29,6 +30,7 @@ from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.services.grm.routes import router
 from rlmec.services.grm.service import GrmService
 from rlmec.services.grm.settings import GrmSettings
+from rlmec.shared.grm_schemas import TENANT_HEADER, TENANT_WEIGHT_HEADER
 
 logger = logging.getLogger("rlmec.services.grm")
 
@@ -80,7 +82,28 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
         BodyGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )
     app.add_middleware(_RequestMetrics, metrics=metrics)
+    app.add_middleware(_TenantHeaders)
     return app
+
+
+class _TenantHeaders:
+    """The request's tenant from the reward service's headers (:mod:`rlmec.inference.tenants`),
+    for the engine's fair order of work; the context holds it for the whole request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        tenant = tenant_from_headers(headers.get(TENANT_HEADER), headers.get(TENANT_WEIGHT_HEADER))
+        token = current_tenant.set(tenant)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_tenant.reset(token)
 
 
 def _count_validation_errors(app: FastAPI, metrics: GrmMetrics) -> None:

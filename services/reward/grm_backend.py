@@ -25,9 +25,11 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from rlmec.services.reward.admission import FairSlots
+from rlmec.services.reward.admission import FairSlots, current_team
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 from rlmec.shared.grm_schemas import (
+    TENANT_HEADER,
+    TENANT_WEIGHT_HEADER,
     GrmSampleInput,
     ModelCard,
     ModelList,
@@ -107,7 +109,9 @@ class GrmBackend:
             self._enter()
             try:
                 payload = body.model_dump(mode="json", exclude_none=True) if body else None
-                response = await self._http.request(method, url, json=payload)
+                response = await self._http.request(
+                    method, url, json=payload, headers=self._tenant_headers()
+                )
             except httpx.TimeoutException as exc:
                 raise ServiceUnavailableError(
                     f"the GRM at {url} did not answer in time ({type(exc).__name__}); check the "
@@ -124,6 +128,15 @@ class GrmBackend:
                 self._leave()
         _raise_if_transient(url, response)
         return response
+
+    def _tenant_headers(self) -> dict[str, str]:
+        """The team the call is for: the GRM orders its engine's work between teams too, so a
+        call sent here does not queue inside the GRM behind another team's backlog."""
+        team = current_team.get()
+        if not team:
+            return {}
+        weight = self.slots.weights.get(team, 1.0)
+        return {TENANT_HEADER: team, TENANT_WEIGHT_HEADER: f"{weight:g}"}
 
     async def model_card(self) -> ModelCard:
         """The first model of the first GRM that answers ``/v1/models``."""

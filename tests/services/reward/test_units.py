@@ -11,13 +11,19 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from rlmec.services.reward.admission import current_team
 from rlmec.services.reward.cache import RewardCache, cache_key
 from rlmec.services.reward.cli import add_commands
 from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import TeamDirectory, hash_key
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
-from rlmec.shared.grm_schemas import GrmSampleInput, ScoreResult
+from rlmec.shared.grm_schemas import (
+    TENANT_HEADER,
+    TENANT_WEIGHT_HEADER,
+    GrmSampleInput,
+    ScoreResult,
+)
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
 from tests.services.reward.conftest import CORRECT, WRONG, sample
 
@@ -164,6 +170,28 @@ async def test_grm_backend_chunks_batches() -> None:
     assert sorted(calls) == [1, 2, 2] and client.calls == 3
     assert [len(r.token_ids) for r in results if isinstance(r, ScoreResult)] == [2, 3, 4, 5, 2]
     assert client.busy_seconds > 0
+    await client.aclose()
+
+
+async def test_grm_backend_names_the_team_and_its_weight() -> None:
+    """The GRM orders its engine's work by team too (rlmec.inference.tenants)."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get(TENANT_HEADER), request.headers.get(TENANT_WEIGHT_HEADER)))
+        samples = json.loads(request.content)["samples"]
+        return httpx.Response(200, json={"model": "m", "results": [
+            _score_result(s["prediction"]) for s in samples]})  # fmt: skip
+
+    client = GrmBackend(["http://grm"], transport=httpx.MockTransport(handler),
+                        team_weights={"alpha": 2.5})  # fmt: skip
+    token = current_team.set("alpha")
+    try:
+        await client.score_rlmec(_inputs("a"))
+    finally:
+        current_team.reset(token)
+    await client.score_rlmec(_inputs("a"))  # no team (e.g. the worker's own calls)
+    assert seen == [("alpha", "2.5"), (None, None)]
     await client.aclose()
 
 

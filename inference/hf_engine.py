@@ -290,11 +290,10 @@ class HfEngine(LoadedEngine):
                 torch.manual_seed(sampling.seeds[0])
             decoding = {"do_sample": True, "temperature": sampling.temperature,
                         "top_p": sampling.top_p}  # fmt: skip
-        lookup = self._settings.speculative_tokens if sampling is None else 0
-        if lookup and len(jobs) > 1:  # transformers' prompt lookup takes one sequence
-            return [g for job in jobs for g in self._generate_batch([job])]
-        if lookup:
-            decoding["prompt_lookup_num_tokens"] = lookup
+        # transformers' prompt lookup takes one sequence: a batch of several decodes together,
+        # without it, rather than give up batching (BENCHMARKS.md, section `speculative`).
+        if sampling is None and self._settings.speculative_tokens and len(jobs) == 1:
+            decoding["prompt_lookup_num_tokens"] = self._settings.speculative_tokens
         width = max(len(j.prompt) for j in jobs)
         ids = torch.full((len(jobs), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)

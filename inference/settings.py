@@ -45,7 +45,8 @@ class EngineSettings(BaseSettings):
         "tokens per step proposed by copying from the prompt (a minimal rewrite copies the "
         "prediction, which is in its prompt), verified in one forward pass; outputs are those "
         "without it. 0 = off. vllm: for the engine (speculative_config method 'ngram'); hf: "
-        "greedy calls, one sequence at a time (transformers' prompt lookup is single-sequence).",
+        "greedy engine batches of one sequence (transformers' prompt lookup is single-sequence; "
+        "a batch of several decodes together without it).",
     )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -220,7 +220,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], accept: dict[st
     return f"""Greedy rewrites of the policy's own wrong GSM8K solutions (`rlmec data sample`), from
 step 0, by the GRM `rlmec grm train` made (`{args.model}`), plain vs prompt-lookup speculation
 (`speculative_tokens={args.speculative_tokens}`: vLLM's ngram proposer, n-grams 2-4;
-transformers' `prompt_lookup_num_tokens` on hf, one sequence at a time), float32, at most
+transformers' `prompt_lookup_num_tokens` on hf for a batch of one sequence; the hf engine
+decodes a batch of several together without it), float32, at most
 {MAX_NEW} new tokens, the same {runs[-1]["n"]} samples per cell (batch 1: the first
 {by[(args.engines[0], 0, 1)]["n"]}), side by side in one run.
 

@@ -35,7 +35,8 @@ async def rewrites(model: Path, engine: str, speculative_tokens: int) -> list[Ge
             list(tok(rewrite_prompt(QUESTION, REFERENCE, p, step))["input_ids"])
             for p, step in PREDICTIONS
         ]
-        return await runtime.generate(prompts, 96, STOP_STRINGS)
+        # One call per prompt: the hf engine speculates in batches of one sequence only.
+        return [(await runtime.generate([p], 96, STOP_STRINGS))[0] for p in prompts]
     finally:
         await runtime.close()
 

@@ -49,3 +49,42 @@ async def test_speculative_rewrites_equal_plain_ones(tiny_model_dir: Path, engin
         (g.text, g.num_tokens, g.finish_reason) for g in plain
     ]
     assert any(g.num_tokens > 10 for g in plain)  # real decoding happened, not empty outputs
+
+
+@pytest.mark.slow
+async def test_vllm_scoring_is_unchanged_by_speculation(tiny_model_dir: Path) -> None:
+    """The vllm engine speculates for the whole engine (the GRM's default): scoring's
+    teacher-forced log-probs must stay exactly those without it."""
+
+    async def scores(speculative_tokens: int) -> list[list[float]]:
+        settings = EngineSettings(
+            model=str(tiny_model_dir), engine="vllm", dtype="float32", max_model_len=1024,
+            speculative_tokens=speculative_tokens, kv_cache_gib=1,
+        )  # fmt: skip
+        runtime = create_engine(settings)
+        await runtime.start()
+        try:
+            tok = runtime.tokenizer
+            prediction = PREDICTIONS[0][0]
+            prompt = list(tok(rewrite_prompt(QUESTION, REFERENCE, prediction, 0))["input_ids"])
+            output = list(tok(prediction, add_special_tokens=False)["input_ids"])
+            return await runtime.score([prompt, prompt], [output, output[:5]])
+        finally:
+            await runtime.close()
+
+    plain, fast = await scores(0), await scores(8)
+    assert fast == plain and len(plain[0]) > 10
+
+
+def test_the_grm_speculates_by_default_where_it_measured_faster(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlmec.services.grm.settings import SPECULATIVE_DEFAULTS, GrmSettings
+
+    model = str(tiny_model_dir)
+    for engine in ("vllm", "hf"):
+        assert GrmSettings(model=model, engine=engine).speculative_tokens == 8
+    assert SPECULATIVE_DEFAULTS.get("remote", 0) == 0
+    assert GrmSettings(model=model, engine="hf", speculative_tokens=0).speculative_tokens == 0
+    monkeypatch.setenv("RLMEC_GRM_SPECULATIVE_TOKENS", "0")
+    assert GrmSettings(model=model, engine="vllm").speculative_tokens == 0  # the env wins

@@ -361,6 +361,12 @@ def _run_loop(
         say("time is up: the trainer finishes its step and saves the policy")
     code = stack.stop("trainer", grace_s=300)
     monitor.poll()
+    if code not in (0, None) and not monitor.trainer_steps():
+        # Stopped while it was still starting (a first start builds DeepSpeed's CPU op, which
+        # a stop interrupts): nothing was trained, so there is nothing to evaluate either.
+        say("the trainer was still starting when the time ran out: no step was trained; "
+            "rerun with more --minutes")  # fmt: skip
+        return None, monitor
     if code not in (0, None):
         raise SystemExit(f"the trainer exited with {code}; log:\n{stack.tail('trainer')}")
     final = train_dir / "final"

@@ -22,12 +22,15 @@ PREDICTIONS = [
 ]
 
 
-async def rewrites(model: Path, engine: str, speculative_tokens: int) -> list[Generation]:
-    settings = EngineSettings(
+def _settings(model: Path, engine: str, speculative_tokens: int) -> EngineSettings:
+    return EngineSettings(
         model=str(model), engine=engine, dtype="float32", max_model_len=1024,
         speculative_tokens=speculative_tokens, kv_cache_gib=1,
     )  # fmt: skip
-    runtime = create_engine(settings)
+
+
+async def rewrites(model: Path, engine: str, speculative_tokens: int) -> list[Generation]:
+    runtime = create_engine(_settings(model, engine, speculative_tokens))
     await runtime.start()
     try:
         tok = runtime.tokenizer
@@ -57,11 +60,7 @@ async def test_vllm_scoring_is_unchanged_by_speculation(tiny_model_dir: Path) ->
     teacher-forced log-probs must stay exactly those without it."""
 
     async def scores(speculative_tokens: int) -> list[list[float]]:
-        settings = EngineSettings(
-            model=str(tiny_model_dir), engine="vllm", dtype="float32", max_model_len=1024,
-            speculative_tokens=speculative_tokens, kv_cache_gib=1,
-        )  # fmt: skip
-        runtime = create_engine(settings)
+        runtime = create_engine(_settings(tiny_model_dir, "vllm", speculative_tokens))
         await runtime.start()
         try:
             tok = runtime.tokenizer

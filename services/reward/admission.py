@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
+from rlmec.inference.tenants import StrideClock, Tenant
 from rlmec.shared.errors import RateLimitError
 
 # The team on whose behalf the current task calls the GRM (set by the pipeline; inherited by
@@ -120,8 +121,7 @@ class FairSlots:
         self.weights = dict(weights or {})
         # team -> its waiting (future, cost); dict order breaks ties (earliest waiter first).
         self._waiting: dict[str, deque[tuple[asyncio.Future[None], float]]] = {}
-        self._pass: dict[str, float] = {}
-        self._now = 0.0  # the pass at the most recent grant (virtual time)
+        self._clock = StrideClock()  # each team's service over its weight
 
     def queued(self) -> int:
         return sum(len(q) for q in self._waiting.values())
@@ -135,9 +135,7 @@ class FairSlots:
             self._release()
 
     def _charge(self, team: str, cost: float) -> None:
-        start = max(self._pass.get(team, 0.0), self._now)
-        self._now = start
-        self._pass[team] = start + cost / self.weights.get(team, 1.0)
+        self._clock.charge(Tenant(team, self.weights.get(team, 1.0)), cost)
 
     async def _acquire(self, team: str, cost: float) -> None:
         if self.in_use < self.capacity and not self._waiting:
@@ -169,7 +167,7 @@ class FairSlots:
     def _release(self) -> None:
         """Give the freed slot to the waiting team with the smallest pass."""
         while self._waiting:
-            team = min(self._waiting, key=lambda t: max(self._pass.get(t, 0.0), self._now))
+            team = self._clock.next(self._waiting)
             queue = self._waiting[team]
             future, cost = queue.popleft()
             if not queue:

@@ -42,6 +42,18 @@ class Reporter:
                     self.writer.add_scalar(f"train/{name}", value, values["step"])
             self.bar.write(line)
 
+    def report_eval(self, step: int, scores: dict[str, dict[str, float]], line: str) -> None:
+        """Held-out scores per example kind: ``eval.jsonl``, TensorBoard ``eval/...``, console."""
+        if not self.on:
+            return
+        with (self.path.parent / "eval.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **scores}) + "\n")
+        for kind, values in scores.items():
+            for name, value in values.items():
+                if name != "n":
+                    self.writer.add_scalar(f"eval/{kind}/{name}", value, step)
+        self.bar.write(line)
+
     def close(self) -> None:
         self.bar.close()
         if self.writer is not None:

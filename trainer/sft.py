@@ -7,8 +7,8 @@ building blocks: ZeRO 0-3, bf16/fp32, AdamW, cosine with warmup) → resume from
 checkpoint → per optimizer step: count the step's target tokens (or examples, with
 ``data.loss_per: example``) on every rank, then per micro-batch the weighted negative
 log-likelihood of the target tokens over that count, backward;
-``engine.step()`` → log, checkpoint → ``final/`` as a ``save_pretrained`` directory that
-``rlmec grm serve --model`` loads unchanged.
+``engine.step()`` → log, checkpoint, held-out scores (``data.eval_file``) → ``final/`` as a
+``save_pretrained`` directory that ``rlmec grm serve --model`` loads unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ class SftDataConfig(_Section):
             "example's one decisive token is not drowned out by the long rewrites beside it."
         ),
     )
+    eval_file: PathStr | None = Field(
+        None,
+        description=(
+            "Held-out examples from `rlmec data grm-sft`: per kind, the target NLL and the "
+            "share greedy decoding reproduces exactly (for locate: the locate accuracy)."
+        ),
+    )
+    eval_examples: int = Field(128, ge=1, description="The first N examples of eval_file.")
 
 
 class SftConfig(_Section):
@@ -60,6 +68,9 @@ class SftConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir.")
     log_every_steps: int = Field(1, ge=1, description="Console/TensorBoard period.")
+    eval_every_steps: int = Field(
+        0, ge=0, description="Held-out evaluation period (data.eval_file); 0 = before and after."
+    )
 
 
 class SftExampleRow(StrictModel):
@@ -75,6 +86,7 @@ class SftExampleRow(StrictModel):
 class SftSample:
     prompt_ids: tuple[int, ...]
     target_ids: tuple[int, ...]  # the loss covers these (EOS last)
+    kind: str = "example"  # locate, rewrite or identity (held-out scores are per kind)
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,7 @@ def encode_example(tokenizer: Any, row: SftExampleRow, max_length: int) -> SftSa
     room = max_length - len(prompt)
     if room < 1:
         return None
-    return SftSample(prompt, target[:room])
+    return SftSample(prompt, target[:room], row.kind)
 
 
 def read_examples(path: str, tokenizer: Any, max_length: int) -> tuple[list[SftSample], int]:
@@ -135,6 +147,19 @@ def collate_sft(samples: list[SftSample], pad_id: int, per_example: bool = False
     return pad_rows(rows, length, pad_id, "right")
 
 
+def target_logits(engine: Any, b: SequenceBatch) -> tuple[torch.Tensor, int]:
+    """``[batch, seq - first, vocab]`` logits from position ``first``, the one before the
+    batch's first target token, and ``first``. The LM head and log-softmax over a 49k
+    vocabulary on every prompt position were a fifth of a locate example's compute, for
+    positions the loss never reads."""
+    first = int(b.loss_mask.any(0).nonzero()[0]) - 1
+    logits = engine(
+        input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+        use_cache=False, logits_to_keep=b.input_ids.size(1) - first,
+    ).logits  # fmt: skip
+    return logits, first
+
+
 def sft_step(
     engine: Any, micro: list[list[SftSample]], pad_id: int, world: int, per_example: bool = False
 ) -> list[float]:
@@ -146,14 +171,7 @@ def sft_step(
     weight, n_tokens = all_reduce_sum(local, device)
     total = 0.0
     for b in batches:
-        # Logits only from the position before the batch's first target token: the LM head
-        # and log-softmax over a 49k vocabulary on every prompt position were a fifth of a
-        # locate example's compute, for positions the loss never reads.
-        first = int(b.loss_mask.any(0).nonzero()[0]) - 1
-        logits = engine(
-            input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-            use_cache=False, logits_to_keep=b.input_ids.size(1) - first,
-        ).logits  # fmt: skip
+        logits, first = target_logits(engine, b)
         lp = token_logprobs(logits, b.input_ids[:, first:])
         loss = sft_loss(lp, b.loss_mask[:, first:], weight, b.values[:, first:])
         # The micro-batch's share of the step's loss: × world undoes DeepSpeed's averaging.
@@ -199,6 +217,12 @@ def train_grm(cfg: SftConfig) -> SftResult:
     total = steps_per_epoch * cfg.optim.epochs
     total = min(total, cfg.optim.max_steps) if cfg.optim.max_steps else total
     acc = cfg.optim.global_batch_size // per_step
+    from rlmec.trainer.sft_eval import evaluate_sft, summary_line  # it builds on this module
+
+    held_out = []
+    if cfg.data.eval_file is not None:
+        held_out = read_examples(cfg.data.eval_file, tokenizer, cfg.data.max_length)[0]
+        held_out = held_out[: cfg.data.eval_examples]
     engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total)
     step = 0
     if cfg.resume and (state := load_checkpoint(engine, cfg.output_dir)) is not None:
@@ -206,7 +230,15 @@ def train_grm(cfg: SftConfig) -> SftResult:
     result = SftResult(steps=step, skipped=skipped)
     reporter = Reporter(cfg.output_dir, cfg.log_every_steps, rank, step, total, "rlmec grm train")
     saved = step
+
+    def evaluate() -> None:
+        scores = evaluate_sft(engine, held_out, cfg.optim.micro_batch_size,
+                              tokenizer.pad_token_id, rank, world)  # fmt: skip
+        reporter.report_eval(step, scores, summary_line(step, scores))
+
     try:
+        if held_out and step == 0:
+            evaluate()  # the base model's scores, the start of the learning curve
         while step < total:
             t0, lr = time.perf_counter(), float(engine.get_lr()[0])
             micro = _micro_batches(samples, step, steps_per_epoch, cfg, rank, world)
@@ -224,6 +256,9 @@ def train_grm(cfg: SftConfig) -> SftResult:
                 save_checkpoint(engine, cfg.output_dir, step, {"step": step},
                                 keep=cfg.keep_checkpoints)  # fmt: skip
                 saved = step
+            every = cfg.eval_every_steps
+            if held_out and ((every and step % every == 0) or step == total):
+                evaluate()
     finally:
         reporter.close()
     if step > saved:

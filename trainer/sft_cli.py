@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(cfg.model_dump_json(indent=2))
         return 0
     problem = check_paths(cfg.model, cfg.data.train_file)
+    if problem is None and cfg.data.eval_file and not os.path.isfile(cfg.data.eval_file):
+        problem = f"data.eval_file ({cfg.data.eval_file!r}) does not exist; give a JSONL file path"
     if problem:
         return _fail(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

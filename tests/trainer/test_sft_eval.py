@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from rlmec.trainer.sft import SftSample, read_examples, train_grm
@@ -103,3 +104,21 @@ def test_a_run_writes_its_learning_curve_per_kind(tiny_model_dir: Path, tmp_path
     assert [r["step"] for r in curve] == [0, 2, 4, 5]  # before, every 2 steps, the last step
     assert all(r["locate"]["n"] == 5 and r["rewrite"]["n"] == 1 for r in curve)
     assert curve[-1]["locate"]["loss"] < curve[0]["locate"]["loss"]
+
+
+def test_the_shipped_grm_configs_load_and_a_missing_eval_file_is_named(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlmec.cli import main
+    from rlmec.trainer.config import load_recipe_config
+    from rlmec.trainer.sft import SftConfig
+
+    cpu = load_recipe_config("grm-cpu.yaml", None, SftConfig)
+    assert cpu.eval_every_steps > 0 and cpu.data.loss_per == "example"
+    load_recipe_config("grm-paper.yaml", None, SftConfig)
+    train_file = _examples(tmp_path / "sft.jsonl")
+    args = ["grm", "train", "--model", str(tiny_model_dir), "--train-file", str(train_file),
+            "--output-dir", str(tmp_path / "run"),
+            "--set", "data.eval_file=nope.jsonl"]  # fmt: skip
+    assert main(args) == 2
+    assert "data.eval_file ('nope.jsonl') does not exist" in capsys.readouterr().err

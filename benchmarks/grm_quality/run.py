@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +116,25 @@ def judge_key(model: Path, records: Path, max_new: int) -> str:
     return f"{model_revision(model)}:{data}:{max_new}"
 
 
+def cached(
+    cache: Path, model: Path, records: Path, max_new: int,
+    compute: Callable[[Path, Path, int], dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """``compute(model, records, max_new)``, remembered in ``cache`` per model weights and
+    record file."""
+    key = judge_key(model, records, max_new)
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
+        return dict(saved["result"])
+    result = compute(model, records, max_new)
+    cache.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    return result
+
+
 def judge_cached(
     work: Path, label: str, model: Path, records: Path, max_new: int
 ) -> dict[str, Any]:
-    """:func:`judge_in_subprocess`, remembered per model weights and record file."""
-    key = judge_key(model, records, max_new)
-    cache = work / f"judge-{label}.json"
-    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
-        return dict(saved["result"])
-    result = judge_in_subprocess(model, records, max_new)
-    cache.write_text(json.dumps({"key": key, "result": result}, indent=1))
-    return result
+    """:func:`judge_in_subprocess`, remembered."""
+    return cached(work / f"judge-{label}.json", model, records, max_new, judge_in_subprocess)
 
 
 async def judge(model: Path, test_file: Path, max_new_tokens: int) -> dict[str, Any]:
@@ -250,14 +259,8 @@ def served(model: Path, records: Path, max_new_tokens: int) -> dict[str, Any]:
 
 
 def served_cached(work: Path, label: str, model: Path, records: Path, max_new: int) -> Any:
-    """:func:`served`, remembered per model weights and record file."""
-    key = judge_key(model, records, max_new)
-    cache = work / f"served-{label}.json"
-    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
-        return saved["result"]
-    result = served(model, records, max_new)
-    cache.write_text(json.dumps({"key": key, "result": result}, indent=1))
-    return result
+    """:func:`served`, remembered."""
+    return cached(work / f"served-{label}.json", model, records, max_new, served)
 
 
 def training_config(config: str, overrides: list[str]) -> Any:
@@ -345,8 +348,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
 
     def served_row(label: str, s: dict[str, Any]) -> str:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(s["unscored"].items())) or "none"
-        neg = "n/a" if s["negative_token_share"] is None else f"{s['negative_token_share']:.3f}"
-        return f"| {label} | {s['n']} | {s['scored']} | {neg} | {why} |"
+        return f"| {label} | {s['n']} | {s['scored']} | {fmt(s['negative_token_share'])} | {why} |"
 
     served_rows = "\n".join([
         served_row("synthetic held-out (GSM8K test)", results["served-synth"]),

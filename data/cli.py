@@ -3,6 +3,7 @@
     rlmec data sample  --model POLICY --limit 500 --output runs/data/samples.jsonl
     rlmec data distill --input runs/data/samples.jsonl --output runs/data/teacher.jsonl \
         --protocol openai --base-url https://api.example.com/v1 --teacher-model NAME
+    rlmec data distill --teacher arith --input samples.jsonl --output teacher.jsonl   # exact
     rlmec data synth   --task gsm8k_train --limit 2000 --output runs/data/synth.jsonl
     rlmec data grm-sft --records runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
     rlmec data signals --input runs/data/samples.jsonl --output runs/data/signals.jsonl \
@@ -66,11 +67,19 @@ def _add_distill(sub: Any) -> None:
     distill = sub.add_parser("distill", help="a teacher locates and rewrites the wrong samples")
     distill.add_argument("--input", type=Path, required=True, help="records (rlmec data sample)")
     distill.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
+    distill.add_argument("--teacher", choices=["model", "arith"], default="model",
+                         help="model: a chat model at --base-url; arith: the exact, model-free "
+                         "teacher of the arith task (no endpoint, no key)")  # fmt: skip
     distill.add_argument("--protocol", choices=["openai", "anthropic"], default="openai",
                          help="OpenAI chat completions or Anthropic Messages")  # fmt: skip
-    distill.add_argument("--base-url", required=True,
-                         help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")  # fmt: skip
-    distill.add_argument("--teacher-model", required=True, help="model name at the endpoint")
+    distill.add_argument("--base-url", default=None,
+                         help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 "
+                         "(required with --teacher model)")  # fmt: skip
+    distill.add_argument(
+        "--teacher-model",
+        default=None,
+        help="model name at the endpoint (required with --teacher model)",
+    )
     distill.add_argument("--api-key-env", default=None,
                          help="variable holding the key (default OPENAI_API_KEY or "
                          "ANTHROPIC_API_KEY)")  # fmt: skip
@@ -229,10 +238,15 @@ def _print_sample_summary(path: Path, counts: Counter[str]) -> None:
 def distill_command(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.teacher == "arith":
+        return _distill_arith(args)
     checks = [
+        (args.base_url is not None and args.teacher_model is not None,
+         "--teacher model needs --base-url and --teacher-model (or use --teacher arith for "
+         "the arith task)"),
         (args.concurrency >= 1, f"--concurrency ({args.concurrency}) must be at least 1"),
         (args.max_tokens >= 1, f"--max-tokens ({args.max_tokens}) must be at least 1"),
-        (args.base_url.startswith(("http://", "https://")),
+        (str(args.base_url).startswith(("http://", "https://")),
          f"--base-url {args.base_url!r} must start with http:// or https://"),
     ]  # fmt: skip
     problem = next((msg for ok, msg in checks if not ok), None)
@@ -249,13 +263,42 @@ def distill_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_arith(args: argparse.Namespace) -> int:
+    """The exact arith teacher: the same records the model teachers write, instantly."""
+    from rlmec.data.arith_teacher import teach_many
+    from rlmec.shared.jsonl import append_rows, open_output
+
+    try:
+        records, _ = read_records(args.input)
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    done = {r["id"] for r in open_output(args.output)}
+    todo = [r for r in records if r.id not in done]
+    wrong = [r for r in todo if not r.correct]
+    taught, outcomes = teach_many(wrong)
+    append_rows(args.output, [r for r in todo if r.correct] + taught)
+    if args.released_output is not None:
+        _write_released(args.output, args.released_output)
+    print(json.dumps({
+        "output": str(args.output), "teacher": "arith (exact)", "wrong_sent": len(wrong),
+        "passed_through_correct": len(todo) - len(wrong), "outcomes": dict(outcomes),
+    }, indent=1))  # fmt: skip
+    return 0
+
+
+def _write_released(records: Path, released: Path) -> None:
+    from rlmec.data.records import GrmRecord, to_released
+    from rlmec.shared.jsonl import read_rows
+
+    _write_atomic(released, [to_released(GrmRecord.model_validate(r)) for r in read_rows(records)])
+
+
 async def _distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rlmec.data.records import GrmRecord, to_released
     from rlmec.data.teacher import AnthropicTeacher, DistillStats, OpenAITeacher, distill_many
     from rlmec.shared.checking import AnswerChecker
-    from rlmec.shared.jsonl import append_rows, open_output, read_rows
+    from rlmec.shared.jsonl import append_rows, open_output
 
     records, _ = read_records(args.input)
     done = {r["id"] for r in open_output(args.output)}
@@ -288,8 +331,7 @@ async def _distill(args: argparse.Namespace) -> int:
     finally:
         await teacher.close()
     if args.released_output is not None:
-        rows = [to_released(GrmRecord.model_validate(r)) for r in read_rows(args.output)]
-        _write_atomic(args.released_output, rows)
+        _write_released(args.output, args.released_output)
     print(json.dumps({
         "output": str(args.output), "wrong_sent": len(wrong),
         "passed_through_correct": sum(r.correct for r in todo),

@@ -16,11 +16,12 @@ import gzip
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlmec.data import arith
 from rlmec.shared.answers import reference_answer
 from rlmec.shared.prompts import TaskType, format_qa_problem
 
@@ -97,15 +98,25 @@ def _qa(row: dict[str, Any]) -> tuple[str, str, str | None]:
     return row["problem"], row["solution"], row["answer"]
 
 
+def _qa_math(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    return row["question"], row["solution"], row["answer"]
+
+
 Converter = Callable[[dict[str, Any]], tuple[str, str, str | None]]
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    file_stem: str
+    file_stem: str | None  # None: a procedural task, its rows made by ``generate``
     task_type: TaskType
     convert: Converter
-    rows: int  # as published (datasets/README.md); checked by the tests
+    rows: int  # as published (datasets/README.md) or as generated; checked by the tests
+    generate: Callable[[str], Sequence[dict[str, Any]]] | None = None  # full name → rows
+
+
+def _arith_rows(name: str) -> Sequence[dict[str, Any]]:
+    base, spec = arith.parse_name(name)
+    return arith.rows("test" if base == "arith" else "train", spec)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -120,27 +131,47 @@ TASKS: dict[str, TaskSpec] = {
     "gsm8k_train": TaskSpec("gsm8k_train", "math", _gsm8k, 7473),
     "ecqa_train": TaskSpec("ecqa_train", "qa", _qa, 7598),
     "qasc_train": TaskSpec("qasc_train", "qa", _qa, 7747),
+    # Procedural (rlmec.data.arith): knobs ride on the name, "arith:steps=3:ops=+-*".
+    "arith": TaskSpec(None, "math", _qa_math, arith.TEST_SIZE, _arith_rows),
+    "arith_train": TaskSpec(None, "math", _qa_math, arith.TRAIN_SIZE, _arith_rows),
 }
+
+
+def base_name(name: str) -> str:
+    """The registered task of a name: ``arith:steps=3`` → ``arith``."""
+    return name.split(":", 1)[0]
 
 
 def resolve_tasks(names: str) -> list[str]:
     """``"all"`` (the eight evaluation sets) or a comma-separated list of task names."""
     wanted = list(EVAL_TASKS) if names.strip() == "all" else [n.strip() for n in names.split(",")]
-    unknown = [n for n in wanted if n not in TASKS]
+    unknown = [n for n in wanted if base_name(n) not in TASKS]
     if unknown or not wanted:
         raise ValueError(
             f"unknown task(s) {unknown or [names]}; choose from {', '.join(TASKS)} or 'all'"
         )
+    for name in wanted:
+        if ":" in name:
+            if TASKS[base_name(name)].generate is None:
+                raise ValueError(f"task {name!r}: only procedural tasks (arith) take knobs")
+            arith.parse_name(name)  # a bad knob fails here, with its fix
     return wanted
+
+
+def _rows(name: str, spec: TaskSpec) -> Sequence[dict[str, Any]]:
+    if spec.generate is not None:
+        return spec.generate(name)
+    assert spec.file_stem is not None
+    return raw_rows(spec.file_stem)
 
 
 def load_task(name: str, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
     """The rows of task ``name``; with ``limit``, a fixed seeded subset in file order (the
     same rows for every model, so two evaluations compare on the same problems)."""
     (name,) = resolve_tasks(name)
-    spec = TASKS[name]
+    spec = TASKS[base_name(name)]
     problems = []
-    for i, row in enumerate(raw_rows(spec.file_stem)):
+    for i, row in enumerate(_rows(name, spec)):
         question, solution, answer = spec.convert(row)
         if not answer:  # never seen in the shipped data; guards a foreign RLMEC_DATA_DIR
             raise ValueError(f"{spec.file_stem} row {i} states no reference answer")

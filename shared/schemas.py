@@ -194,6 +194,9 @@ class ScoredSample(StrictModel):
     correct: bool
     predicted_answer: str | None
     reference_answer: str | None
+    reference_solution: str | None = Field(
+        None, description="Echoed from the sample (the `sft` baseline trains on it)."
+    )
     located_step: int | None = None
     rewrite: str | None = None
     regular_sequence: str | None = Field(

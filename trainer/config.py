@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from rlmec.trainer.loss import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, Normalization
+from rlmec.trainer.objectives import ObjectiveName
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -39,6 +40,20 @@ class _Section(BaseModel):
 
 
 class LossConfig(_Section):
+    objective: ObjectiveName = Field(
+        "rlmec",
+        description="rlmec (§5: token rewards + imitation); the baselines: sequence (the same "
+        "loss with one outcome reward on every token), rft (NLL on the correct samples), sft "
+        "(NLL on the reference solutions), grpo (group-normalised outcome advantages, clipped "
+        "ratio). The λ=0 ablation is rlmec with imitation_coef 0.",
+    )
+    outcome_reward_correct: float = Field(
+        0.5, description="sequence: every token's reward in a correct sample (default: §3.1's cap)."
+    )
+    outcome_reward_wrong: float = Field(
+        -0.1,
+        description="sequence: every token's reward in a wrong sample (default: §3.1's floor).",
+    )
     epsilon: float = Field(DEFAULT_EPSILON, gt=0.0, lt=1.0, description="Ratio clip range ε.")
     imitation_coef: float = Field(
         DEFAULT_IMITATION_COEF, ge=0.0, description="λ, weight of the imitation term L_IM."

@@ -51,9 +51,32 @@ class TokenRecord(StrictModel):
     ref_logprobs: list[float] | None = Field(
         None, description="log π_ref per prediction token then EOS (§3.2); else computed."
     )
+    correct: bool | None = Field(
+        None, description="The prediction's outcome (the sequence, rft and grpo objectives)."
+    )
+    reference_solution: Text | None = Field(
+        None, description="A correct solution (the sft objective trains on it)."
+    )
 
     @model_validator(mode="after")
     def _has_prompt(self) -> TokenRecord:
+        if self.prompt is None and self.question is None:
+            raise ValueError("the record has neither 'prompt' nor 'question'; give one of them")
+        return self
+
+
+class ReferenceRecord(StrictModel):
+    """A problem and a correct solution only (no prediction): a correct sample to imitate,
+    what the ``sft`` objective trains on (e.g. a warm start on reference solutions)."""
+
+    id: str | None = Field(None, max_length=256, description="Sample id, for messages.")
+    prompt: Text | None = Field(None, description="Exact policy prompt; default from question.")
+    question: NonEmptyText | None = Field(None, description="Problem, when prompt is absent.")
+    task: TaskType = Field("math", description="Picks the §2.3 policy prompt template.")
+    reference_solution: NonEmptyText = Field(description="The solution to learn.")
+
+    @model_validator(mode="after")
+    def _has_prompt(self) -> ReferenceRecord:
         if self.prompt is None and self.question is None:
             raise ValueError("the record has neither 'prompt' nor 'question'; give one of them")
         return self
@@ -70,6 +93,10 @@ class TrainSample:
     imitation_weights: tuple[float, ...]
     ref_logprobs: tuple[float, ...] | None
     sample_id: str | None = None
+    correct: bool | None = None  # the outcome, when the record states it
+    reference_ids: tuple[int, ...] | None = None  # the reference solution then EOS
+    group: str | None = None  # samples of one prompt (grpo's groups)
+    advantage: float = 0.0  # grpo: set by rlmec.trainer.objectives.prepare_samples
 
 
 @dataclass(frozen=True)
@@ -97,12 +124,16 @@ class RlmecBatch:
 
     ``ref_logprobs`` is ``[batch, seq]`` aligned with ``prediction``; rows where ``ref_known``
     (``[batch]`` bool) is False must be filled by a reference model before the loss.
+    ``correct`` (``[batch]`` bool, False where unknown) and ``advantages`` (``[batch]``) are
+    the sample-level values the baseline objectives read.
     """
 
     prediction: SequenceBatch
     regular: SequenceBatch
     ref_logprobs: torch.Tensor
     ref_known: torch.Tensor
+    correct: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -125,6 +156,8 @@ class RlmecBatch:
             self.regular.to(device),
             self.ref_logprobs.to(device),
             self.ref_known.to(device),
+            None if self.correct is None else self.correct.to(device),
+            None if self.advantages is None else self.advantages.to(device),
         )
 
 
@@ -165,11 +198,13 @@ def _truncate(sample: TrainSample, max_length: int) -> TrainSample:
             f"sample {sample.sample_id!r}: the prompt alone has {len(sample.prompt_ids)} tokens, "
             f"max_length is {max_length}; raise max_length or shorten the prompt"
         )
-    if len(sample.prediction_ids) <= room and len(sample.regular_ids) <= room:
+    refs = sample.reference_ids or ()
+    if max(len(sample.prediction_ids), len(sample.regular_ids), len(refs)) <= room:
         return sample
     ref = sample.ref_logprobs[:room] if sample.ref_logprobs is not None else None
     return replace(
         sample,
+        reference_ids=sample.reference_ids[:room] if sample.reference_ids is not None else None,
         prediction_ids=sample.prediction_ids[:room],
         regular_ids=sample.regular_ids[:room],
         rewards=sample.rewards[:room],
@@ -203,8 +238,15 @@ def from_token_record(record: TokenRecord, tok: PolicyEncoder) -> TrainSample:
         imitation_weights=tuple(record.imitation_weights),
         ref_logprobs=tuple(record.ref_logprobs) if record.ref_logprobs is not None else None,
         sample_id=record.id,
+        correct=record.correct,
+        reference_ids=_reference_ids(record.reference_solution, tok),
+        group=prompt,
     )
     return _truncate(sample, tok.max_length)
+
+
+def _reference_ids(reference: str | None, tok: PolicyEncoder) -> tuple[int, ...] | None:
+    return None if reference is None else tuple(tok.response(reference.strip())[0])
 
 
 def _spans(spans: SpanValues | None, token_values: Any, name: str, sid: str | None) -> SpanValues:
@@ -241,16 +283,36 @@ def from_scored_sample(sample: ScoredSample, tok: PolicyEncoder) -> TrainSample 
         imitation_weights=tuple(project(edit_spans, reg_offsets)),
         ref_logprobs=tuple(ref) if ref is not None else None,
         sample_id=sample.id,
+        correct=sample.correct,
+        reference_ids=_reference_ids(sample.reference_solution, tok),
+        group=prompt,
     )
     return _truncate(out, tok.max_length)
 
 
+def from_reference_record(record: ReferenceRecord, tok: PolicyEncoder) -> TrainSample:
+    """The reference as a correct sample: prediction and regular sequence are the reference
+    (rewards 0, imitation weight 1), ``correct`` True."""
+    prompt = record.prompt or policy_prompt(record.task, record.question or "")
+    ids = tuple(tok.response(record.reference_solution.strip())[0])
+    sample = TrainSample(
+        prompt_ids=tuple(tok.prompt(prompt)), prediction_ids=ids, regular_ids=ids,
+        rewards=(0.0,) * len(ids), imitation_weights=(1.0,) * len(ids), ref_logprobs=None,
+        sample_id=record.id, correct=True, reference_ids=ids, group=prompt,
+    )  # fmt: skip
+    return _truncate(sample, tok.max_length)
+
+
 def parse_record(obj: Any, tok: PolicyEncoder) -> TrainSample | None:
-    """One JSON object → a sample (``None`` for an unscored ScoredSample)."""
+    """One JSON object → a sample (``None`` for an unscored ScoredSample). Three formats: a
+    ScoredSample (has ``status``), a :class:`ReferenceRecord` (no ``prediction``), else a
+    :class:`TokenRecord`."""
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
     if "status" in obj:
         return from_scored_sample(ScoredSample.model_validate(obj), tok)
+    if "prediction" not in obj and "reference_solution" in obj:
+        return from_reference_record(ReferenceRecord.model_validate(obj), tok)
     return from_token_record(TokenRecord.model_validate(obj), tok)
 
 
@@ -322,7 +384,9 @@ def collate(samples: Sequence[TrainSample], pad_id: int, side: PaddingSide = "ri
         if s.ref_logprobs is not None:
             cols = pred.loss_mask[i].nonzero().squeeze(-1)
             ref[i, cols] = torch.tensor(s.ref_logprobs, dtype=torch.float32)
-    return RlmecBatch(pred, regular, ref, known)
+    correct = torch.tensor([bool(s.correct) for s in samples], dtype=torch.bool)
+    advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+    return RlmecBatch(pred, regular, ref, known, correct, advantages)
 
 
 def micro_batches(samples: Sequence[TrainSample], size: int) -> Iterator[list[TrainSample]]:

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_fina
 from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
-from rlmec.trainer.loss import RlmecLossOutput, rlmec_loss, token_logprobs
+from rlmec.trainer.loss import RlmecLossOutput, token_logprobs
+from rlmec.trainer.objectives import Passes, get_objective, prepare_samples, prepare_step
 from rlmec.trainer.publish import PolicyPublisher
 from rlmec.trainer.reporting import Reporter
 from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource
@@ -192,35 +193,40 @@ class ReferencePolicy:
             computed = token_logprobs(logits, p.input_ids)
         known = batch.ref_known[:, None]
         ref = torch.where(known, batch.ref_logprobs, computed.to(batch.ref_logprobs.dtype))
-        return RlmecBatch(batch.prediction, batch.regular, ref, torch.ones_like(batch.ref_known))
+        return replace(batch, ref_logprobs=ref, ref_known=torch.ones_like(batch.ref_known))
 
 
-def policy_logprobs(model: Any, batch: RlmecBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def policy_logprobs(
+    model: Any, batch: RlmecBatch, passes: Passes = "both"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over predictions and regular sequences together (§5 uses two passes of
-    the same policy; stacking them is the same computation). Returns ``[batch, seq]`` each."""
+    the same policy; stacking them is the same computation). Returns ``[batch, seq]`` each; an
+    objective that reads one side only (``passes``) skips the other, whose log-probs come back
+    as zeros (never read)."""
     p, r = batch.prediction, batch.regular
-    ids = torch.cat([p.input_ids, r.input_ids])
+    sides = {"both": [p, r], "prediction": [p], "regular": [r]}[passes]
+    ids = torch.cat([s.input_ids for s in sides])
     logits = model(
         input_ids=ids,
-        attention_mask=torch.cat([p.attention_mask, r.attention_mask]),
-        position_ids=torch.cat([p.position_ids, r.position_ids]),
+        attention_mask=torch.cat([s.attention_mask for s in sides]),
+        position_ids=torch.cat([s.position_ids for s in sides]),
         use_cache=False,
     ).logits
     lp = token_logprobs(logits, ids)
+    if passes == "prediction":
+        return lp, torch.zeros_like(lp)
+    if passes == "regular":
+        return torch.zeros_like(lp), lp
     return lp[: batch.size], lp[batch.size :]
 
 
 def micro_batch_loss(
     model: Any, batch: RlmecBatch, cfg: TrainConfig, counts: tuple[float, float] | None
 ) -> RlmecLossOutput:
-    pred_lp, reg_lp = policy_logprobs(model, batch)
-    p, r = batch.prediction, batch.regular
-    return rlmec_loss(
-        pred_lp, batch.ref_logprobs, p.values, p.loss_mask, reg_lp, r.values, r.loss_mask,
-        epsilon=cfg.loss.epsilon, imitation_coef=cfg.loss.imitation_coef,
-        num_reward_tokens=None if counts is None else counts[0],
-        num_imitation_tokens=None if counts is None else counts[1],
-    )  # fmt: skip
+    """The configured objective's loss (``loss.objective``; RLMEC by default)."""
+    objective = get_objective(cfg.loss.objective)
+    pred_lp, reg_lp = policy_logprobs(model, batch, objective.passes)
+    return objective.loss(pred_lp, reg_lp, batch, cfg.loss, counts)
 
 
 # --- one optimizer step -------------------------------------------------------------------
@@ -240,15 +246,20 @@ def train_step(
     device = engine.device
     batches = [collate(m, pad_id, cfg.data.padding_side).to(device) for m in micro]
     step_mode = cfg.loss.normalization == "step"
+    objective = get_objective(cfg.loss.objective)
     counts = None
     if step_mode:
-        # N_r and N_c of the whole step, all ranks, before any loss (so any split adds up).
-        local = [sum(b.counts()[0] for b in batches), sum(b.counts()[1] for b in batches)]
+        # The objective's normalisers (N_r and N_c for RLMEC) of the whole step, all ranks,
+        # before any loss (so any split adds up).
+        per_batch = [objective.counts(b, cfg.loss) for b in batches]
+        local = [sum(c[0] for c in per_batch), sum(c[1] for c in per_batch)]
         n_r, n_c = all_reduce_sum(local, device)
         counts = (n_r, n_c)
     sums = StepSums()
     for batch in batches:
-        out = micro_batch_loss(engine, reference.fill(batch), cfg, counts)
+        if objective.needs_reference_model:
+            batch = reference.fill(batch)
+        out = micro_batch_loss(engine, batch, cfg, counts)
         if step_mode:
             # Each micro-batch loss is already its share of the step's loss: no division by
             # the accumulation steps, and × world to undo DeepSpeed's gradient averaging.
@@ -319,7 +330,7 @@ def build_source(
     if cfg.data.mode == "offline":
         assert cfg.data.train_file is not None  # the config validator guarantees it
         return OfflineSource(
-            read_jsonl(cfg.data.train_file, tok),
+            prepare_samples(read_jsonl(cfg.data.train_file, tok), cfg.loss.objective),
             global_batch=cfg.optim.global_batch_size, micro_batch=cfg.optim.micro_batch_size,
             epochs=cfg.optim.epochs, max_steps=cfg.optim.max_steps, seed=cfg.seed,
             rank=rank, world=world,
@@ -407,6 +418,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             t0 = time.perf_counter()
             lr = float(engine.get_lr()[0])
             failpoint("before_step", step + 1)
+            if isinstance(source, StreamSource):  # offline: prepared once, over the whole file
+                micro = prepare_step(micro, cfg.loss.objective)
             sums = train_step(
                 engine, micro, cfg, reference=reference, pad_id=tokenizer.pad_token_id, world=world
             )

@@ -54,6 +54,7 @@ def _base(item: Item) -> dict[str, object]:
         "correct": item.correct,
         "predicted_answer": predicted,
         "reference_answer": item.reference,
+        "reference_solution": s.reference_solution,
         "located_step": item.located_step,
         "rewrite": item.rewrite,
         "behaviour_logprobs": s.behaviour_logprobs,

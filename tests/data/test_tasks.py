@@ -33,7 +33,8 @@ def test_reference_solutions_reach_their_own_answers(name: str) -> None:
 def test_readme_lists_every_file_with_its_rows() -> None:
     readme = (data_dir() / "README.md").read_text(encoding="utf-8")
     for spec in TASKS.values():
-        assert spec.file_stem in readme and str(spec.rows) in readme
+        if spec.file_stem is not None:  # procedural tasks (arith) have no file
+            assert spec.file_stem in readme and str(spec.rows) in readme
 
 
 def test_a_limit_is_a_fixed_seeded_subset() -> None:

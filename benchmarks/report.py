@@ -22,6 +22,22 @@ def replace_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> None
     path.write_text("\n".join(new).rstrip("\n") + "\n", encoding="utf-8")
 
 
+def set_line(heading: str, prefix: str, line: str, path: Path = BENCHMARKS_MD) -> None:
+    """Put ``line`` in section ``## {heading}``: in place of the line holding ``prefix``, else
+    at the section's end (another benchmark's figure kept in that section)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"## {heading}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    hit = next((i for i in range(start, end) if prefix in lines[i]), None)
+    if hit is None:
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        lines[end:end] = ["", line]
+    else:
+        lines[hit] = line
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+
+
 def machine() -> str:
     """CPU model, core count and Python version, e.g. for a benchmark's header line."""
     cpu = platform.processor() or platform.machine()

@@ -170,3 +170,32 @@ def teach_many(records: list[GrmRecord]) -> tuple[list[GrmRecord], Counter[str]]
     """Every wrong record taught; the outcome counts, as the model teachers report them."""
     out = [teach(r) for r in records]
     return out, Counter(f"{r.verdict}: {r.reason}" for r in out)
+
+
+def error_kind(question: str, prediction: str) -> str:
+    """What went wrong first, for the calibration's error table: ``result`` (right operands,
+    wrong result), ``operand``, ``operator``, ``answer line``, ``stopped early``, ``extra
+    step`` (the first four are local, one-step slips), or why the teacher cannot tell
+    (``unparsed_step``, ``text_after_answer``, ``not_arith``, ``no_step_to_fix``)."""
+    chain = parse_chain(question)
+    if chain is None:
+        return "not_arith"
+    steps, answer_at, problem = _parse(prediction)
+    if problem:
+        return problem
+    k = _first_wrong(chain, steps)
+    if k is None:
+        if len(steps) < len(chain.ops):
+            return "stopped early" if answer_at is not None else "no_step_to_fix"
+        return "answer line"
+    if k >= len(chain.ops):
+        return "extra step"
+    a, b, _ = steps[k].numbers()
+    if steps[k].op != chain.ops[k]:
+        return "operator"
+    if (a, b) != (chain.values()[k], chain.numbers[k + 1]):
+        return "operand"
+    return "result"
+
+
+LOCAL_ERRORS = ("result", "operand", "operator", "answer line")

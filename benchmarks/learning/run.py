@@ -1,0 +1,411 @@
+"""Do the rewards teach? RLMEC against the paper's baselines on ``arith``, in the paper's offline
+setting, on these 2 CPU cores (issue 25; section ``learning`` of BENCHMARKS.md).
+
+Pipeline (each stage is cached in ``--work``; a rerun does only what is missing):
+
+1. **Warm start.** SmolLM2-135M-Instruct does not write steps zero-shot (5% on ``arith``, by
+   guessing). ``rlmec train`` with ``loss.objective: sft`` on the reference solutions of the
+   *first* ``--warm-problems`` ``arith_train`` problems makes the start policy of every method.
+2. **Calibration.** ``rlmec eval --tasks arith`` (the 1000 test problems, greedy) of the start
+   policy, and the kind of each wrong solution's first error (the exact teacher's reading).
+3. **One shared sample set.** The start policy writes ``--n`` solutions to each of the *last*
+   ``--problems`` ``arith_train`` problems (disjoint from the warm start; temperature 0.7, top-p
+   0.95, as ``rlmec data sample``), judged by §4 answer checking.
+4. **The exact teacher** (``rlmec data distill --teacher arith``) locates and rewrites the wrong
+   ones; :mod:`rlmec.data.oracle` turns them into token rewards as a certain GRM would give.
+5. **Training.** Every method starts from the start policy, on that one file, for the same
+   ``--steps`` optimizer steps (batch ``--batch``, constant lr, the same DeepSpeed recipe), for
+   each seed (data order): ``rlmec`` (exact-teacher rewards), ``rlmec_no_im`` (λ = 0),
+   ``sequence``, ``rft``, ``sft``. Checkpoints at ``--curve-every`` steps are evaluated on
+   ``--curve-problems`` test problems for the curves; the last on all of them.
+6. **Report.** Accuracy before and after, each method against the start policy and RLMEC
+   against each baseline, with the paired 95% bootstrap interval over test problems (seeds
+   averaged per problem) and the exact McNemar p of the seed-0 runs; ``learning.png``.
+
+    .venv/bin/python -m benchmarks.learning.run [--work runs/learning] [--stage calibrate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import machine, replace_section, set_line, today
+
+METHODS: dict[str, list[str]] = {
+    "rlmec": ["loss.objective=rlmec"],
+    "sequence": ["loss.objective=sequence"],
+    "rft": ["loss.objective=rft"],
+    "sft": ["loss.objective=sft"],
+    "rlmec_no_im": ["loss.objective=rlmec", "loss.imitation_coef=0"],
+    "rlmec_grm": ["loss.objective=rlmec"],  # on the records the platform's GRM scored
+}
+BOOTSTRAP_ROUNDS = 2000
+
+
+def rlmec(*args: str) -> None:
+    """One ``rlmec`` command, as a user runs it."""
+    subprocess.run([sys.executable, "-m", "rlmec", *args], check=True)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--work", type=Path, default=Path("runs/learning"), help="cache of stages")
+    p.add_argument("--stage", choices=["calibrate", "all"], default="all",
+                   help="calibrate: stop after the start policy's calibration")  # fmt: skip
+    p.add_argument("--model", default="~/.cache/rlmec/models/smollm2-135m",
+                   help="the base policy (rlmec grm convert-smollm2 makes it)")  # fmt: skip
+    p.add_argument("--warm-problems", type=int, default=1200)
+    p.add_argument("--warm-steps", type=int, default=80)
+    p.add_argument("--warm-lr", type=float, default=5e-5)
+    p.add_argument("--problems", type=int, default=128, help="P: problems of the sample set")
+    p.add_argument("--n", type=int, default=4, help="solutions per problem")
+    p.add_argument("--steps", type=int, default=48, help="optimizer steps of every method")
+    p.add_argument("--batch", type=int, default=8, help="samples per optimizer step")
+    p.add_argument("--lr", type=float, default=5e-5, help="constant lr of every method")
+    p.add_argument("--seeds", default="0,1", help="data-order seeds")
+    p.add_argument(
+        "--methods",
+        default=",".join(m for m in METHODS if m != "rlmec_grm"),
+        help="comma-separated (rlmec_grm comes with the GRM, --grm-steps)",
+    )
+    p.add_argument("--curve-every", type=int, default=24, help="curve checkpoint period")
+    p.add_argument("--curve-problems", type=int, default=200, help="test problems per point")
+    p.add_argument(
+        "--grm-problems",
+        type=int,
+        default=1000,
+        help="arith_train problems the GRM's data comes from (after the warm start's)",
+    )
+    p.add_argument("--grm-steps", type=int, default=240, help="GRM training steps (0: no GRM)")
+    p.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
+    return p.parse_args()
+
+
+# --- stages -------------------------------------------------------------------------------
+
+
+def train_config(work: Path, name: str, model: str, data: Path, overrides: list[str]) -> Path:
+    """A config file for one run (constant lr, no warmup: a run stopped at step k and resumed
+    is the run that went on, which the curve's checkpoints rely on)."""
+    cfg = {
+        "model": model, "output_dir": str(work / name), "seed": 0,
+        "data": {"mode": "offline", "train_file": str(data), "max_length": 256},
+        "optim": {"lr_schedule": "constant", "warmup_ratio": 0.0, "epochs": 100,
+                  "micro_batch_size": 8, "weight_decay": 0.0},
+        "engine": {"zero_stage": 0, "precision": "autocast"},
+        "save_every_steps": 0, "log_every_steps": 4,
+    }  # fmt: skip
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def train(config: Path, overrides: list[str], final: Path) -> Path:
+    if not (final / "config.json").is_file():
+        rlmec("train", "--config", str(config), *[x for o in overrides for x in ("--set", o)])
+    return final
+
+
+def warm_start(args: argparse.Namespace) -> Path:
+    from rlmec.data.tasks import load_task
+
+    refs = args.work / "warm_refs.jsonl"
+    if not refs.is_file():
+        rows = [{"id": p.id, "question": p.question, "task": "math",
+                 "reference_solution": p.reference_solution}
+                for p in load_task("arith_train")[: args.warm_problems]]  # fmt: skip
+        refs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = train_config(args.work, "start", args.model, refs, [])
+    sets = ["loss.objective=sft", f"optim.lr={args.warm_lr}", f"optim.max_steps={args.warm_steps}",
+            f"optim.global_batch_size={args.batch}", "optim.warmup_ratio=0.05",
+            "optim.epochs=1"]  # fmt: skip
+    return train(config, sets, args.work / "start" / "final")
+
+
+def evaluate(model: Path, out: Path, limit: int | None = None) -> dict[str, Any]:
+    """``rlmec eval`` on ``arith`` (resumable by itself); the per-problem correctness."""
+    if not (out / "results.json").is_file():
+        extra = ["--limit", str(limit)] if limit else []
+        rlmec("eval", "--model", str(model), "--tasks", "arith", "--output", str(out),
+              "--max-new-tokens", "96", "--max-batch-size", "256", *extra)  # fmt: skip
+    rows = [json.loads(line) for line in (out / "arith" / "samples.jsonl").open()]
+    return {r["id"]: r for r in rows}
+
+
+def calibration(rows: dict[str, Any]) -> dict[str, Any]:
+    from collections import Counter
+
+    from rlmec.data.arith_teacher import LOCAL_ERRORS, error_kind
+
+    question = {p.id: p.question for p in _test_problems()}
+    wrong = [r for r in rows.values() if not r["correct"]]
+    kinds = Counter(error_kind(question[r["id"]], r["output"].strip()) for r in wrong)
+    local = sum(kinds[k] for k in LOCAL_ERRORS)
+    share = local / max(len(wrong), 1)
+    return {"accuracy": 1 - len(wrong) / len(rows), "rows": len(rows), "wrong": len(wrong),
+            "kinds": dict(kinds.most_common()), "local_share": share}  # fmt: skip
+
+
+def _test_problems() -> list[Any]:
+    from rlmec.data.tasks import load_task
+
+    return load_task("arith")
+
+
+def sample_set(args: argparse.Namespace, start: Path) -> Path:
+    return sample_slice(start, args.work / "samples.jsonl", -args.problems, 0, args.n)
+
+
+def sample_slice(model: Path, out: Path, first: int, last: int, n: int) -> Path:
+    """The model's ``n`` solutions to ``arith_train[first:last]`` (resumed when cut short)."""
+    wanted = ((last or 20_000) - first if first >= 0 else -first) * n
+    if not out.is_file() or _lines(out) < wanted:
+        code = (
+            "import asyncio, sys; from benchmarks.learning.sampling import main; "
+            "asyncio.run(main(*sys.argv[1:]))"
+        )
+        subprocess.run([sys.executable, "-c", code, str(model), str(out), str(first), str(last),
+                        str(n)], check=True)  # fmt: skip
+    return out
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for line in path.open() if line.strip())
+
+
+def teach_and_score(args: argparse.Namespace, samples: Path, start: Path) -> Path:
+    """The exact teacher's records, then the trainer's records (rewards of a certain GRM)."""
+    from transformers import AutoTokenizer
+
+    from rlmec.data.oracle import oracle_record
+    from rlmec.data.records import GrmRecord
+    from rlmec.shared.jsonl import read_rows
+
+    taught, out = args.work / "taught.jsonl", args.work / "train_exact.jsonl"
+    if not taught.is_file():
+        rlmec("data", "distill", "--teacher", "arith", "--input", str(samples),
+              "--output", str(taught))  # fmt: skip
+    if not out.is_file():
+        tok = AutoTokenizer.from_pretrained(start)
+        records = [GrmRecord.model_validate(r) for r in read_rows(taught)]
+        rows = [r for r in (oracle_record(x, tok) for x in records) if r is not None]
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
+             samples: Path) -> tuple[dict[str, Any], Path]:  # fmt: skip
+    """The arith GRM (:mod:`benchmarks.learning.grm`): its held-out judgement and the shared
+    sample set scored by it through the services."""
+    from benchmarks.learning import grm
+
+    sft, val = grm.grm_data(args.work, start, args.warm_problems, args.grm_problems, 2)
+    model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
+    judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
+    scored = grm.score_with_grm(args.work, model, samples)
+    return {"judge": judged, "scored": grm.scored_counts(scored),
+            "curve": grm.curve(args.work)}, scored  # fmt: skip
+
+
+def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
+               data: Path) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Train one method for one seed in curve segments; the evaluation at each point."""
+    run = f"{name}-s{seed}"
+    config = train_config(args.work, run, str(start), data, [])
+    base = [*METHODS[name], f"seed={seed}", f"optim.lr={args.lr}",
+            f"optim.global_batch_size={args.batch}"]  # fmt: skip
+    points = sorted({*range(args.curve_every, args.steps, args.curve_every), args.steps})
+    curve: dict[int, dict[str, Any]] = {}
+    for step in points:
+        seg = args.work / f"{run}-step{step}"
+        final = args.work / run / "final"
+        if not (seg / "config.json").is_file():
+            (final / "config.json").unlink(missing_ok=True)  # the previous segment's final/
+            train(config, [*base, f"optim.max_steps={step}"], final)
+            final.rename(seg)
+        limit = None if step == args.steps else args.curve_problems
+        curve[step] = evaluate(seg, args.work / "eval" / f"{run}-step{step}", limit)
+    return curve
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def paired_interval(deltas: list[float], seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of per-problem differences."""
+    rng, n = random.Random(seed), len(deltas)
+    means = sorted(sum(deltas[rng.randrange(n)] for _ in range(n)) / n
+                   for _ in range(BOOTSTRAP_ROUNDS))  # fmt: skip
+    return means[int(0.025 * BOOTSTRAP_ROUNDS)], means[int(0.975 * BOOTSTRAP_ROUNDS) - 1]
+
+
+def seed_mean(runs: list[dict[str, Any]], ids: list[str]) -> list[float]:
+    return [sum(bool(r[i]["correct"]) for r in runs) / len(runs) for i in ids]
+
+
+def versus(b: list[dict[str, Any]], a: list[dict[str, Any]]) -> dict[str, float]:
+    """B - A on the test problems both answered, seeds averaged per problem; McNemar on the
+    first seed's runs."""
+    from rlmec.evaluation.compare import mcnemar_p
+
+    ids = sorted(set.intersection(*(set(r) for r in [*a, *b])))
+    xb, xa = seed_mean(b, ids), seed_mean(a, ids)
+    deltas = [y - x for x, y in zip(xa, xb, strict=True)]
+    lo, hi = paired_interval(deltas)
+    b_only = sum(b[0][i]["correct"] and not a[0][i]["correct"] for i in ids)
+    a_only = sum(a[0][i]["correct"] and not b[0][i]["correct"] for i in ids)
+    return {"a": sum(xa) / len(ids), "b": sum(xb) / len(ids), "diff": sum(deltas) / len(ids),
+            "lo": lo, "hi": hi, "p": mcnemar_p(b_only, a_only), "rows": len(ids)}  # fmt: skip
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def plot(curves: dict[str, dict[int, list[dict[str, Any]]]], start_acc: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        steps = [0, *sorted(points)]
+        acc = [100 * start_acc] + [
+            100 * sum(sum(r["correct"] for r in run.values()) / len(run) for run in points[s])
+            / len(points[s]) for s in sorted(points)
+        ]  # fmt: skip
+        ax.plot(steps, acc, marker="o", label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("arith test accuracy (%), mean over seeds")
+    ax.set_title("Learning on arith from the same start policy and data")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _pts(v: dict[str, float]) -> str:
+    return f"{100 * v['diff']:+.1f} points [{100 * v['lo']:+.1f}, {100 * v['hi']:+.1f}]"
+
+
+def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list[dict[str, Any]]],
+           start_rows: dict[str, Any], minutes: float,
+           grm: dict[str, Any] | None) -> str:  # fmt: skip
+    lines = [
+        f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
+        f"Command: `.venv/bin/python -m benchmarks.learning.run --problems {args.problems} "
+        f"--n {args.n} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seeds "
+        f"{args.seeds}` ({minutes:.0f} min of this run; stages cached in `{args.work}`).",
+        "",
+        f"Start policy: SmolLM2-135M-Instruct + SFT warm start ({args.warm_steps} steps of "
+        f"{args.batch} on the references of {args.warm_problems} `arith_train` problems, lr "
+        f"{args.warm_lr}). Calibration on the 1000 `arith` test problems (greedy): accuracy "
+        f"**{100 * cal['accuracy']:.1f}%**; first errors of the {cal['wrong']} wrong: "
+        + ", ".join(f"{k} {v}" for k, v in cal["kinds"].items())
+        + f" (local, one-step slips: {100 * cal['local_share']:.0f}%).",
+        "",
+        f"Data: {args.problems} problems x {args.n} samples of the start policy (temperature "
+        "0.7), wrong ones rewritten by the exact teacher (rewards as a certain GRM gives them). "
+        f"Every method: {args.steps} optimizer steps of {args.batch}, constant lr {args.lr}, "
+        "same start, same file.",
+        "",
+        "| method | accuracy after (mean of seeds) | vs start (points, 95% interval) | McNemar p |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    start = [start_rows]
+    vs_start = {m: versus(runs, start) for m, runs in finals.items()}
+    acc0 = vs_start[next(iter(vs_start))]["a"]
+    lines.append(f"| start policy | {100 * acc0:.1f}% | | |")
+    for m, v in vs_start.items():
+        lines.append(f"| {m} | {100 * v['b']:.1f}% | {_pts(v)} | {v['p']:.3g} |")
+    # The headline's RLMEC is the platform's: rewards from the arith GRM when it was made.
+    main = "rlmec_grm" if "rlmec_grm" in finals else "rlmec"
+    lines += ["", f"Headline (RLMEC = `{main}`):"]
+    if main in finals:
+        lines.append(f"- `RLMEC vs start: {_pts(vs_start[main])}`")
+        for other in ("sequence", "rft", "sft", "rlmec_no_im"):
+            if other in finals:
+                v = versus(finals[main], finals[other])
+                lines.append(f"- `RLMEC vs {other}: {_pts(v)}`")
+    if "rlmec_grm" in finals and "rlmec" in finals:
+        v = versus(finals["rlmec_grm"], finals["rlmec"])
+        lines.append(f"- `GRM vs exact teacher: {_pts(v)}`")
+    if grm is not None:
+        lines += ["", *grm_lines(grm)]
+    lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
+    return "\n".join(lines)
+
+
+def grm_lines(grm: dict[str, Any]) -> list[str]:
+    j = grm["judge"]
+    curve = ", ".join(f"step {c['step']} {100 * c['locate']['exact_match']:.0f}%"
+                      for c in grm["curve"] if "locate" in c)  # fmt: skip
+    return [
+        f"The arith GRM (SmolLM2-135M-Instruct, `rlmec grm train --config grm-cpu.yaml`, "
+        f"{len(grm['curve'])} held-out scorings: locate {curve}) on {j['n']} held-out real "
+        "wrong solutions of the start policy to `arith` test problems, through the GRM "
+        "service's own path:",
+        f"- `{arith_grm_line(j)}`; median edit fraction {j['edit_fraction_median']:.3f} against "
+        f"the exact teacher's {j['true_edit_fraction_median']:.3f} "
+        f"({j['edit_fraction_median'] / max(j['true_edit_fraction_median'], 1e-9):.2f}x).",
+        f"- The shared sample set scored by it through `rlmec grm serve` + the reward service: "
+        f"{grm['scored']}.",
+    ]
+
+
+def arith_grm_line(j: dict[str, Any]) -> str:
+    return (f"arith GRM on real errors: locate {100 * j['locate_accuracy']:.1f}%, reaches "
+            f"{100 * j['rewrites_reaching_reference']:.1f}%")  # fmt: skip
+
+
+def cpu_flags() -> str:
+    info = Path("/proc/cpuinfo").read_text()
+    flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
+
+
+def main() -> None:
+    args = parse_args()
+    args.model = str(Path(args.model).expanduser())
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    start = warm_start(args)
+    start_rows = evaluate(start, args.work / "eval" / "start")
+    cal = calibration(start_rows)
+    print(json.dumps({"calibration": cal}, indent=1))
+    if args.stage == "calibrate":
+        return
+    samples = sample_set(args, start)
+    data = teach_and_score(args, samples, start)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    files = {name: data for name in args.methods.split(",")}
+    grm_result = None
+    if args.grm_steps:
+        grm_result, files["rlmec_grm"] = make_grm(args, start, start_rows, samples)
+    curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for name, train_file in files.items():
+        per_seed = [run_method(args, name, seed, start, train_file) for seed in seeds]
+        curves[name] = {s: [c[s] for c in per_seed] for s in per_seed[0]}
+    finals = {m: c[max(c)] for m, c in curves.items()}
+    plot(curves, cal["accuracy"], Path(__file__).with_name("learning.png"))
+    body = report(args, cal, finals, start_rows, (time.time() - t0) / 60, grm_result)
+    print(body)
+    if not args.no_write:
+        replace_section("learning", body)
+        if grm_result is not None:
+            set_line("grm_quality", "arith GRM on real errors:",
+                     f"`{arith_grm_line(grm_result['judge'])}` (section `learning` has the "
+                     "details; `python -m benchmarks.learning.run` writes this line)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""A teacher's rewrites as a certain GRM would score them: the trainer's records with no GRM.
+
+The reward service turns a GRM's per-token probabilities ``p_t`` into §3.1 rewards. A teacher
+that is never unsure (the exact ``arith`` teacher) gives ``p_t = 1`` to every prediction token
+its rewrite keeps and ``p_t = 0`` to the others, so:
+
+- a wrong prediction with an accepted rewrite: ``r_t`` = the floor (-0.1) on the tokens the
+  rewrite does not keep (§3.3's edit script, read from the prediction's side), 0 elsewhere;
+- a correct prediction: ``r_t`` = the cap (0.5) on every token;
+- §3.3 imitation weights over the regular sequence, as the service computes them.
+
+The learning benchmark trains "RLMEC with the exact teacher" on these records, beside "RLMEC
+with the GRM" on the reward service's, to show what the GRM costs. The records also carry the
+outcome and the reference solution, so every baseline objective reads the same file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rlmec.data.records import GrmRecord
+from rlmec.shared.alignment import edit_flags, imitation_weights
+from rlmec.shared.prompts import policy_prompt
+from rlmec.shared.rewards import token_rewards
+from rlmec.shared.schemas import RewardParams
+from rlmec.shared.tokenization import encode_output
+
+CERTAIN, NEVER = 0.0, -math.inf  # log p_t of a kept / a replaced token
+
+
+def oracle_record(
+    record: GrmRecord, tokenizer: Any, params: RewardParams | None = None
+) -> dict[str, Any] | None:
+    """The ``rlmec train`` TokenRecord of one sample over the policy ``tokenizer``; None for a
+    wrong sample without an accepted rewrite (unscored: the paper drops it)."""
+    if not record.correct and not record.accepted:
+        return None
+    regular = record.prediction if record.correct else (record.rewrite or "")
+    pred = encode_output(tokenizer, record.prediction).token_ids
+    reg = encode_output(tokenizer, regular).token_ids
+    # A prediction token is "not kept" where the script from the rewrite to the prediction
+    # inserts or replaces it (the same flags the service reads, from the other side).
+    dropped = edit_flags(reg, pred)
+    logprobs = [NEVER if d else CERTAIN for d in dropped]
+    return {
+        "id": record.id,
+        "prompt": policy_prompt(record.task_type, record.question),
+        "task": record.task_type,
+        "prediction": record.prediction,
+        "regular_sequence": regular,
+        "rewards": token_rewards(logprobs, correct=record.correct, params=params),
+        "imitation_weights": imitation_weights(pred, reg),
+        "correct": record.correct,
+        "reference_solution": record.reference_solution,
+    }

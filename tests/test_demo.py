@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlmec.demo import build_samples
+from rlmec.demo import build_arith_samples, build_samples
 from rlmec.loop.stack import group_alive
 from rlmec.shared.answers import check_prediction, reference_answer
 
@@ -28,6 +28,20 @@ def test_demo_samples_are_half_wrong_with_rewrites_that_reach_the_reference() ->
             assert check_prediction(s["rewrite"], ref, "math").correct
     assert verdicts == [True, False] * 6
     assert "rewrite" not in samples[1]  # the one left to the GRM itself
+
+
+def test_arith_demo_samples_have_one_slip_in_their_last_step() -> None:
+    from rlmec.data.arith_teacher import correct
+
+    samples = build_arith_samples(6)
+    for i, s in enumerate(samples):
+        ref = reference_answer(s["reference_solution"], "math")
+        assert ref is not None
+        assert check_prediction(s["prediction"], ref, "math").correct == (i % 2 == 0)
+        if i % 2:  # the exact teacher places the slip in the last equation
+            fix = correct(s["question"], s["prediction"], ref)
+            assert fix.step == s["prediction"].count("\n") - 1
+            assert fix.rewrite == s["reference_solution"]
 
 
 def test_demo_rejects_a_sample_count_out_of_range() -> None:

@@ -24,8 +24,7 @@ from typing import Any
 
 from benchmarks.grm_quality.run import cached, judge_in_subprocess, learning_curve
 from benchmarks.learning.run import rlmec, sample_slice
-
-ARITH_GRM_DIR = Path("~/.cache/rlmec/models/grm-smollm2-arith").expanduser()
+from rlmec.services.grm.model_files import ARITH_GRM_DIR
 
 
 def grm_data(work: Path, start: Path, first: int, problems: int, n: int) -> tuple[Path, Path]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import machine, replace_section, set_line, today
+from rlmec import warm_start as WARM
 
 METHODS: dict[str, list[str]] = {
     "rlmec": ["loss.objective=rlmec"],
@@ -58,13 +59,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("runs/learning"), help="cache of stages")
-    p.add_argument("--stage", choices=["calibrate", "all"], default="all",
-                   help="calibrate: stop after the start policy's calibration")  # fmt: skip
+    p.add_argument("--stage", choices=["calibrate", "grm", "all"], default="all",
+                   help="stop after the start policy's calibration, or after the GRM is made, "
+                   "judged and has scored the sample set")  # fmt: skip
     p.add_argument("--model", default="~/.cache/rlmec/models/smollm2-135m",
                    help="the base policy (rlmec grm convert-smollm2 makes it)")  # fmt: skip
-    p.add_argument("--warm-problems", type=int, default=1200)
-    p.add_argument("--warm-steps", type=int, default=80)
-    p.add_argument("--warm-lr", type=float, default=5e-5)
     p.add_argument("--problems", type=int, default=128, help="P: problems of the sample set")
     p.add_argument("--n", type=int, default=4, help="solutions per problem")
     p.add_argument("--steps", type=int, default=48, help="optimizer steps of every method")
@@ -115,19 +114,12 @@ def train(config: Path, overrides: list[str], final: Path) -> Path:
 
 
 def warm_start(args: argparse.Namespace) -> Path:
-    from rlmec.data.tasks import load_task
+    """The start policy (:mod:`rlmec.warm_start`), also copied where the demo finds it."""
+    from rlmec.services.grm.model_files import ARITH_START_DIR
+    from rlmec.warm_start import make_start_policy
 
-    refs = args.work / "warm_refs.jsonl"
-    if not refs.is_file():
-        rows = [{"id": p.id, "question": p.question, "task": "math",
-                 "reference_solution": p.reference_solution}
-                for p in load_task("arith_train")[: args.warm_problems]]  # fmt: skip
-        refs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = train_config(args.work, "start", args.model, refs, [])
-    sets = ["loss.objective=sft", f"optim.lr={args.warm_lr}", f"optim.max_steps={args.warm_steps}",
-            f"optim.global_batch_size={args.batch}", "optim.warmup_ratio=0.05",
-            "optim.epochs=1"]  # fmt: skip
-    return train(config, sets, args.work / "start" / "final")
+    make_start_policy(Path(args.model), args.work, ARITH_START_DIR)
+    return args.work / "start" / "final"
 
 
 def evaluate(model: Path, out: Path, limit: int | None = None) -> dict[str, Any]:
@@ -207,7 +199,7 @@ def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
     sample set scored by it through the services."""
     from benchmarks.learning import grm
 
-    sft, val = grm.grm_data(args.work, start, args.warm_problems, args.grm_problems, 2)
+    sft, val = grm.grm_data(args.work, start, WARM.PROBLEMS, args.grm_problems, 2)
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
     scored = grm.score_with_grm(args.work, model, samples)
@@ -305,9 +297,10 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         f"--n {args.n} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seeds "
         f"{args.seeds}` ({minutes:.0f} min of this run; stages cached in `{args.work}`).",
         "",
-        f"Start policy: SmolLM2-135M-Instruct + SFT warm start ({args.warm_steps} steps of "
-        f"{args.batch} on the references of {args.warm_problems} `arith_train` problems, lr "
-        f"{args.warm_lr}). Calibration on the 1000 `arith` test problems (greedy): accuracy "
+        f"Start policy: SmolLM2-135M-Instruct + SFT warm start ({WARM.STEPS} steps of "
+        f"{WARM.BATCH} on the references of the first {WARM.PROBLEMS} `arith_train` problems, "
+        f"lr {WARM.LR}; `rlmec.warm_start`). Calibration on the 1000 `arith` test problems "
+        "(greedy): accuracy "
         f"**{100 * cal['accuracy']:.1f}%**; first errors of the {cal['wrong']} wrong: "
         + ", ".join(f"{k} {v}" for k, v in cal["kinds"].items())
         + f" (local, one-step slips: {100 * cal['local_share']:.0f}%).",
@@ -391,6 +384,9 @@ def main() -> None:
     grm_result = None
     if args.grm_steps:
         grm_result, files["rlmec_grm"] = make_grm(args, start, start_rows, samples)
+        print(json.dumps({"grm": grm_result}, indent=1))
+    if args.stage == "grm":
+        return
     curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for name, train_file in files.items():
         per_seed = [run_method(args, name, seed, start, train_file) for seed in seeds]

@@ -17,6 +17,11 @@ SMOLLM2_DIR = MODELS_DIR / "smollm2-135m"
 # The GRM `python -m benchmarks.grm_quality.run` trains from SmolLM2-135M on synthetic GSM8K
 # errors (rlmec data synth → grm-sft → grm train); the demo's GRM when present.
 TRAINED_GRM_DIR = MODELS_DIR / "grm-smollm2-synth"
+# The arith GRM `python -m benchmarks.learning.run` makes from the start policy's own errors
+# (exact teacher → grm-sft → grm train), and the arith start policy (the SFT warm start of
+# rlmec.warm_start); the demo's models on --task arith when present.
+ARITH_GRM_DIR = MODELS_DIR / "grm-smollm2-arith"
+ARITH_START_DIR = MODELS_DIR / "smollm2-arith-start"
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"

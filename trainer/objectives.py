@@ -139,6 +139,8 @@ class ObjectiveSpec:
     needs_reference_model: bool = True  # samples without ref log-probs get the frozen policy's
     needs_outcome: bool = False  # records must say whether the sample is correct
     needs_reference_solution: bool = False  # records must carry the reference solution
+    # The samples as this objective trains on them (e.g. sft's reference swap), or None.
+    prepare: Callable[[list[TrainSample]], list[TrainSample]] | None = None
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
@@ -265,24 +267,14 @@ def _grpo_counts(batch: RlmecBatch, cfg: LossConfig) -> tuple[float, float]:
     return float(batch.prediction.loss_mask.sum()), 0.0
 
 
-register("rlmec", ObjectiveSpec(_rlmec, _rlmec_counts))
-register("sequence", ObjectiveSpec(_sequence, _sequence_counts, needs_outcome=True))
-_NLL = {"needs_reference_model": False}
-register("rft", ObjectiveSpec(_nll_on_prediction, _rft_counts, "prediction", needs_outcome=True,
-                              **_NLL))  # fmt: skip
-register("sft", ObjectiveSpec(_nll_on_regular, _sft_counts, "regular",
-                              needs_reference_solution=True, **_NLL))  # fmt: skip
-register("grpo", ObjectiveSpec(_grpo, _grpo_counts, passes="prediction", needs_outcome=True))
-
-
 # --- what each objective needs of the samples ---------------------------------------------
 
 
 def prepare_samples(samples: list[TrainSample], name: str) -> list[TrainSample]:
     """The samples as objective ``name`` trains on them, or a :class:`DataError` naming the
-    sample and the fix: ``sft`` swaps each sample's reference solution into the regular slot
-    (weight 1 per token); ``grpo`` sets each sample's group-normalised advantage (its group:
-    the samples of its prompt among ``samples``); the others check what they read."""
+    sample and the fix: the outcome or reference the objective reads is checked, then its
+    ``prepare`` runs (sft: references in the regular slot; grpo: the group advantages, a
+    group being the samples of one prompt among ``samples``)."""
     from rlmec.trainer.data import DataError
 
     spec = get_objective(name)
@@ -297,21 +289,36 @@ def prepare_samples(samples: list[TrainSample], name: str) -> list[TrainSample]:
                 f"objective {name!r} trains on reference solutions, and sample "
                 f"{s.sample_id!r} has none; give records with 'reference_solution'"
             )
-    if name == "sft":
-        return [_with_reference(s) for s in samples]
-    if name == "grpo":
-        advantages = group_advantages(
-            [float(bool(s.correct)) for s in samples],
-            [s.group or str(s.prompt_ids) for s in samples],
-        )
-        return [replace(s, advantage=a) for s, a in zip(samples, advantages, strict=True)]
-    return samples
+    return spec.prepare(samples) if spec.prepare is not None else samples
 
 
-def _with_reference(s: TrainSample) -> TrainSample:
-    assert s.reference_ids is not None
-    ids = s.reference_ids
-    return replace(s, regular_ids=ids, imitation_weights=(1.0,) * len(ids))
+def _with_references(samples: list[TrainSample]) -> list[TrainSample]:
+    """sft: each sample's reference solution in its regular slot, weight 1 per token."""
+    out = []
+    for s in samples:
+        assert s.reference_ids is not None
+        ids = s.reference_ids
+        out.append(replace(s, regular_ids=ids, imitation_weights=(1.0,) * len(ids)))
+    return out
+
+
+def _with_group_advantages(samples: list[TrainSample]) -> list[TrainSample]:
+    """grpo: each sample's advantage within its group (the samples of its prompt)."""
+    advantages = group_advantages(
+        [float(bool(s.correct)) for s in samples], [s.group or str(s.prompt_ids) for s in samples]
+    )
+    return [replace(s, advantage=a) for s, a in zip(samples, advantages, strict=True)]
+
+
+register("rlmec", ObjectiveSpec(_rlmec, _rlmec_counts))
+register("sequence", ObjectiveSpec(_sequence, _sequence_counts, needs_outcome=True))
+register("rft", ObjectiveSpec(_nll_on_prediction, _rft_counts, "prediction",
+                              needs_reference_model=False, needs_outcome=True))  # fmt: skip
+register("sft", ObjectiveSpec(_nll_on_regular, _sft_counts, "regular",
+                              needs_reference_model=False, needs_reference_solution=True,
+                              prepare=_with_references))  # fmt: skip
+register("grpo", ObjectiveSpec(_grpo, _grpo_counts, "prediction", needs_outcome=True,
+                               prepare=_with_group_advantages))  # fmt: skip
 
 
 def prepare_step(micro: list[list[TrainSample]], name: str) -> list[list[TrainSample]]:

@@ -261,23 +261,29 @@ def versus(b: list[dict[str, Any]], a: list[dict[str, Any]]) -> dict[str, float]
 # --- report -------------------------------------------------------------------------------
 
 
-def plot(curves: dict[str, dict[int, list[dict[str, Any]]]], start_acc: float, path: Path) -> None:
+def plot(curves: dict[str, dict[int, list[dict[str, Any]]]], start: dict[str, Any],
+         path: Path) -> None:  # fmt: skip
+    """Accuracy against step per method, every point on the same test problems (the curve
+    subset, which every evaluation holds), seeds averaged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [run for points in curves.values() for seeds in points.values() for run in seeds]
+    ids = sorted(set(start).intersection(*(set(r) for r in runs)))
+
+    def accuracy(seeds: list[dict[str, Any]]) -> float:
+        return 100 * sum(seed_mean(seeds, ids)) / len(ids)
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
         steps = [0, *sorted(points)]
-        acc = [100 * start_acc] + [
-            100 * sum(sum(r["correct"] for r in run.values()) / len(run) for run in points[s])
-            / len(points[s]) for s in sorted(points)
-        ]  # fmt: skip
-        ax.plot(steps, acc, marker="o", label=name)
+        ax.plot(steps, [accuracy([start]), *(accuracy(points[s]) for s in sorted(points))],
+                marker="o", label=name)  # fmt: skip
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("arith test accuracy (%), mean over seeds")
-    ax.set_title("Learning on arith from the same start policy and data")
+    ax.set_ylabel(f"accuracy (%) on {len(ids)} arith test problems")
+    ax.set_title("Learning on arith from the same start policy and data (mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -295,7 +301,13 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
         f"Command: `.venv/bin/python -m benchmarks.learning.run --problems {args.problems} "
         f"--n {args.n} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seeds "
-        f"{args.seeds}` ({minutes:.0f} min of this run; stages cached in `{args.work}`).",
+        f"{args.seeds} --methods {args.methods}"
+        + (
+            f" --grm-problems {args.grm_problems} --grm-steps {args.grm_steps}`"
+            if args.grm_steps
+            else " --grm-steps 0`"
+        )
+        + f" (stages cached in `{args.work}`; this call {minutes:.0f} min).",
         "",
         f"Start policy: SmolLM2-135M-Instruct + SFT warm start ({WARM.STEPS} steps of "
         f"{WARM.BATCH} on the references of the first {WARM.PROBLEMS} `arith_train` problems, "
@@ -310,31 +322,66 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         f"Every method: {args.steps} optimizer steps of {args.batch}, constant lr {args.lr}, "
         "same start, same file.",
         "",
-        "| method | accuracy after (mean of seeds) | vs start (points, 95% interval) | McNemar p |",
-        "| --- | ---: | ---: | ---: |",
+        *(
+            [
+                "**A pilot** (one seed, not every method): it chooses P, n and the step count; "
+                "the frozen comparison runs at least 2 seeds of every method.",
+                "",
+            ]
+            if len(args.seeds.split(",")) < 2
+            else []
+        ),
+        "| method | accuracy after (mean of seeds) | vs start (points, 95% interval) | McNemar p "
+        "| training time (min, all seeds) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     start = [start_rows]
     vs_start = {m: versus(runs, start) for m, runs in finals.items()}
     acc0 = vs_start[next(iter(vs_start))]["a"]
-    lines.append(f"| start policy | {100 * acc0:.1f}% | | |")
+    lines.append(f"| start policy | {100 * acc0:.1f}% | | | |")
     for m, v in vs_start.items():
-        lines.append(f"| {m} | {100 * v['b']:.1f}% | {_pts(v)} | {v['p']:.3g} |")
+        minutes = train_minutes(args.work, m, args.seeds)
+        lines.append(f"| {m} | {100 * v['b']:.1f}% | {_pts(v)} | {v['p']:.3g} | {minutes:.1f} |")
     # The headline's RLMEC is the platform's: rewards from the arith GRM when it was made.
     main = "rlmec_grm" if "rlmec_grm" in finals else "rlmec"
-    lines += ["", f"Headline (RLMEC = `{main}`):"]
+    source = "the arith GRM's" if main == "rlmec_grm" else "the exact teacher's (a certain GRM)"
+    lines += ["", f"Headline (RLMEC = `{main}`, token rewards {source}), each against its target:"]
     if main in finals:
-        lines.append(f"- `RLMEC vs start: {_pts(vs_start[main])}`")
+        v = vs_start[main]
+        lines.append(f"- `RLMEC vs start: {_pts(v)}` (target +10 with the interval above 0: "
+                     f"{_verdict(v['diff'] >= 0.10 and v['lo'] > 0)})")  # fmt: skip
         for other in ("sequence", "rft", "sft", "rlmec_no_im"):
             if other in finals:
                 v = versus(finals[main], finals[other])
-                lines.append(f"- `RLMEC vs {other}: {_pts(v)}`")
+                target = (f" (target: the interval above 0: {_verdict(v['lo'] > 0)})"
+                          if other in ("sequence", "rft") else "")  # fmt: skip
+                lines.append(f"- `RLMEC vs {other}: {_pts(v)}`{target}")
     if "rlmec_grm" in finals and "rlmec" in finals:
         v = versus(finals["rlmec_grm"], finals["rlmec"])
-        lines.append(f"- `GRM vs exact teacher: {_pts(v)}`")
+        lines.append(f"- `GRM vs exact teacher: {_pts(v)}` (target: within 3 points: "
+                     f"{_verdict(abs(v['diff']) <= 0.03)})")  # fmt: skip
     if grm is not None:
         lines += ["", *grm_lines(grm)]
     lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
     return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def train_minutes(work: Path, method: str, seeds: str) -> float:
+    """The optimizer steps' time of a method's runs (metrics.jsonl; a resumed step counts
+    once)."""
+    total = 0.0
+    for seed in seeds.split(","):
+        path = work / f"{method}-s{seed}" / "metrics.jsonl"
+        steps = {}
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            m = json.loads(line)
+            steps[m["step"]] = m["step_time_s"]
+        total += sum(steps.values())
+    return total / 60
 
 
 def grm_lines(grm: dict[str, Any]) -> list[str]:
@@ -392,7 +439,7 @@ def main() -> None:
         per_seed = [run_method(args, name, seed, start, train_file) for seed in seeds]
         curves[name] = {s: [c[s] for c in per_seed] for s in per_seed[0]}
     finals = {m: c[max(c)] for m, c in curves.items()}
-    plot(curves, cal["accuracy"], Path(__file__).with_name("learning.png"))
+    plot(curves, start_rows, Path(__file__).with_name("learning.png"))
     body = report(args, cal, finals, start_rows, (time.time() - t0) / 60, grm_result)
     print(body)
     if not args.no_write:

@@ -44,8 +44,9 @@ _APPLY: dict[str, Callable[[int, int], int]] = {
 
 @dataclass(frozen=True)
 class ArithSpec:
-    """The difficulty knobs. The defaults are the calibrated, frozen difficulty of ``arith``
-    (BENCHMARKS ``learning``: the warm-started SmolLM2-135M scores 20-50% with local errors)."""
+    """The difficulty knobs. The defaults are the calibrated, frozen difficulty of ``arith``:
+    the warm-started SmolLM2-135M-Instruct scores 31.5% on the test set, every error local
+    (BENCHMARKS.md ``learning``; the issue asked for 20-50% with mostly local errors)."""
 
     steps: int = 2  # operations per chain (the solution has this many equation lines)
     low: int = 10  # operands are drawn from low..high

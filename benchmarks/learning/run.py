@@ -427,11 +427,13 @@ def main() -> None:
     samples = sample_set(args, start)
     data = teach_and_score(args, samples, start)
     seeds = [int(s) for s in args.seeds.split(",")]
-    files = {name: data for name in args.methods.split(",")}
+    files = {name: data for name in args.methods.split(",") if name != "rlmec_grm"}
     grm_result = None
     if args.grm_steps:
-        grm_result, files["rlmec_grm"] = make_grm(args, start, start_rows, samples)
+        grm_result, grm_file = make_grm(args, start, start_rows, samples)
         print(json.dumps({"grm": grm_result}, indent=1))
+        if "rlmec_grm" in args.methods.split(","):
+            files["rlmec_grm"] = grm_file
     if args.stage == "grm":
         return
     curves: dict[str, dict[int, list[dict[str, Any]]]] = {}

@@ -203,8 +203,21 @@ def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
     scored = grm.score_with_grm(args.work, model, samples)
-    return {"judge": judged, "scored": grm.scored_counts(scored),
-            "curve": grm.curve(args.work)}, scored  # fmt: skip
+    return grm_summary(args, judged, grm.scored_counts(scored)), scored
+
+
+def grm_summary(args: argparse.Namespace, judged: dict[str, Any],
+                scored: dict[str, int] | None) -> dict[str, Any]:  # fmt: skip
+    """What the report says of the GRM: its judgement, data, curve and training time."""
+    from collections import Counter
+
+    from benchmarks.grm_quality.run import first_step_share
+    from benchmarks.learning import grm
+
+    kinds = Counter(json.loads(line)["kind"] for line in (args.work / "grm_sft.jsonl").open())
+    floor = first_step_share(args.work / "grm_heldout.jsonl")
+    return {"judge": judged, "scored": scored, "curve": grm.curve(args.work), "floor": floor,
+            "examples": dict(kinds), "minutes": train_minutes(args.work, "grm", "")}  # fmt: skip
 
 
 def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
@@ -361,7 +374,7 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         lines.append(f"- `GRM vs exact teacher: {_pts(v)}` (target: within 3 points: "
                      f"{_verdict(abs(v['diff']) <= 0.03)})")  # fmt: skip
     if grm is not None:
-        lines += ["", *grm_lines(grm)]
+        lines += ["", *grm_lines(args, grm)]
     lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
     return "\n".join(lines)
 
@@ -375,7 +388,7 @@ def train_minutes(work: Path, method: str, seeds: str) -> float:
     once)."""
     total = 0.0
     for seed in seeds.split(","):
-        path = work / f"{method}-s{seed}" / "metrics.jsonl"
+        path = work / (f"{method}-s{seed}" if seed else method) / "metrics.jsonl"
         steps = {}
         for line in path.read_text().splitlines() if path.is_file() else []:
             m = json.loads(line)
@@ -384,20 +397,27 @@ def train_minutes(work: Path, method: str, seeds: str) -> float:
     return total / 60
 
 
-def grm_lines(grm: dict[str, Any]) -> list[str]:
+def grm_lines(args: argparse.Namespace, grm: dict[str, Any]) -> list[str]:
     j = grm["judge"]
     curve = ", ".join(f"step {c['step']} {100 * c['locate']['exact_match']:.0f}%"
                       for c in grm["curve"] if "locate" in c)  # fmt: skip
+    ratio = j["edit_fraction_median"] / max(j["true_edit_fraction_median"], 1e-9)
+    ok = (j["locate_accuracy"] >= 0.9, j["rewrites_reaching_reference"] >= 0.9, ratio <= 1.5)
     return [
-        f"The arith GRM (SmolLM2-135M-Instruct, `rlmec grm train --config grm-cpu.yaml`, "
-        f"{len(grm['curve'])} held-out scorings: locate {curve}) on {j['n']} held-out real "
-        "wrong solutions of the start policy to `arith` test problems, through the GRM "
-        "service's own path:",
-        f"- `{arith_grm_line(j)}`; median edit fraction {j['edit_fraction_median']:.3f} against "
-        f"the exact teacher's {j['true_edit_fraction_median']:.3f} "
-        f"({j['edit_fraction_median'] / max(j['true_edit_fraction_median'], 1e-9):.2f}x).",
-        f"- The shared sample set scored by it through `rlmec grm serve` + the reward service: "
-        f"{grm['scored']}.",
+        f"The arith GRM: SmolLM2-135M-Instruct, `rlmec grm train --config grm-cpu.yaml` for "
+        f"{args.grm_steps} steps of 8 ({grm['minutes']:.0f} min of steps) on the exact "
+        f"teacher's rewrites of the start policy's own errors ({args.grm_problems} "
+        f"`arith_train` problems x 2 samples; examples {grm['examples']}). Validation locate "
+        f"accuracy during training: {curve}.",
+        f"Judged on {j['n']} held-out real wrong solutions of the start policy to `arith` test "
+        "problems (the exact teacher's step and rewrite as the truth; a GRM that always names "
+        f"step 0 would locate {100 * grm['floor']:.1f}%), through the GRM service's own path:",
+        f"- `{arith_grm_line(j)}` (targets 90% and 90%: {_verdict(ok[0])}, {_verdict(ok[1])});",
+        f"- median edit fraction {j['edit_fraction_median']:.3f} against the exact teacher's "
+        f"{j['true_edit_fraction_median']:.3f}: {ratio:.2f}x (target 1.5x: {_verdict(ok[2])}); "
+        f"mean {j['edit_fraction']:.3f} against {j['true_edit_fraction']:.3f}.",
+        "- The shared sample set scored by it through `rlmec grm serve` + the reward service: "
+        + (f"{grm['scored']}." if grm.get("scored") else "not run yet (`--stage grm` does it)."),
     ]
 
 

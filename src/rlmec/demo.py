@@ -48,13 +48,14 @@ GRM_TRAINING_MINUTES = 90  # benchmarks.grm_quality.run on 2 cores: 106 min with
 
 
 # What differs between the two tasks the demo runs on: the actor's problems, the held-out test,
-# the default evaluation size and solution length, and the online learning rate.
+# the default evaluation size and solution length.
 TASKS: dict[str, dict[str, Any]] = {
-    "arith": {"train": "arith_train", "test": "arith", "eval_limit": 200, "max_new_tokens": 64,
-              "lr": 5e-5},
-    "gsm8k": {"train": "gsm8k_train", "test": "gsm8k", "eval_limit": 40, "max_new_tokens": 160,
-              "lr": 1e-5},
-}  # fmt: skip
+    "arith": {"train": "arith_train", "test": "arith", "eval_limit": 200, "max_new_tokens": 64},
+    "gsm8k": {"train": "gsm8k_train", "test": "gsm8k", "eval_limit": 40, "max_new_tokens": 160},
+}
+# The online loop's lr. 5e-5 (the offline pilot's, with batches of 8) on the demo's batches
+# of 2 took the arith start policy from 30.5% to 11.0% in 41 steps (one run, 2026-12-03).
+ONLINE_LR = 1e-5
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -446,7 +447,7 @@ def _train_config(
     return {
         "model": str(model), "output_dir": str(out), "seed": 0, "resume": False,
         "data": {"mode": "online", "max_length": 1024, "online": online},
-        "optim": {"lr": TASKS[args.task]["lr"], "warmup_ratio": 0.0, "max_steps": args.steps,
+        "optim": {"lr": ONLINE_LR, "warmup_ratio": 0.0, "max_steps": args.steps,
                   "global_batch_size": 2, "micro_batch_size": 2},
         "engine": {"zero_stage": 2, "precision": "fp32"},
         "save_every_steps": 0,

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchmarks.grm_quality.run import cached, judge_in_subprocess, learning_curve
+from benchmarks.grm_quality.run import cached, judge_in_subprocess
 from benchmarks.learning.run import rlmec, sample_slice
 from rlmec.services.grm.model_files import ARITH_GRM_DIR
 
@@ -109,10 +109,6 @@ def score_with_grm(work: Path, grm: Path, samples: Path) -> Path:
               "--reward-url", base, "--batch-size", "64")  # fmt: skip
     partial.rename(out)
     return out
-
-
-def curve(work: Path) -> list[dict[str, Any]]:
-    return learning_curve(work)
 
 
 def scored_counts(path: Path) -> dict[str, int]:

@@ -91,7 +91,7 @@ def parse_args() -> argparse.Namespace:
 # --- stages -------------------------------------------------------------------------------
 
 
-def train_config(work: Path, name: str, model: str, data: Path, overrides: list[str]) -> Path:
+def train_config(work: Path, name: str, model: str, data: Path) -> Path:
     """A config file for one run (constant lr, no warmup: a run stopped at step k and resumed
     is the run that went on, which the curve's checkpoints rely on)."""
     cfg = {
@@ -211,12 +211,11 @@ def grm_summary(args: argparse.Namespace, judged: dict[str, Any],
     """What the report says of the GRM: its judgement, data, curve and training time."""
     from collections import Counter
 
-    from benchmarks.grm_quality.run import first_step_share
-    from benchmarks.learning import grm
+    from benchmarks.grm_quality.run import first_step_share, learning_curve
 
     kinds = Counter(json.loads(line)["kind"] for line in (args.work / "grm_sft.jsonl").open())
     floor = first_step_share(args.work / "grm_heldout.jsonl")
-    return {"judge": judged, "scored": scored, "curve": grm.curve(args.work), "floor": floor,
+    return {"judge": judged, "scored": scored, "curve": learning_curve(args.work), "floor": floor,
             "examples": dict(kinds), "minutes": train_minutes(args.work, "grm", "")}  # fmt: skip
 
 
@@ -224,7 +223,7 @@ def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
                data: Path) -> dict[int, dict[str, Any]]:  # fmt: skip
     """Train one method for one seed in curve segments; the evaluation at each point."""
     run = f"{name}-s{seed}"
-    config = train_config(args.work, run, str(start), data, [])
+    config = train_config(args.work, run, str(start), data)
     base = [*METHODS[name], f"seed={seed}", f"optim.lr={args.lr}",
             f"optim.global_batch_size={args.batch}"]  # fmt: skip
     points = sorted({*range(args.curve_every, args.steps, args.curve_every), args.steps})

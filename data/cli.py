@@ -137,7 +137,7 @@ def _add_grm_sft(sub: Any) -> None:
     sft.add_argument("--seed", type=int, default=0, help="identity sampling and order seed")
     sft.add_argument("--identity-rate", type=float, default=None,
                      help="share of correct samples made identity rewrites "
-                     "(default: the paper's accepted / wrong)")  # fmt: skip
+                     "(default: the paper's accepted / all records)")  # fmt: skip
     sft.add_argument("--rewrite-share", type=float, default=1.0,
                      help="share of accepted records that also give a rewrite example; every "
                      "locate example is kept (default 1: the paper's mix)")  # fmt: skip

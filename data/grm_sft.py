@@ -5,8 +5,9 @@
   and *rewrite* (prompt: the scoring prompt, which ends in ``Correct prediction:``; target: the
   rewrite, stripped).
 - Correct predictions become *identity* rewrites (target: the prediction itself), sampled with
-  a seed at the paper's rate: accepted / all wrong records judged (so a teacher that accepts
-  60% of the wrong samples yields identity examples for 60% of the correct ones).
+  a seed at the paper's rate: accepted / all records, correct ones included (the released
+  ``gen_grm_data_math.py``: ``threshold = num_data / len(data)``; 200 accepted of 200 wrong
+  beside 100 correct samples the correct ones at 2/3).
 - ``rewrite_share`` < 1 keeps the rewrite example of only that seeded share of the accepted
   records (every locate example stays): a small GRM learns to copy-and-fix in a few dozen
   steps but needs many more locate examples, and each example costs the same compute.
@@ -49,7 +50,7 @@ class SftStats:
 
     @property
     def identity_rate(self) -> float:
-        return self.accepted / self.wrong if self.wrong else 0.0
+        return self.accepted / self.records if self.records else 0.0
 
 
 def locate_example(r: GrmRecord) -> SftExample:

@@ -184,18 +184,24 @@ LocateStatus = Literal["located", "no_error", "unparsed", "out_of_range"]
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
 # A number ending a sentence ("step 4.") counts; one inside a decimal ("1.5") does not.
 _NUMBER = re.compile(r"(?<![\w.])(\d+)(?!\w|\.\d)")
-# Phrases that say the prediction has no wrong step. They are removed before looking for an
-# error word, so "There is no error; all 4 steps are correct" is no_error (not step 4).
-_NO_ERROR = re.compile(
-    r"\b(?:(?:there (?:is|are) )?no (?:first )?(?:wrong|erroneous|incorrect)? ?"
-    r"(?:steps?|errors?|mistakes?)(?: (?:is|are|was|were) (?:wrong|incorrect|erroneous))?|"
-    r"no(?:ne of the)? (?:\d+ )?steps? (?:is|are) (?:wrong|incorrect)|"
-    r"(?:does|do) not (?:contain|have) (?:any )?(?:errors?|mistakes?|wrong steps?)|"
-    r"without (?:any )?(?:errors?|mistakes?)|not (?:wrong|incorrect)|"
-    r"(?:is|are|all|completely|entirely) (?:correct|right))",
+# A reply is read one clause at a time, so "step 1 has no error, but step 2 is wrong" is two
+# claims. A full stop splits unless it sits inside a decimal.
+_CLAUSE = re.compile(r"(?<!\d)\.|\.(?!\d)|[;:!?,\n]|\bbut\b", re.IGNORECASE)
+# How many steps there are, never which one: "6 steps", "the 3 correct steps", "step 2 of 6".
+_COUNT_AFTER = re.compile(r"\s+(?:[a-z]+\s+)?steps?\b", re.IGNORECASE)
+_COUNT_BEFORE = re.compile(r"\bof\s+$", re.IGNORECASE)
+_ERROR_WORD = re.compile(
+    r"\b(?:wrong|errors?|erroneous|incorrect|mistakes?|mistaken|flawed)\b", re.IGNORECASE
+)
+_NEGATION = re.compile(
+    r"\b(?:no|not|none|nothing|never|without|neither|nor|cannot|free of)\b|n't\b", re.IGNORECASE
+)
+_CORRECT_WORD = re.compile(r"\b(?:correct|right|fine|valid|accurate|checks? out)\b", re.IGNORECASE)
+_UNSURE = re.compile(
+    r"\b(?:cannot|can't|unable to) (?:tell|say|determine|decide)\b|\bnot sure\b|\bunsure\b|"
+    r"\bunclear\b|\bdon't know\b",
     re.IGNORECASE,
 )
-_ERROR_WORD = re.compile(r"\b(wrong|error|incorrect|mistake)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -210,21 +216,26 @@ class LocatedStep:
 def parse_located_step(reply: str, num_steps: int) -> LocatedStep:
     """Read the first wrong step from a GRM/teacher reply.
 
-    ``[k]`` wins, else a bare number, read whole (``[12]`` is 12: the released code read only
-    the first digit, a defect). A reply that calls the prediction correct is ``no_error``; one
-    naming no step is ``unparsed``; a step outside ``0..num_steps-1`` is ``out_of_range``, an
-    error of the GRM, never silently "correct".
+    ``[k]`` wins, read whole (``[12]`` is 12: the released code read only the first digit, a
+    defect). Otherwise the reply is read clause by clause, and a number that counts steps
+    ("none of the 6 steps", "step 2 of 6") is never a step index:
+
+    - the first index in a clause that claims an error ("step 2 is wrong") is the step;
+    - a reply that says it cannot tell is ``unparsed``;
+    - one whose clauses deny an error or call the steps correct is ``no_error``;
+    - a bare index ("7", "Step 4") is the step; anything else is ``unparsed``.
+
+    A step outside ``0..num_steps-1`` is ``out_of_range``, an error of the GRM, never silently
+    "correct".
     """
     match = _BRACKETED.search(reply)
-    if match is None:
-        match = _NUMBER.search(reply)
-        # "step 2 is wrong, the rest are correct" names a step; "all 3 steps are correct" not.
-        names_error = match is not None and _ERROR_WORD.search(_NO_ERROR.sub(" ", reply))
-        if _NO_ERROR.search(reply) and not names_error:
+    step = int(match.group(1)) if match else None
+    if step is None:
+        step, status = _read_clauses(reply)
+        if status == "no_error":
             return LocatedStep("no_error", None, "the GRM judged the prediction correct")
-    if match is None:
-        return LocatedStep("unparsed", None, f"no step label in the GRM reply {reply[:200]!r}")
-    step = int(match.group(1))
+        if step is None:
+            return LocatedStep("unparsed", None, f"no step label in the GRM reply {reply[:200]!r}")
     if step >= num_steps:
         return LocatedStep(
             "out_of_range",
@@ -232,3 +243,32 @@ def parse_located_step(reply: str, num_steps: int) -> LocatedStep:
             f"the GRM located step {step}, but the prediction has steps 0..{num_steps - 1}",
         )
     return LocatedStep("located", step)
+
+
+def _read_clauses(reply: str) -> tuple[int | None, LocateStatus]:
+    """The step a bracket-free reply names, or why it names none."""
+    says_correct, bare = False, []
+    for clause in _CLAUSE.split(reply):
+        indices = _step_indices(clause)
+        names_error = _ERROR_WORD.search(clause) is not None
+        if names_error and not _NEGATION.search(clause):
+            if indices:
+                return indices[0], "located"
+        elif names_error or _CORRECT_WORD.search(clause):
+            says_correct = True
+        else:
+            bare += indices
+    if _UNSURE.search(reply):
+        return None, "unparsed"
+    if says_correct:
+        return None, "no_error"
+    return (bare[0], "located") if bare else (None, "unparsed")
+
+
+def _step_indices(clause: str) -> list[int]:
+    """The numbers of a clause that may name a step: not decimals, not counts of steps."""
+    return [
+        int(m.group(1))
+        for m in _NUMBER.finditer(clause)
+        if not _COUNT_AFTER.match(clause, m.end()) and not _COUNT_BEFORE.search(clause[: m.start()])
+    ]

@@ -175,6 +175,20 @@ def test_stop_strings_with_and_without_colon() -> None:
         ("", 5, "unparsed", None),
         ("The first error step is [12]", 12, "out_of_range", None),
         ("[5]", 3, "out_of_range", None),
+        # A count of steps is never a step index (issue 26, item 8).
+        ("Everything checks out: none of the 6 steps has an error.", 10, "no_error", None),
+        ("None of the 3 steps has an error.", 10, "no_error", None),
+        ("The 4 steps contain no mistakes.", 10, "no_error", None),
+        ("I checked all 5 steps and found nothing wrong.", 10, "no_error", None),
+        ("Each of the 3 steps is fine.", 10, "no_error", None),
+        ("There are 5 steps and step 3 is wrong.", 10, "located", 3),
+        ("Of the 6 steps, step 2 has an error.", 10, "located", 2),
+        ("Step 1 has no error, but step 2 is wrong.", 10, "located", 2),
+        ("Step 2 of 6 is wrong.", 10, "located", 2),
+        ("The error is in step 4.", 10, "located", 4),
+        ("Step 4", 10, "located", 4),
+        ("It has 6 steps.", 10, "unparsed", None),
+        ("I cannot tell which step is wrong.", 10, "unparsed", None),
     ],
 )
 def test_parse_located_step(reply: str, num_steps: int, status: str, step: int | None) -> None:

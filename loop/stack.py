@@ -63,8 +63,9 @@ class Stack:
     def start_redis(self, data_dir: Path) -> str:
         """A valkey/redis server (AOF on) with its data in ``data_dir``."""
         data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # the AOF holds every team's samples
         server = LocalRedis(appendonly=True, data_dir=str(data_dir))
-        self.start("redis", server.command(), process_env())
+        self.start("redis", server.command(), process_env(), umask=0o077)
         server.process = self.procs["redis"]
         try:
             server.wait_ready(timeout=30)
@@ -74,14 +75,16 @@ class Stack:
             ) from None
         return server.url
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> Path:
-        """Start ``args`` as ``name`` (output to ``<log_dir>/<name>.log``); returns the log."""
+    def start(self, name: str, args: list[str], env: dict[str, str], umask: int = -1) -> Path:
+        """Start ``args`` as ``name`` (output to ``<log_dir>/<name>.log``); returns the log.
+        ``umask`` (-1: this process's) sets the mode of the files the process creates."""
         log = self.log_dir / f"{name}.log"
         self.started_at[name] = time.monotonic()
         with log.open("wb") as out:
             self.procs[name] = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+                args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                umask=umask,
+            )  # fmt: skip
         self._write_pids()
         return log
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -53,6 +52,7 @@ def add_down_commands(parser: argparse.ArgumentParser) -> None:
 def up(args: argparse.Namespace) -> int:
     from rlmec.demo import DEMO_TEAM, resolve_models, say, start_services
     from rlmec.loop.stack import Stack, group_alive, process_env
+    from rlmec.shared.secret_files import write_secret_file
 
     state_path = args.workdir / STATE_FILE
     if state_path.is_file():
@@ -72,9 +72,7 @@ def up(args: argparse.Namespace) -> int:
     pids = stack.detach()
     state = {"urls": urls, "team": DEMO_TEAM, "api_key": key, "pids": pids,
              "logs": str(stack.log_dir)}  # fmt: skip
-    fd = os.open(state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the key
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=1)
+    write_secret_file(state_path, json.dumps(state, indent=1))  # it holds the key
     say(f"up: reward service {urls['reward']} (docs {urls['reward']}/docs), GRM service "
         f"{urls['grm']}, Redis {urls['redis']}")  # fmt: skip
     say(f"team {DEMO_TEAM!r}, key: export RLMEC_API_KEY={key}")

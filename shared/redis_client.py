@@ -7,6 +7,12 @@ answers, follows ``MOVED``/``ASK`` and re-learns the map after a failover. List 
 a client started while its only seed is down cannot find the cluster. Every key the platform
 writes carries the team in a hash tag (``rlmec:{team}:...``; the reward cache: ``{cache}``),
 and every Lua script declares its keys, all in one slot, so the same code runs on both.
+
+A pooled connection that broke while it sat idle (Redis restarted, a failover, an idle
+timeout) is found broken only when used. Both clients therefore retry a command whose
+connection failed, on a fresh connection, a few times with a short jittered backoff, instead
+of returning a 503 for every stale connection in the pool. A timeout is not retried: the
+command may have run, and XADD or INCRBY must not run twice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,20 @@ from __future__ import annotations
 from typing import Any
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+RETRIES = 3
+# Seconds; the backoff is jittered and capped, so a restart costs a request well under 1 s.
+RETRY_BASE_S, RETRY_CAP_S = 0.02, 0.5
+
+
+def _retrying(kwargs: dict[str, Any], retry_class: Any) -> dict[str, Any]:
+    """``kwargs`` with the retry policy as defaults (a caller's own settings win)."""
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError
+
+    backoff = ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S)
+    defaults = {"retry": retry_class(backoff, RETRIES),
+                "retry_on_error": [ConnectionError]}  # fmt: skip
+    return {**defaults, **kwargs}
 
 
 def cluster_url(url: str) -> str | None:
@@ -49,10 +69,11 @@ def connect(url: str, **kwargs: Any) -> Any:
     """A synchronous client (``redis.Redis`` or ``redis.cluster.RedisCluster``)."""
     import redis
     from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
 
     plain = cluster_url(url)
     if plain is None:
-        return redis.Redis.from_url(url, **kwargs)
+        return redis.Redis.from_url(url, **_retrying(kwargs, Retry))
     seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)[1:]]
     return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)
 
@@ -61,9 +82,10 @@ def connect_async(url: str, **kwargs: Any) -> Any:
     """An asyncio client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``)."""
     import redis.asyncio
     from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.retry import Retry
 
     plain = cluster_url(url)
     if plain is None:
-        return redis.asyncio.Redis.from_url(url, **kwargs)
+        return redis.asyncio.Redis.from_url(url, **_retrying(kwargs, Retry))
     seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)[1:]]
     return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)

@@ -31,7 +31,7 @@ def _push_call(
     return (
         [
             keys.rollouts, keys.status(batch.batch_id), keys.queued_samples, keys.scored_samples,
-            keys.queued_bytes, keys.scored_bytes,
+            keys.queued_bytes, keys.scored_bytes, keys.scored,
         ],
         [
             batch.batch_id, sample_ids, batch.model_dump_json(), limits.max_queued_samples,

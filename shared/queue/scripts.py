@@ -6,13 +6,17 @@ if st then return {'duplicate', st, redis.call('HGET', KEYS[2], 'n_samples') or 
 local n = tonumber(ARGV[8])
 local q = tonumber(redis.call('GET', KEYS[3]) or '0')
 if q > 0 and q + n > tonumber(ARGV[4]) then return {'full', 'rollouts', tostring(q)} end
-local s = tonumber(redis.call('GET', KEYS[4]) or '0')
+-- The team's trainer may lower its scored counters (its ack needs DECRBY), so the scored
+-- bounds also hold on the stream itself: each entry holds at least one sample, and its
+-- memory is what the server all teams share really holds.
+local s = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), redis.call('XLEN', KEYS[7]))
 if s >= tonumber(ARGV[5]) then return {'full', 'scored', tostring(s)} end
 -- the same two bounds in bytes (one batch alone is never refused forever)
 local b = #ARGV[3]
 local qb = tonumber(redis.call('GET', KEYS[5]) or '0')
 if qb > 0 and qb + b > tonumber(ARGV[9]) then return {'full', 'rollouts_bytes', tostring(qb)} end
 local sb = tonumber(redis.call('GET', KEYS[6]) or '0')
+sb = math.max(sb, redis.call('MEMORY', 'USAGE', KEYS[7], 'SAMPLES', '0') or 0)
 if sb >= tonumber(ARGV[10]) then return {'full', 'scored_bytes', tostring(sb)} end
 local id = redis.call('XADD', KEYS[1], '*', 'batch_id', ARGV[1], 'sample_ids', ARGV[2],
                       'batch', ARGV[3])

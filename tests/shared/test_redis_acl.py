@@ -245,3 +245,39 @@ def test_settings_read_the_password_file(tmp_path: Path) -> None:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert creds == {"username": "rlmec-service", "password": "s3cret"}
+
+
+async def test_a_trainer_cannot_lift_its_own_scored_bound(
+    acl_server: tuple[LocalRedis, Path], as_user: Callable[[str], redis.Redis]
+) -> None:
+    """Issue 26 item 6: the trainer user may DECRBY its counters (its ack script needs it), so
+    the scored bound must hold on what the stream really holds, not on what they say."""
+    import redis.asyncio
+
+    from rlmec.shared.queue import QueueFullError, QueueLimits, RolloutConsumer
+    from tests.shared.test_queue import score_all
+
+    server, secrets = acl_server
+    limits = QueueLimits(max_scored_bytes=40_000, max_scored_samples=1000)
+    queue = RolloutQueue(as_user(redis_acl.SERVICE_USER), limits=limits)
+    service = redis.asyncio.Redis.from_url(
+        server.url, username=redis_acl.SERVICE_USER,
+        password=(secrets / redis_acl.SERVICE_USER).read_text().strip(),
+    )  # fmt: skip
+    consumer = RolloutConsumer(service, consumer="w", teams=["beta"], limits=limits)
+    trainer, keys = as_user("rlmec-trainer-beta"), keys_for("beta")
+    refused = None
+    try:
+        for i in range(12):  # 12 x 20 KB, three times the bound
+            try:
+                queue.push("beta", samples(f"g{i}", 1, blob="x" * 20_000), batch_id=f"g-{i}")
+            except QueueFullError as exc:
+                refused = exc
+                break
+            await score_all(consumer)
+            trainer.decrby(keys.scored_bytes, 10**9)  # what an ack would free, and far more
+            trainer.decrby(keys.scored_samples, 10**9)
+    finally:
+        await service.aclose()
+    assert refused is not None and refused.stream == "scored_bytes", "the bound was lifted"
+    assert trainer.xlen(keys.scored) <= 3

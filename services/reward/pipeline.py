@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -42,6 +43,22 @@ CACHEABLE_REASONS = {
     "no_reference_answer",
     "grm_input_too_long",
 }
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both results, like ``asyncio.gather``; but when one fails, the other is cancelled
+    before the error propagates (its GRM connection closes, so the GRM stops that work too),
+    and the error is the failing stage's own, not a group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            a, b = group.create_task(first), group.create_task(second)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return a.result(), b.result()
 
 
 @dataclass
@@ -178,9 +195,10 @@ class RewardPipeline:
                 it.rewrite = it.sample.rewrite
         rewrite_inputs = [RewriteInput(**_grm_input(it).model_dump()) for it in to_rewrite]
         t0 = time.perf_counter()
-        score_task = self.grm.score_rlmec([_grm_input(it) for it in to_score])
-        rewrite_task = self.grm.rewrite(rewrite_inputs, max_new_tokens=self.max_new_tokens)
-        scores, rewrites = await asyncio.gather(score_task, rewrite_task)
+        scores, rewrites = await together(
+            self.grm.score_rlmec([_grm_input(it) for it in to_score]),
+            self.grm.rewrite(rewrite_inputs, max_new_tokens=self.max_new_tokens),
+        )
         stages.add("grm", t0)
         for it, rw in zip(to_rewrite, rewrites, strict=True):
             _apply_rewrite(it, rw)

@@ -93,16 +93,23 @@ class GrmService:
         """``lengths`` = (prompt tokens, output tokens or max_new_tokens) per sample; checked
         before any engine work so an oversize batch costs nothing."""
         limit = self.engine.info().max_model_len
-        for pos, (prompt_len, extra) in enumerate(lengths):
-            i = indices[pos] if indices is not None else pos
-            if prompt_len + extra > limit:
-                raise PayloadTooLargeError(
-                    f"{field}[{i}]: prompt ({prompt_len} tokens) + {what} ({extra}) = "
-                    f"{prompt_len + extra} exceeds the model context of {limit} tokens; shorten "
-                    "the input, lower the budget, or raise RLMEC_GRM_MAX_MODEL_LEN",
-                    param=f"{field}.{i}",
-                    code="context_length_exceeded",
-                )
+        over = [
+            (indices[pos] if indices is not None else pos, prompt_len, extra)
+            for pos, (prompt_len, extra) in enumerate(lengths)
+            if prompt_len + extra > limit
+        ]
+        if over:
+            # Every sample over the context at once (``param``: their paths, comma-separated),
+            # so a client drops them all and re-sends the rest once, not once per sample.
+            i, prompt_len, extra = over[0]
+            more = f" (and {len(over) - 1} more samples)" if len(over) > 1 else ""
+            raise PayloadTooLargeError(
+                f"{field}[{i}]: prompt ({prompt_len} tokens) + {what} ({extra}) = "
+                f"{prompt_len + extra} exceeds the model context of {limit} tokens{more}; "
+                "shorten the input, lower the budget, or raise RLMEC_GRM_MAX_MODEL_LEN",
+                param=",".join(f"{field}.{j}" for j, _, _ in over),
+                code="context_length_exceeded",
+            )
         total = sum(p + e for p, e in lengths) + extra_total
         if total > self.max_request_tokens:
             raise PayloadTooLargeError(

@@ -15,7 +15,6 @@ request budget is halved; another 4xx is isolated one sample at a time.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from rlmec.services.reward.admission import FairSlots, current_team
+from rlmec.shared.concurrency import gather_or_cancel
 from rlmec.shared.errors import RateLimitError, ServiceUnavailableError
 from rlmec.shared.grm_schemas import (
     TENANT_HEADER,
@@ -191,15 +191,10 @@ class GrmBackend:
     ) -> list[Any]:
         size = self.batch_size
         chunks = [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
-        tasks = [
-            asyncio.ensure_future(self._chunk(chunk, send, response_type, path)) for chunk in chunks
-        ]
-        try:
-            parts = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:  # one chunk hit a transient error: the request fails whole
-                task.cancel()
-            raise
+        # One chunk hit a transient error: the request fails whole, the other chunks cancelled.
+        parts = await gather_or_cancel(
+            *(self._chunk(chunk, send, response_type, path) for chunk in chunks)
+        )
         return [result for part in parts for result in part]
 
     async def _chunk(
@@ -223,7 +218,7 @@ class GrmBackend:
             return await self._over_budget(chunk, response, send, response_type, path)
         if 400 <= response.status_code < 500 and len(chunk) > 1:
             # One odd sample fails the whole chunk: retry one by one so only it is marked.
-            singles = await asyncio.gather(
+            singles = await gather_or_cancel(
                 *(self._chunk([item], send, response_type, path) for item in chunk)
             )
             return [part[0] for part in singles]
@@ -238,17 +233,17 @@ class GrmBackend:
         response_type: type[Any],
         path: str,
     ) -> list[Any]:
-        """A 413 checked before any GRM work: the sample it names is over the context (marked,
-        the others re-sent once), or the chunk is over the request budget (halved)."""
-        index = _sample_index(response)
-        if index is not None and 0 <= index < len(chunk):
+        """A 413 checked before any GRM work: the samples it names are over the context
+        (marked, the others re-sent once), or the chunk is over the request budget (halved)."""
+        over = {i for i in _sample_indices(response) if 0 <= i < len(chunk)}
+        if over:
             failure = GrmFailure(f"GRM {path}: {_error_text(response)}", "grm_input_too_long")
-            rest = chunk[:index] + chunk[index + 1 :]
-            done = await self._chunk(rest, send, response_type, path) if rest else []
-            return [*done[:index], failure, *done[index:]]
+            rest = [item for i, item in enumerate(chunk) if i not in over]
+            done = iter(await self._chunk(rest, send, response_type, path) if rest else [])
+            return [failure if i in over else next(done) for i in range(len(chunk))]
         if len(chunk) > 1:
             half = len(chunk) // 2
-            parts = await asyncio.gather(
+            parts = await gather_or_cancel(
                 self._chunk(chunk[:half], send, response_type, path),
                 self._chunk(chunk[half:], send, response_type, path),
             )
@@ -279,14 +274,13 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-def _sample_index(response: httpx.Response) -> int | None:
-    """The sample a GRM 413 names (``param`` = ``samples.3``), if it names one."""
+def _sample_indices(response: httpx.Response) -> list[int]:
+    """The samples a GRM 413 names (``param`` = ``samples.3`` or ``samples.3,samples.7``)."""
     try:
-        param = response.json()["error"]["param"]
-        field, _, index = str(param).rpartition(".")
-        return int(index) if field else None
+        paths = str(response.json()["error"]["param"]).split(",")
+        return [int(index) for field, _, index in (p.rpartition(".") for p in paths) if field]
     except (ValueError, KeyError, TypeError):
-        return None
+        return []
 
 
 def _error_text(response: httpx.Response) -> str:

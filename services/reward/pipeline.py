@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -29,6 +28,7 @@ from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.usage import add_usage
 from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
+from rlmec.shared.concurrency import gather_or_cancel
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
 from rlmec.shared.redis_client import connect_async
@@ -43,22 +43,6 @@ CACHEABLE_REASONS = {
     "no_reference_answer",
     "grm_input_too_long",
 }
-
-
-A = TypeVar("A")
-B = TypeVar("B")
-
-
-async def together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
-    """Both results, like ``asyncio.gather``; but when one fails, the other is cancelled
-    before the error propagates (its GRM connection closes, so the GRM stops that work too),
-    and the error is the failing stage's own, not a group."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            a, b = group.create_task(first), group.create_task(second)
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return a.result(), b.result()
 
 
 @dataclass
@@ -195,7 +179,7 @@ class RewardPipeline:
                 it.rewrite = it.sample.rewrite
         rewrite_inputs = [RewriteInput(**_grm_input(it).model_dump()) for it in to_rewrite]
         t0 = time.perf_counter()
-        scores, rewrites = await together(
+        scores, rewrites = await gather_or_cancel(
             self.grm.score_rlmec([_grm_input(it) for it in to_score]),
             self.grm.rewrite(rewrite_inputs, max_new_tokens=self.max_new_tokens),
         )

@@ -121,11 +121,12 @@ def test_oversize_input_is_413_naming_limit(tiny_model_dir: Path, engine: Script
     app = create_app(_settings(tiny_model_dir, max_request_tokens=500), engine=engine)
     with serve_app(app) as base:
         long = {"prompt": "p", "output": "1 2 3 " * 2000}
-        items = [{"prompt": "p", "output": "x"}, long]
+        items = [{"prompt": "p", "output": "x"}, long, {"prompt": "p", "output": "y"}, long]
         resp = httpx.post(f"{base}/v1/score", json={"items": items})
         assert resp.status_code == 413
         err = resp.json()["error"]
-        assert err["param"] == "items.1"
+        assert err["param"] == "items.1,items.3"  # every one at once (issue 26 item 4)
+        assert "and 1 more samples" in err["message"]
         assert "4096" in err["message"] and "RLMEC_GRM_MAX_MODEL_LEN" in err["message"]
         many = [{"prompt": "p", "output": "1 2 3 " * 30}] * 10
         resp = httpx.post(f"{base}/v1/score", json={"items": many})

@@ -250,17 +250,18 @@ async def test_a_saturated_or_failing_grm_is_transient_and_never_split(
 
 
 def _context_grm(calls: list[int], too_long: set[str], budget: int) -> httpx.MockTransport:
-    """A fake GRM /v1/score checking lengths before any work, as the real one does: a sample
-    in ``too_long`` is a 413 naming it; more than ``budget`` samples a 413 for the request."""
+    """A fake GRM /v1/score checking lengths before any work, as the real one does: the
+    samples in ``too_long`` are one 413 naming them all; more than ``budget`` samples a 413
+    for the request."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         samples = json.loads(request.content)["samples"]
         calls.append(len(samples))
-        for i, s in enumerate(samples):
-            if s["prediction"] in too_long:
-                error = {"type": "payload_too_large", "message": f"samples[{i}] too long",
-                         "param": f"samples.{i}", "code": "context_length_exceeded"}  # fmt: skip
-                return httpx.Response(413, json={"error": error})
+        over = [f"samples.{i}" for i, s in enumerate(samples) if s["prediction"] in too_long]
+        if over:
+            error = {"type": "payload_too_large", "message": f"{over[0]} too long",
+                     "param": ",".join(over), "code": "context_length_exceeded"}  # fmt: skip
+            return httpx.Response(413, json={"error": error})
         if len(samples) > budget:
             error = {"type": "payload_too_large", "message": "over budget", "param": "samples",
                      "code": "request_token_budget_exceeded"}  # fmt: skip
@@ -281,6 +282,20 @@ async def test_a_sample_over_the_grm_context_is_reported_without_amplification()
     assert isinstance(results[2], GrmFailure) and results[2].reason == "grm_input_too_long"
     assert [isinstance(r, ScoreResult) for r in results] == [True] * 2 + [False] + [True] * 5
     assert [len(r.token_ids) for r in results if isinstance(r, ScoreResult)] == [2] * 7
+    await client.aclose()
+
+
+async def test_many_samples_over_the_grm_context_cost_two_calls() -> None:
+    # Issue 26 item 4: 64 over-context samples used to cost a call each, one after another
+    # (O(n^2) bytes). The GRM names them all in one 413; the rest are re-sent once.
+    calls: list[int] = []
+    names = [f"long{i}" if i % 4 else f"ok{i}" for i in range(80)]
+    too_long = {n for n in names if "long" in n}
+    client = GrmBackend(["http://grm"], batch_size=80, transport=_context_grm(calls, too_long, 100))
+    results = await client.score_rlmec(_inputs(*names))
+    assert calls == [80, 20]
+    assert [isinstance(r, ScoreResult) for r in results] == ["ok" in n for n in names]
+    assert {r.reason for r in results if isinstance(r, GrmFailure)} == {"grm_input_too_long"}
     await client.aclose()
 
 

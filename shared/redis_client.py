@@ -78,14 +78,29 @@ def connect(url: str, **kwargs: Any) -> Any:
     return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)
 
 
-def connect_async(url: str, **kwargs: Any) -> Any:
-    """An asyncio client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``)."""
+def connect_async(
+    url: str, *, max_connections: int | None = None, pool_timeout_s: float = 5.0, **kwargs: Any
+) -> Any:
+    """An asyncio client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``).
+
+    ``max_connections`` bounds a single server's pool, and a command waits up to
+    ``pool_timeout_s`` for a free connection instead of failing at once ("Too many
+    connections" under a burst was a 503 for every team).
+    """
     import redis.asyncio
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
 
     plain = cluster_url(url)
+    if plain is None and max_connections is not None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s,
+            **_retrying(kwargs, Retry),
+        )  # fmt: skip
+        return redis.asyncio.Redis.from_pool(pool)
     if plain is None:
         return redis.asyncio.Redis.from_url(url, **_retrying(kwargs, Retry))
+    if max_connections is not None:
+        kwargs["max_connections"] = max_connections
     seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)[1:]]
     return RedisCluster.from_url(plain, startup_nodes=seeds, **kwargs)

@@ -26,6 +26,7 @@ from rlmec.services.reward import rollouts
 from rlmec.services.reward.deps import CALLER, team_for
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
+from rlmec.services.reward.pulls import WaitingPulls
 from rlmec.services.reward.quotas import QuotaGate
 from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
@@ -45,9 +46,18 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            redis = connect_async(settings.redis_url, **settings.redis_credentials())
+            pool = {"pool_timeout_s": settings.redis_pool_timeout_s,
+                    **settings.redis_credentials()}  # fmt: skip
+            redis = connect_async(
+                settings.redis_url, max_connections=settings.redis_max_connections, **pool
+            )
             stack.push_async_callback(redis.aclose)
-            app.state.redis = redis
+            pull_redis = connect_async(
+                settings.redis_url, max_connections=settings.redis_max_pull_connections, **pool
+            )
+            stack.push_async_callback(pull_redis.aclose)
+            app.state.redis, app.state.pull_redis = redis, pull_redis
+            app.state.waiting_pulls = WaitingPulls()
             app.state.quotas = QuotaGate(
                 redis,
                 prefix=settings.redis_prefix,
@@ -61,6 +71,7 @@ def _lifespan(
                 yield
             finally:
                 app.state.pipeline = app.state.quotas = app.state.redis = None
+                app.state.pull_redis = app.state.waiting_pulls = None
 
     return lifespan
 

@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline
+from rlmec.services.reward.pulls import WaitingPulls
 from rlmec.services.reward.quotas import QuotaGate
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import Team, TeamDirectory
@@ -19,11 +20,13 @@ from rlmec.shared.errors import AuthenticationError, ServiceUnavailableError
 __all__ = [
     "MetricsDep",
     "PipelineDep",
+    "PullRedisDep",
     "QuotaDep",
     "RedisDep",
     "SettingsDep",
     "Team",
     "TeamDep",
+    "WaitingPullsDep",
     "current_team",
 ]
 
@@ -48,6 +51,19 @@ def get_redis(request: Request) -> Redis:
     assert isinstance(redis, Redis | RedisCluster)
     # A cluster client answers the same commands (every key of one call in one slot).
     return cast(Redis, redis)
+
+
+def get_pull_redis(request: Request) -> Redis:
+    """The client of the long polls' own connection pool (:mod:`.pulls`)."""
+    redis = _state(request, "pull_redis")
+    assert isinstance(redis, Redis | RedisCluster)
+    return cast(Redis, redis)
+
+
+def get_waiting_pulls(request: Request) -> WaitingPulls:
+    pulls = _state(request, "waiting_pulls")
+    assert isinstance(pulls, WaitingPulls)
+    return pulls
 
 
 def get_pipeline(request: Request) -> RewardPipeline:
@@ -114,6 +130,8 @@ def team_for(directory: TeamDirectory, header: str | None) -> Team:
 TeamDep = Annotated[Team, Depends(current_team)]
 SettingsDep = Annotated[RewardSettings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+PullRedisDep = Annotated[Redis, Depends(get_pull_redis)]
+WaitingPullsDep = Annotated[WaitingPulls, Depends(get_waiting_pulls)]
 PipelineDep = Annotated[RewardPipeline, Depends(get_pipeline)]
 QuotaDep = Annotated[QuotaGate, Depends(get_quotas)]
 MetricsDep = Annotated[RewardMetrics, Depends(get_metrics)]

@@ -325,7 +325,10 @@ def _usage_counts(results: list[ScoredSample]) -> dict[str, int]:
 async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipeline]:
     """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
     tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
-    redis = connect_async(settings.redis_url, **settings.redis_credentials())
+    redis = connect_async(
+        settings.redis_url, max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s, **settings.redis_credentials(),
+    )  # fmt: skip
     grm = GrmBackend(
         settings.grm_urls,
         timeout=settings.grm_timeout_s,

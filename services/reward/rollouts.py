@@ -13,9 +13,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import Field
+from redis.asyncio import Redis
 
 from rlmec.services.common import ERROR_RESPONSES
-from rlmec.services.reward.deps import QuotaDep, RedisDep, SettingsDep, TeamDep
+from rlmec.services.reward.deps import (
+    PullRedisDep,
+    QuotaDep,
+    RedisDep,
+    SettingsDep,
+    TeamDep,
+    WaitingPullsDep,
+)
 from rlmec.services.reward.quotas import admit
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.teams import Team
@@ -168,10 +176,21 @@ class AckRequest(RequestModel):
 
 
 @router.post("/v1/scored/pull", response_model=PullResponse, responses=_RESPONSES)
-async def pull_scored(body: PullRequest, team: TeamDep, redis: RedisDep) -> PullResponse:
+async def pull_scored(
+    body: PullRequest, team: TeamDep, redis: RedisDep, pull_redis: PullRedisDep,
+    waiting: WaitingPullsDep,
+) -> PullResponse:  # fmt: skip
     """Scored batches of your team for a trainer outside the cluster (no Redis access needed).
     Acknowledge each with ``POST /v1/scored/ack`` after the optimizer step that used it;
-    unacknowledged ones come back after ``redeliver_after_s``."""
+    unacknowledged ones come back after ``redeliver_after_s``. A team may have
+    ``max_waiting_pulls`` pulls with ``wait_ms`` waiting at once; more are a 429."""
+    if body.wait_ms == 0:
+        return await _pull(redis, team, body)
+    with waiting.slot(team):
+        return await _pull(pull_redis, team, body)
+
+
+async def _pull(redis: Redis, team: Team, body: PullRequest) -> PullResponse:
     puller = AsyncScoredPuller(
         redis, team.name, consumer=body.consumer, redeliver_after_ms=body.redeliver_after_s * 1000
     )

@@ -57,6 +57,13 @@ class TeamConfig(BaseModel):
         description="Requests that may wait for a concurrency slot (up to the service's "
         "admission_wait_s) before further ones get 429; 0 = answer 429 at once.",
     )
+    max_waiting_pulls: int = Field(
+        4,
+        ge=0,
+        le=1024,
+        description="Long polls (POST /v1/scored/pull with wait_ms > 0) of the team waiting at "
+        "once, per service replica; more get 429 at once (each holds a Redis connection).",
+    )
     chat_template: str | None = Field(
         None,
         description="A registered policy tokenizer whose chat template this team's /get_reward "
@@ -175,6 +182,19 @@ class RewardSettings(BaseSettings, HttpBounds):
         description="Cache, quotas, usage, queues; redis+cluster://h1:p1,h2:p2: a Redis Cluster.",
     )
     redis_prefix: str = Field("rlmec:reward", description="Prefix of every Redis key.")
+    redis_max_connections: int = Field(
+        100, ge=1, le=10_000, description="Redis connections of the service's short commands."
+    )
+    redis_max_pull_connections: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Redis connections for long polls, apart from the short commands' so "
+        "that waiting trainers never starve them (each team also has max_waiting_pulls).",
+    )
+    redis_pool_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="How long a command waits for a free Redis connection."
+    )
     redis_username: str | None = Field(
         None,
         description="Redis ACL user of the service and workers (`rlmec reward redis-users` "

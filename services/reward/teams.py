@@ -27,6 +27,7 @@ class Team:
     max_scored_samples: int
     max_queued_bytes: int = QueueLimits.max_queued_bytes
     max_scored_bytes: int = QueueLimits.max_scored_bytes
+    max_waiting_pulls: int = 4
     chat_template: str | None = None
     anonymous: bool = False
 
@@ -42,6 +43,7 @@ class Team:
             max_scored_samples=config.max_scored_samples,
             max_queued_bytes=config.max_queued_bytes,
             max_scored_bytes=config.max_scored_bytes,
+            max_waiting_pulls=config.max_waiting_pulls,
             chat_template=config.chat_template,
             anonymous=anonymous,
         )

@@ -215,3 +215,52 @@ def test_a_worker_retries_a_busy_grm_instead_of_losing_samples(
     assert len(scored.results) == 4 and not any(r.reason == "grm_error" for r in scored.results)
     assert [r.status for r in scored.results[::2]] == ["scored", "scored"]
     client.close()
+
+
+# --- two-team floods (issue 26): the noisy team is throttled, the quiet one keeps working ----
+
+
+async def _quiet_team_works(url: str, during: Any, *, within_s: float) -> list[int | str]:
+    """While ``during`` (a noisy team's flood) runs, team alpha's usage and scoring calls:
+    their status codes, or the error of a call not answered within ``within_s``."""
+    codes: list[int | str] = []
+
+    async def call(method: str, path: str, **kwargs: Any) -> int | str:
+        try:
+            return (await quiet.request(method, path, **kwargs)).status_code
+        except httpx.HTTPError as exc:
+            return repr(exc)
+
+    async with httpx.AsyncClient(base_url=url, headers=auth("alpha"), timeout=within_s) as quiet:
+        flood = asyncio.create_task(during)
+        await asyncio.sleep(1.0)  # the flood is in place
+        for _ in range(5):
+            codes.append(await call("GET", "/v1/usage"))
+            codes.append(
+                await call("POST", "/v1/token-rewards", json={"samples": [sample(CORRECT)]})
+            )
+        flood.cancel()
+        await asyncio.gather(flood, return_exceptions=True)
+    return codes
+
+
+def test_one_teams_long_polls_leave_another_team_working(service: str) -> None:
+    """Item 1: 300 concurrent long polls from one team used to take every connection of the
+    service's Redis pool: the other team got 503 on 5/5 /v1/usage and /v1/token-rewards."""
+    noisy: list[int] = []
+
+    async def flood() -> None:
+        limits = httpx.Limits(max_connections=400)
+        async with httpx.AsyncClient(base_url=service, headers=auth("gamma"), timeout=60,
+                                     limits=limits) as client:  # fmt: skip
+
+            async def pull(i: int) -> None:
+                body = {"wait_ms": 30_000, "consumer": f"c{i}"}
+                noisy.append((await client.post("/v1/scored/pull", json=body)).status_code)
+
+            await asyncio.gather(*(pull(i) for i in range(300)))
+
+    codes = asyncio.run(_quiet_team_works(service, flood(), within_s=20))
+    assert codes == [200] * 10
+    assert noisy.count(429) >= 250  # past its cap of waiting pulls, refused at once
+    assert set(noisy) <= {429}  # the ones let in were still waiting when the flood ended

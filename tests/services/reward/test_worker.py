@@ -170,7 +170,11 @@ def test_workers_reconnect_after_redis_restart(workers: Workers) -> None:
             queue.push("alpha", samples(f"r{i}", 2), batch_id=f"r{i}").batch_id for i in range(8)
         ]
         wait_for(lambda: states(queue, ids).count("scored") >= 2, "the first batches")
-        server.restart()  # AOF on: the streams, groups and pending lists survive
+        # AOF on: the streams, groups and pending lists survive. Down longer than the
+        # client's own retries (under 1 s), so the worker's reconnect loop is what recovers.
+        server.stop()
+        time.sleep(2.0)
+        server.start()
         ids += [
             queue.push("alpha", samples(f"s{i}", 2), batch_id=f"s{i}").batch_id for i in range(8)
         ]

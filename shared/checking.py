@@ -6,6 +6,10 @@ cannot bound it. :class:`AnswerChecker` runs every check in a pool of worker pro
 (``pebble``): a check over ``timeout_s`` has its worker killed and replaced, each worker's
 address space is capped at ``memory_mib``, and the caller's event loop never runs sympy. A
 check over budget comes back as a :class:`CheckFailure`; the other samples are unaffected.
+
+A ``gate`` (an async context manager per check) lets a service hand the workers out fairly:
+the reward service passes its per-team fair slots, sized to the workers, so the pool never
+holds a FIFO backlog and one team's slow checks delay another team's by at most one check.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import resource
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +89,7 @@ class AnswerChecker:
         workers: int = 2,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_mib: int = DEFAULT_MEMORY_MIB,
+        gate: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers ({workers}) must be at least 1")
@@ -96,6 +102,7 @@ class AnswerChecker:
 
         self.timeout_s = timeout_s
         self.memory_mib = memory_mib
+        self._gate = gate or nullcontext
         self._pool = ProcessPool(
             max_workers=workers,
             initializer=_init_worker,
@@ -114,6 +121,10 @@ class AnswerChecker:
         return list(await asyncio.gather(*(self._run(check_prediction, *t) for t in items)))
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        async with self._gate():
+            return await self._schedule(fn, *args)
+
+    async def _schedule(self, fn: Any, *args: Any) -> Any:
         future = self._pool.schedule(fn, args=args, timeout=self.timeout_s)
         try:
             return await asyncio.wrap_future(future)

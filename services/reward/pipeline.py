@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from rlmec.services.reward import assemble
-from rlmec.services.reward.admission import current_team
+from rlmec.services.reward.admission import FairSlots, current_team
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
 from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
@@ -336,10 +336,13 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
         max_concurrency=settings.grm_max_concurrency,
         team_weights={t.name: t.grm_weight for t in settings.teams},
     )
+    # One lane per team over the checker's workers (issue 26, item 3).
+    lanes = FairSlots(settings.answer_check_workers)
     checker = AnswerChecker(
         workers=settings.answer_check_workers,
         timeout_s=settings.answer_check_timeout_s,
         memory_mib=settings.answer_check_memory_mib,
+        gate=lanes.slot,
     )
     cache = RewardCache(
         redis,

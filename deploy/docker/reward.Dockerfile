@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Reward service (`rlmec reward serve`) and queue workers (`python -m
 # rlmec.services.reward.worker`): one image, two commands.
 #

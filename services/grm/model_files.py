@@ -87,7 +87,16 @@ def build_tiny_model(
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)
     model.save_pretrained(out, safe_serialization=True)
-    return out
+    return world_readable(out)
+
+
+def world_readable(model_dir: Path) -> Path:
+    """Mode 0644 on every file of ``model_dir``: safetensors writes the weights 0600, which the
+    images' non-root user (uid 10001) cannot read from a mounted model directory."""
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    return model_dir
 
 
 def smollm2_gguf_path() -> Path:
@@ -134,4 +143,4 @@ def convert_smollm2(out_dir: str | Path, *, dtype: str = "bfloat16") -> Path:
     (tmp / "rlmec-converted.json").write_text(json.dumps({"source": gguf.name, "dtype": dtype}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return out
+    return world_readable(out)

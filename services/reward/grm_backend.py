@@ -138,6 +138,20 @@ class GrmBackend:
         weight = self.slots.weights.get(team, 1.0)
         return {TENANT_HEADER: team, TENANT_WEIGHT_HEADER: f"{weight:g}"}
 
+    async def ready(self) -> None:
+        """Raise unless a GRM's ``/ready`` (which asks its engine) answers 200. ``/v1/models``
+        is not enough: a GRM whose engine died still lists its model. Outside the GRM slots:
+        a readiness probe must not queue behind the teams' work."""
+        url = next(self._next_url) + "/ready"
+        try:
+            response = await self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(f"the GRM at {url} is unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            raise ServiceUnavailableError(
+                f"the GRM at {url} is not ready ({response.status_code}): {_error_text(response)}"
+            )
+
     async def model_card(self) -> ModelCard:
         """The first model of the first GRM that answers ``/v1/models``."""
         response = await self._call("GET", "/v1/models")

@@ -148,7 +148,7 @@ async def ready(redis: RedisDep, pipeline: PipelineDep) -> ReadyResponse | JSONR
             logger.warning("not ready: %s: %s: %s", name, type(exc).__name__, exc)
             checks[name] = "unavailable"
 
-    await asyncio.gather(check("redis", redis.ping()), check("grm", pipeline.grm.model_card()))
+    await asyncio.gather(check("redis", redis.ping()), check("grm", pipeline.grm.ready()))
     failed = {k: v for k, v in checks.items() if v != "ok"}
     if failed:
         detail = "; ".join(f"{k}: {v}" for k, v in failed.items())

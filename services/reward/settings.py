@@ -148,11 +148,16 @@ def load_teams_file(path: Path) -> list[TeamConfig]:
     if not path.is_file():
         raise ValueError(f"teams_file {str(path)!r} does not exist; fix RLMEC_REWARD_TEAMS_FILE")
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        # Imported by name: PyYAML ships no type stubs, and only YAML team files need it.
-        data = importlib.import_module("yaml").safe_load(text)
-    else:
-        data = json.loads(text)
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            # YAML reads JSON too, and a mounted secret has no suffix (/run/secrets/teams).
+            # Imported by name: PyYAML ships no type stubs.
+            data = importlib.import_module("yaml").safe_load(text)
+    except Exception as exc:  # json.JSONDecodeError or yaml.YAMLError
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"teams_file {str(path)!r} is not valid {kind}: {exc}") from None
     if isinstance(data, dict):
         data = data.get("teams", [])
     if not isinstance(data, list):

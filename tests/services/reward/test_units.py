@@ -22,6 +22,8 @@ from rlmec.shared.grm_schemas import (
     TENANT_HEADER,
     TENANT_WEIGHT_HEADER,
     GrmSampleInput,
+    ModelCard,
+    ModelList,
     ScoreResult,
 )
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
@@ -400,3 +402,22 @@ def test_labels_read_as_written(label: object, text: str | None) -> None:
     from rlmec.services.reward.openrlhf import _label_text
 
     assert _label_text(label) == text  # type: ignore[arg-type]
+
+
+async def test_ready_asks_the_grm_engine_not_only_its_model_list() -> None:
+    """Issue 27: a GRM whose engine died still listed its model, so /ready said grm: ok."""
+
+    def grm(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            card = ModelCard(id="m", revision="r", tokenizer="t", max_model_len=2048,
+                             engine="vllm", eos_token="</s>", eos_token_id=2)  # fmt: skip
+            return httpx.Response(200, json=ModelList(data=[card]).model_dump())
+        assert request.url.path == "/ready"
+        error = {"type": "service_unavailable", "message": "engine not ready"}
+        return httpx.Response(503, json={"error": error})
+
+    client = GrmBackend(["http://grm"], transport=httpx.MockTransport(grm))
+    assert (await client.model_card()).id == "m"
+    with pytest.raises(ServiceUnavailableError, match=r"not ready \(503\): engine not ready"):
+        await client.ready()
+    await client.aclose()

@@ -4,7 +4,8 @@ module, and a reward app on loopback with three teams and a real Redis."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,38 @@ def client(reward_app: tuple[FastAPI, str], redis_url: str) -> Iterator[httpx.Cl
     """A client of the module's reward service over a freshly flushed Redis."""
     with httpx.Client(base_url=reward_app[1], timeout=120) as c:
         yield c
+
+
+def model_list_response() -> httpx.Response:
+    """A fake GRM's ``/v1/models`` answer."""
+    from rlmec.shared.grm_schemas import ModelCard, ModelList
+
+    card = ModelCard(id="m", revision="r", tokenizer="t", max_model_len=2048, engine="hf",
+                     eos_token="</s>", eos_token_id=2)  # fmt: skip
+    return httpx.Response(200, json=ModelList(data=[card]).model_dump())
+
+
+@asynccontextmanager
+async def pipeline_on(redis_url: str, grm: Callable[..., Any]) -> AsyncIterator[Any]:
+    """A real reward pipeline (its cache on the test Redis, a real answer checker) whose GRM
+    is the handler ``grm`` (an httpx mock transport's, sync or async)."""
+    from redis.asyncio import Redis
+
+    from rlmec.services.reward.cache import RewardCache
+    from rlmec.services.reward.grm_backend import GrmBackend
+    from rlmec.services.reward.pipeline import RewardPipeline
+    from rlmec.services.reward.policy_tokenizers import TokenizerRegistry
+    from rlmec.shared.checking import AnswerChecker
+
+    redis = Redis.from_url(redis_url)
+    checker = AnswerChecker(workers=1, timeout_s=5.0, memory_mib=1024)
+    try:
+        yield RewardPipeline(
+            GrmBackend(["http://grm"], transport=httpx.MockTransport(grm)),
+            RewardCache(redis, prefix="t", ttl_s=60, max_entries=100),
+            TokenizerRegistry({}), checker, redis=redis, prefix="t", max_new_tokens=16,
+            grm_info_ttl_s=60,
+        )  # fmt: skip
+    finally:
+        checker.close()
+        await redis.aclose()

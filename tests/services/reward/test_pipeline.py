@@ -1,5 +1,5 @@
-"""The pipeline's stages run as one structured task (issue 26, item 2): a stage that fails
-cancels its siblings and their GRM calls, so a request answered 429 leaves no work behind."""
+"""The reward pipeline on a fake GRM: its stages run as one structured task (issue 26, item
+2), and whatever the GRM generates fails only its own sample."""
 
 from __future__ import annotations
 
@@ -7,27 +7,22 @@ import asyncio
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
-from rlmec.services.reward.cache import RewardCache
-from rlmec.services.reward.grm_backend import GrmBackend
-from rlmec.services.reward.pipeline import RewardPipeline
-from rlmec.services.reward.policy_tokenizers import TokenizerRegistry
-from rlmec.shared.checking import AnswerChecker
 from rlmec.shared.errors import RateLimitError
-from rlmec.shared.grm_schemas import ModelCard, ModelList
+from rlmec.shared.grm_schemas import RewriteResponse, RewriteResult
 from rlmec.shared.schemas import RewardParams, Sample
-from tests.services.reward.conftest import WRONG, sample
+from tests.services.reward.conftest import WRONG, model_list_response, pipeline_on, sample
+from tests.services.reward.test_units import _score_result
 
 
 async def test_a_saturated_stage_cancels_its_sibling_grm_call(redis_url: str) -> None:
+    """A stage refused 429 cancels its sibling, so a request answered 429 leaves no GRM work
+    behind (it used to hold a GRM slot for minutes)."""
     rewrite_started, rewrite_cancelled = asyncio.Event(), asyncio.Event()
 
     async def grm(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
-            card = ModelCard(id="m", revision="r", tokenizer="t", max_model_len=2048,
-                             engine="hf", eos_token="</s>", eos_token_id=2)  # fmt: skip
-            return httpx.Response(200, json=ModelList(data=[card]).model_dump())
+            return model_list_response()
         if request.url.path == "/v1/score":
             await rewrite_started.wait()  # the rewrite holds a GRM slot when scoring is refused
             return httpx.Response(429, headers={"retry-after": "1"}, json={})
@@ -39,18 +34,30 @@ async def test_a_saturated_stage_cancels_its_sibling_grm_call(redis_url: str) ->
             raise
         raise AssertionError("the rewrite was never cancelled")
 
-    redis = Redis.from_url(redis_url)
-    checker = AnswerChecker(workers=1, timeout_s=5.0, memory_mib=1024)
-    pipeline = RewardPipeline(
-        GrmBackend(["http://grm"], transport=httpx.MockTransport(grm)),
-        RewardCache(redis, prefix="t", ttl_s=60, max_entries=100),
-        TokenizerRegistry({}), checker, redis=redis, prefix="t", max_new_tokens=16,
-    )  # fmt: skip
-    try:
+    async with pipeline_on(redis_url, grm) as pipeline:
         with pytest.raises(RateLimitError):
             await pipeline.score([Sample.model_validate(sample(WRONG))], RewardParams())
         # Answered 429: the sibling's GRM call must be gone by then, not minutes later.
         await asyncio.wait_for(rewrite_cancelled.wait(), timeout=0.5)
-    finally:
-        checker.close()
-        await redis.aclose()
+
+
+async def test_a_grm_rewrite_with_control_characters_fails_only_its_sample(redis_url: str) -> None:
+    """A GRM may generate anything: a rewrite holding control characters (seen from a random
+    model: U+000C) makes that sample ``unscored/grm_error``, never a 500 for the batch."""
+
+    def grm(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return model_list_response()
+        if request.url.path == "/v1/score":
+            return httpx.Response(200, json={"model": "m", "results": [_score_result(WRONG)]})
+        assert request.url.path == "/v1/rewrite", request.url.path
+        rewritten = RewriteResult(status="rewritten", located_step=0, locate=None,
+                                  rewrite="48/2 = 24\x0c\nThe answer is: 72")  # fmt: skip
+        return httpx.Response(
+            200, json=RewriteResponse(model="m", results=[rewritten]).model_dump()
+        )
+
+    async with pipeline_on(redis_url, grm) as pipeline:
+        [result] = await pipeline.score([Sample.model_validate(sample(WRONG))], RewardParams())
+    assert result.status == "unscored" and result.reason == "grm_error"
+    assert result.message is not None and "U+000C" in result.message

@@ -27,7 +27,7 @@ from rlmec.shared.grm_schemas import (
     ScoreResult,
 )
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample
-from tests.services.reward.conftest import CORRECT, WRONG, sample
+from tests.services.reward.conftest import CORRECT, sample
 
 DIGEST = hash_key("k")
 GRM = GrmInfo(model_id="m", revision="r1")
@@ -339,45 +339,6 @@ def test_serve_refuses_without_teams(capsys: pytest.CaptureFixture[str]) -> None
     args = parser.parse_args(["serve", "--grm-url", "grm:1", "--allow-anonymous"])
     assert args.func(args) == 2
     assert "grm_urls" in capsys.readouterr().err
-
-
-async def test_a_grm_rewrite_with_control_characters_fails_only_its_sample(redis_url: str) -> None:
-    """A GRM may generate anything: a rewrite holding control characters (seen from a random
-    model: U+000C) makes that sample ``unscored/grm_error``, never a 500 for the batch."""
-    from rlmec.services.reward.pipeline import RewardPipeline
-    from rlmec.services.reward.policy_tokenizers import TokenizerRegistry
-    from rlmec.shared.checking import AnswerChecker
-    from rlmec.shared.grm_schemas import ModelCard, ModelList, RewriteResponse, RewriteResult
-
-    def grm(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            card = ModelCard(id="m", revision="r", tokenizer="t", max_model_len=2048,
-                             engine="hf", eos_token="</s>", eos_token_id=2)  # fmt: skip
-            return httpx.Response(200, json=ModelList(data=[card]).model_dump())
-        if request.url.path == "/v1/score":
-            return httpx.Response(200, json={"model": "m", "results": [_score_result(WRONG)]})
-        assert request.url.path == "/v1/rewrite", request.url.path
-        rewritten = RewriteResult(status="rewritten", located_step=0, locate=None,
-                                  rewrite="48/2 = 24\x0c\nThe answer is: 72")  # fmt: skip
-        return httpx.Response(
-            200, json=RewriteResponse(model="m", results=[rewritten]).model_dump()
-        )
-
-    redis = Redis.from_url(redis_url)
-    checker = AnswerChecker(workers=1, timeout_s=5.0, memory_mib=1024)
-    pipeline = RewardPipeline(
-        GrmBackend(["http://grm"], transport=httpx.MockTransport(grm)),
-        RewardCache(redis, prefix="t", ttl_s=60, max_entries=100),
-        TokenizerRegistry({}), checker, redis=redis, prefix="t", max_new_tokens=16,
-        grm_info_ttl_s=60,
-    )  # fmt: skip
-    try:
-        [result] = await pipeline.score([Sample.model_validate(sample(WRONG))], RewardParams())
-    finally:
-        checker.close()
-        await redis.aclose()
-    assert result.status == "unscored" and result.reason == "grm_error"
-    assert result.message is not None and "U+000C" in result.message
 
 
 def test_trailing_special_tokens_are_stripped_in_linear_time() -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlmec.shared.jsonl import BadLine, read_input
 from rlmec.shared.schemas import StrictModel
@@ -29,6 +30,7 @@ from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_fina
 from rlmec.trainer.config import EngineConfig, OptimConfig, PathStr, _Section
 from rlmec.trainer.data import DataError, SequenceBatch, pad_rows, shuffled
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
+from rlmec.trainer.lora import LoraConfig, add_adapter, provenance, save_adapter
 from rlmec.trainer.loss import sft_loss, token_logprobs
 from rlmec.trainer.reporting import Reporter
 from rlmec.trainer.train import deepspeed_config, init_deepspeed, load_policy_tokenizer
@@ -71,6 +73,20 @@ class SftConfig(_Section):
     eval_every_steps: int = Field(
         0, ge=0, description="Held-out evaluation period (data.eval_file); 0 = before and after."
     )
+    lora: LoraConfig | None = Field(
+        None,
+        description="Train a LoRA adapter instead of the whole model (final/ holds only the "
+        "adapter and its provenance; rlmec.trainer.lora).",
+    )
+
+    @model_validator(mode="after")
+    def _lora_needs_whole_parameters(self) -> SftConfig:
+        if self.lora is not None and self.engine.zero_stage == 3:
+            raise ValueError(
+                "lora with engine.zero_stage 3 is not supported (the adapter is small: ZeRO "
+                "0-2 hold it whole); set engine.zero_stage to 0, 1 or 2"
+            )
+        return self
 
 
 class SftExampleRow(StrictModel):
@@ -223,7 +239,8 @@ def train_grm(cfg: SftConfig) -> SftResult:
     if cfg.data.eval_file is not None:
         held_out = read_examples(cfg.data.eval_file, tokenizer, cfg.data.max_length)[0]
         held_out = held_out[: cfg.data.eval_examples]
-    engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total)
+    adapter = partial(add_adapter, cfg=cfg.lora) if cfg.lora is not None else None
+    engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total, prepare=adapter)
     step = 0
     if cfg.resume and (state := load_checkpoint(engine, cfg.output_dir)) is not None:
         step = int(state["step"])
@@ -264,7 +281,10 @@ def train_grm(cfg: SftConfig) -> SftResult:
     if step > saved:
         save_checkpoint(engine, cfg.output_dir, step, {"step": step}, keep=cfg.keep_checkpoints)
     result.steps = step
-    result.final_dir = save_final(
-        engine, tokenizer, Path(cfg.output_dir) / "final", zero_stage=cfg.engine.zero_stage
-    )
+    final = Path(cfg.output_dir) / "final"
+    if cfg.lora is not None:
+        made = provenance(cfg.model, cfg.data.train_file, cfg.model_dump(mode="json"), step)
+        result.final_dir = save_adapter(engine, tokenizer, final, cfg.lora, made)
+    else:
+        result.final_dir = save_final(engine, tokenizer, final, zero_stage=cfg.engine.zero_stage)
     return result

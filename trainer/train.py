@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,15 @@ def load_policy_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def init_deepspeed(cfg: RecipeConfig, ds_config: dict[str, Any], total_steps: int) -> Any:
-    """The policy on a DeepSpeed engine with AdamW and the cosine schedule."""
+def init_deepspeed(
+    cfg: RecipeConfig,
+    ds_config: dict[str, Any],
+    total_steps: int,
+    prepare: Callable[[Any], Any] | None = None,
+) -> Any:
+    """The policy on a DeepSpeed engine with AdamW and the cosine schedule. ``prepare``
+    rewraps the loaded model (a LoRA adapter); only parameters that train get optimizer
+    state."""
     import deepspeed
     from transformers import (
         AutoModelForCausalLM,
@@ -150,10 +158,13 @@ def init_deepspeed(cfg: RecipeConfig, ds_config: dict[str, Any], total_steps: in
     if cfg.engine.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if prepare is not None:
+        model = prepare(model)
     o = cfg.optim
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
-    )
+        [p for p in model.parameters() if p.requires_grad],
+        lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
+    )  # fmt: skip
     warmup = math.ceil(o.warmup_ratio * total_steps)
 
     def scheduler(opt: torch.optim.Optimizer) -> Any:

@@ -84,6 +84,8 @@ def parse_args() -> argparse.Namespace:
         help="arith_train problems the GRM's data comes from (after the warm start's)",
     )
     p.add_argument("--grm-steps", type=int, default=240, help="GRM training steps (0: no GRM)")
+    p.add_argument("--gsm8k-limit", type=int, default=200,
+                   help="GSM8K test problems scored before and after RLMEC (0: skip)")  # fmt: skip
     p.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
     return p.parse_args()
 
@@ -122,14 +124,25 @@ def warm_start(args: argparse.Namespace) -> Path:
     return args.work / "start" / "final"
 
 
-def evaluate(model: Path, out: Path, limit: int | None = None) -> dict[str, Any]:
-    """``rlmec eval`` on ``arith`` (resumable by itself); the per-problem correctness."""
+def evaluate(
+    model: Path, out: Path, limit: int | None = None, task: str = "arith", max_new: int = 96
+) -> dict[str, Any]:
+    """``rlmec eval`` on ``task`` (resumable by itself); the per-problem correctness."""
     if not (out / "results.json").is_file():
         extra = ["--limit", str(limit)] if limit else []
-        rlmec("eval", "--model", str(model), "--tasks", "arith", "--output", str(out),
-              "--max-new-tokens", "96", "--max-batch-size", "256", *extra)  # fmt: skip
-    rows = [json.loads(line) for line in (out / "arith" / "samples.jsonl").open()]
+        rlmec("eval", "--model", str(model), "--tasks", task, "--output", str(out),
+              "--max-new-tokens", str(max_new), "--max-batch-size", "256", *extra)  # fmt: skip
+    rows = [json.loads(line) for line in (out / task / "samples.jsonl").open()]
     return {r["id"]: r for r in rows}
+
+
+def gsm8k_check(args: argparse.Namespace, start: Path, method: str) -> dict[str, float]:
+    """Nothing else broke: GSM8K (its first ``--gsm8k-limit`` test problems, greedy) before
+    and after ``method``'s first seed."""
+    after = args.work / f"{method}-s{args.seeds.split(',')[0]}-step{args.steps}"
+    rows = [evaluate(model, args.work / "eval" / f"gsm8k-{name}", args.gsm8k_limit, "gsm8k", 320)
+            for name, model in (("start", start), (after.name, after))]  # fmt: skip
+    return versus([rows[1]], [rows[0]])
 
 
 def calibration(rows: dict[str, Any]) -> dict[str, Any]:
@@ -307,8 +320,8 @@ def _pts(v: dict[str, float]) -> str:
 
 
 def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list[dict[str, Any]]],
-           start_rows: dict[str, Any], minutes: float,
-           grm: dict[str, Any] | None) -> str:  # fmt: skip
+           start_rows: dict[str, Any], minutes: float, grm: dict[str, Any] | None,
+           gsm8k: dict[str, float] | None = None) -> str:  # fmt: skip
     lines = [
         f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
         f"Command: `.venv/bin/python -m benchmarks.learning.run --problems {args.problems} "
@@ -372,6 +385,12 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         v = versus(finals["rlmec_grm"], finals["rlmec"])
         lines.append(f"- `GRM vs exact teacher: {_pts(v)}` (target: within 3 points: "
                      f"{_verdict(abs(v['diff']) <= 0.03)})")  # fmt: skip
+    if gsm8k is not None:
+        seed = args.seeds.split(",")[0]
+        lines += ["", f"Nothing else broke? GSM8K, its first {args.gsm8k_limit} test problems, "
+                  f"greedy (`{main}`, seed {seed}): {100 * gsm8k['a']:.1f}% before, "
+                  f"{100 * gsm8k['b']:.1f}% after, {_pts(gsm8k)} (McNemar p "
+                  f"{gsm8k['p']:.3g})."]  # fmt: skip
     if grm is not None:
         lines += ["", *grm_lines(args, grm)]
     lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
@@ -461,7 +480,11 @@ def main() -> None:
         curves[name] = {s: [c[s] for c in per_seed] for s in per_seed[0]}
     finals = {m: c[max(c)] for m, c in curves.items()}
     plot(curves, start_rows, Path(__file__).with_name("learning.png"))
-    body = report(args, cal, finals, start_rows, (time.time() - t0) / 60, grm_result)
+    main_method = "rlmec_grm" if "rlmec_grm" in finals else "rlmec"
+    gsm8k = None
+    if args.gsm8k_limit and main_method in finals:
+        gsm8k = gsm8k_check(args, start, main_method)
+    body = report(args, cal, finals, start_rows, (time.time() - t0) / 60, grm_result, gsm8k)
     print(body)
     if not args.no_write:
         replace_section("learning", body)

@@ -76,6 +76,10 @@ class LoadedEngine:
             raise ServiceUnavailableError(f"the {self.name} engine is not started yet")
         return self._info
 
+    def adapter_revisions(self) -> dict[str, str]:
+        """LoRA adapters served beside the base model, name -> revision (none by default)."""
+        return {}
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -92,6 +96,8 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def queue_depth(self) -> int: ...
+
+    def adapter_revisions(self) -> dict[str, str]: ...
 
     async def start(self) -> None: ...
 

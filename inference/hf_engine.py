@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rlmec.inference.adapters import check_adapter, current_adapter
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -30,7 +31,8 @@ from rlmec.inference.engine import (
 )
 from rlmec.inference.settings import EngineSettings
 from rlmec.inference.tenants import ANONYMOUS, StrideClock, Tenant, current_tenant
-from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.adapters import model_fingerprint
+from rlmec.shared.errors import NotFoundError, ServiceUnavailableError
 
 # Configs whose logits are not simply lm_head(last hidden state): score them from full logits.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
@@ -44,6 +46,7 @@ class _Job:
     max_new_tokens: int
     future: asyncio.Future[Any] = field(repr=False)
     tenant: Tenant = ANONYMOUS
+    adapter: str | None = None  # None: the base model
 
     @property
     def length(self) -> int:
@@ -64,6 +67,8 @@ class HfEngine(LoadedEngine):
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
         self._model: Any = None
+        self._peft: Any = None  # the peft wrapper once an adapter is loaded
+        self._adapters: dict[str, str] = {}  # name -> revision
         self._tokenizer: Any = None
         self._info: EngineInfo | None = None
 
@@ -93,6 +98,11 @@ class HfEngine(LoadedEngine):
         self._pad_id = self._tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self._tokenizer.eos_token_id
+        for name, path in self._settings.adapters.items():
+            try:
+                self._load_adapter(name, Path(path))
+            except ValueError as exc:  # a configuration error: one line, no traceback
+                raise ServiceUnavailableError(f"RLMEC_GRM_ADAPTERS: {exc}") from None
         limit = self._settings.max_model_len or config_max_len(self._dir)
         self._info = EngineInfo(
             model_id=self._settings.served_name,
@@ -116,6 +126,35 @@ class HfEngine(LoadedEngine):
             if not job.future.done():
                 job.future.set_exception(ServiceUnavailableError("the hf engine is shutting down"))
         self._model = None
+
+    # --- adapters --------------------------------------------------------------------------
+
+    def adapter_revisions(self) -> dict[str, str]:
+        """The loaded adapters, name -> revision (a hash of the adapter's files)."""
+        return dict(self._adapters)
+
+    def _load_adapter(self, name: str, path: Path) -> None:
+        """Check the adapter against the base weights, then add it (peft, in this thread)."""
+        from peft import PeftModel
+
+        if name in self._adapters:
+            raise ValueError(f"adapter {name!r} is already loaded; unload it first")
+        check_adapter(name, path, model_fingerprint(self._dir))
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._model, str(path), adapter_name=name)
+            self._peft.eval()
+        else:
+            self._peft.load_adapter(str(path), adapter_name=name)
+        self._adapters[name] = model_revision(path)
+
+    def _use(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+        """Make ``adapter`` (None: the base model) the one the next forward passes run."""
+        if self._peft is None:
+            return contextlib.nullcontext()
+        if adapter is None:
+            return self._peft.disable_adapter()
+        self._peft.set_adapter(adapter)
+        return contextlib.nullcontext()
 
     # --- public API ------------------------------------------------------------------------
 
@@ -160,7 +199,10 @@ class HfEngine(LoadedEngine):
 
     def _job(self, key: tuple[Any, ...], prompt: list[int], output: list[int], new: int) -> _Job:
         future = asyncio.get_running_loop().create_future()
-        return _Job(key, prompt, output, new, future, current_tenant.get())
+        adapter = current_adapter.get()
+        if adapter is not None and adapter not in self._adapters:
+            raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
+        return _Job(key, prompt, output, new, future, current_tenant.get(), adapter)
 
     async def _submit(self, jobs: list[_Job]) -> list[Any]:
         if self._worker is None:
@@ -192,7 +234,8 @@ class HfEngine(LoadedEngine):
             grown = max(longest, job.length) * (len(batch) + 1)
             fits = not batch or grown <= self._settings.max_batch_tokens
             room = fits and len(batch) < self._settings.max_batch_size
-            if job.key == first.key and (job.tenant.name == tenant or not alone) and room:
+            same = job.key == first.key and job.adapter == first.adapter  # one adapter a batch
+            if same and (job.tenant.name == tenant or not alone) and room:
                 batch.append(job)
                 longest = max(longest, job.length)
             else:
@@ -227,9 +270,10 @@ class HfEngine(LoadedEngine):
                 self._running = 0
 
     def _run_batch(self, batch: list[_Job]) -> list[Any]:
-        if batch[0].key[0] == "score":
-            return self._score_batch(batch)
-        return self._generate_batch(batch)
+        with self._use(batch[0].adapter):
+            if batch[0].key[0] == "score":
+                return self._score_batch(batch)
+            return self._generate_batch(batch)
 
     # --- model work (runs in a worker thread) -----------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from rlmec.inference.adapters import refuse_adapters
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -78,6 +79,7 @@ class RemoteEngine(LoadedEngine):
         self._active = 0
 
     async def start(self) -> None:
+        refuse_adapters(self.name, self._settings.adapters)
         cap = self._settings.upstream_concurrency
         self._upstreams = [_Upstream(u, asyncio.Semaphore(cap)) for u in self._settings.upstreams]
         headers = {}

@@ -48,6 +48,12 @@ class EngineSettings(BaseSettings):
         "greedy engine batches of one sequence (transformers' prompt lookup is single-sequence; "
         "a batch of several decodes together without it).",
     )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters served beside the base model, name -> the final/ directory "
+        "of `rlmec grm train` with a lora section (JSON in the env); a request names one in "
+        "its `model` field. hf engine.",
+    )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="remote: OpenAI-compatible base URLs (comma-separated in the env).",

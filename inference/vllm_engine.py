@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rlmec.inference.adapters import refuse_adapters
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -48,6 +49,7 @@ class VllmEngine(LoadedEngine):
         self._active = 0
 
     async def start(self) -> None:
+        refuse_adapters(self.name, self._settings.adapters)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

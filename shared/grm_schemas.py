@@ -4,7 +4,7 @@ importing the service."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,6 +17,11 @@ TENANT_HEADER = "x-rlmec-tenant"
 TENANT_WEIGHT_HEADER = "x-rlmec-tenant-weight"
 
 
+# Which GRM a call is for: the base model's id or a LoRA adapter's (GET /v1/models lists them);
+# absent: the base model. OpenAI-style, as vLLM's own server names LoRA adapters.
+ModelName = Annotated[str, Field(max_length=64, description="The base model or an adapter.")]
+
+
 class GrmSampleInput(RequestModel):
     question: NonEmptyText
     reference_solution: NonEmptyText
@@ -24,6 +29,7 @@ class GrmSampleInput(RequestModel):
 
 
 class LocateRequest(RequestModel):
+    model: ModelName | None = None
     samples: list[GrmSampleInput] = Field(min_length=1, max_length=MAX_BATCH)
     max_new_tokens: int = Field(32, ge=1, le=256, description="Budget of the locate reply.")
 
@@ -49,6 +55,7 @@ class RewriteInput(GrmSampleInput):
 
 
 class RewriteRequest(RequestModel):
+    model: ModelName | None = None
     samples: list[RewriteInput] = Field(min_length=1, max_length=MAX_BATCH)
     max_new_tokens: int = Field(512, ge=1, le=8192, description="Budget of the rewrite.")
     locate_max_new_tokens: int = Field(32, ge=1, le=256)
@@ -88,6 +95,7 @@ class ScoreRequest(RequestModel):
     service builds the §3.1 scoring prompt from each sample and scores the prediction."""
 
     mode: Literal["raw", "rlmec"] = "raw"
+    model: ModelName | None = None
     items: list[ScoreItem] | None = Field(None, max_length=MAX_BATCH)
     samples: list[GrmSampleInput] | None = Field(None, max_length=MAX_BATCH)
     add_eos: bool = Field(True, description="Append EOS to the output and score it too.")
@@ -152,6 +160,7 @@ class ModelCard(StrictModel):
     engine: str
     eos_token: str
     eos_token_id: int
+    parent: str | None = Field(None, description="For a LoRA adapter: the base model's id.")
 
 
 class ModelList(StrictModel):

@@ -47,6 +47,14 @@ def add_subcommands(sub: Any) -> None:
         metavar="URL",
         help="remote engine: an OpenAI-compatible base URL (repeat for several)",
     )
+    serve.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="hf engine: serve the LoRA adapter in DIR (final/ of `rlmec grm train` with a lora "
+        "section) as model NAME beside the base (repeat for several)",
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.set_defaults(func=_serve)
 
@@ -73,6 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in
                  _SERVE_FLAGS.items()}  # fmt: skip
     overrides["upstreams"] = args.upstream
+    if args.adapter:
+        pairs = [a.partition("=") for a in args.adapter]
+        if bad := [a for a, (name, eq, path) in zip(args.adapter, pairs, strict=True)
+                   if not (name and eq and path)]:  # fmt: skip
+            print(f"rlmec grm serve: --adapter {bad[0]!r}: write NAME=DIR", file=sys.stderr)
+            return 2
+        overrides["adapters"] = {name: path for name, _, path in pairs}
     try:
         settings = get_settings(**overrides)
     except ValidationError as exc:

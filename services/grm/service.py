@@ -15,10 +15,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from rlmec.inference.adapters import current_adapter
 from rlmec.inference.engine import Engine
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.shared import prompts
-from rlmec.shared.errors import InvalidRequestError, PayloadTooLargeError, RateLimitError
+from rlmec.shared.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+)
 from rlmec.shared.grm_schemas import (
     GrmSampleInput,
     LocateRequest,
@@ -77,7 +83,27 @@ class GrmService:
             eos_token=str(tok.eos_token),
             eos_token_id=int(tok.eos_token_id),
         )
-        return ModelList(data=[card])
+        adapters = [
+            card.model_copy(update={"id": name, "revision": revision, "parent": card.id})
+            for name, revision in self.engine.adapter_revisions().items()
+        ]
+        return ModelList(data=[card, *adapters])
+
+    def _select(self, model: str | None) -> str:
+        """Route this call's engine work to ``model`` (the base, or an adapter); its id."""
+        base = self.model_id
+        if model is None or model == base:
+            current_adapter.set(None)
+            return base
+        if model not in self.engine.adapter_revisions():
+            served = [base, *self.engine.adapter_revisions()]
+            raise NotFoundError(
+                f"model {model!r} is not served here; GET /v1/models lists {served}",
+                param="model",
+                code="model_not_found",
+            )
+        current_adapter.set(model)
+        return model
 
     # --- budgets ---------------------------------------------------------------------------
 
@@ -127,9 +153,10 @@ class GrmService:
     # --- locate ----------------------------------------------------------------------------
 
     async def locate(self, request: LocateRequest) -> LocateResponse:
+        model = self._select(request.model)
         results = await self._locate(request.samples, request.max_new_tokens, "samples")
         self.metrics.samples.labels("locate").inc(len(results))
-        return LocateResponse(model=self.model_id, results=results)
+        return LocateResponse(model=model, results=results)
 
     async def _locate(
         self, samples: list[Any], max_new: int, field: str, *, checked: bool = False
@@ -162,6 +189,7 @@ class GrmService:
     # --- rewrite ---------------------------------------------------------------------------
 
     async def rewrite(self, request: RewriteRequest) -> RewriteResponse:
+        model = self._select(request.model)
         samples = request.samples
         for i, sample in enumerate(samples):
             steps = len(prompts.split_steps(sample.prediction))
@@ -185,7 +213,7 @@ class GrmService:
             located = dict(zip(to_locate, found, strict=True))
         results = await self._rewrite_from(samples, located, request.max_new_tokens)
         self.metrics.samples.labels("rewrite").inc(len(results))
-        return RewriteResponse(model=self.model_id, results=results)
+        return RewriteResponse(model=model, results=results)
 
     async def _check_rewrite_budget(self, request: RewriteRequest) -> None:
         """Worst case up front, before any engine work: the locate prompt + its budget, and
@@ -263,6 +291,7 @@ class GrmService:
     # --- score -----------------------------------------------------------------------------
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
+        model = self._select(request.model)
         if request.mode == "rlmec":
             assert request.samples is not None  # the schema's validator guarantees it
             pairs = [_scoring_pair(s) for s in request.samples]
@@ -288,7 +317,7 @@ class GrmService:
             )
             for e, lp in zip(encoded, logprobs, strict=True)
         ]  # fmt: skip
-        return ScoreResponse(model=self.model_id, results=results)
+        return ScoreResponse(model=model, results=results)
 
     def _encode_pairs(
         self, pairs: list[tuple[str, str]], add_eos: bool, field: str

@@ -1,0 +1,46 @@
+"""LoRA adapters on one base model (issue 28): which adapter an engine call is for, and the
+check before one is loaded.
+
+A request names its adapter in its ``model`` field (OpenAI-style); the GRM service puts it in
+:data:`current_adapter` for the engine calls it makes, as :mod:`.tenants` does for the tenant.
+``None`` is the base model. An adapter is loaded only after its provenance
+(:mod:`rlmec.shared.adapters`) names the served base model's weights.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from pathlib import Path
+
+from rlmec.shared.adapters import AdapterProvenance, check_base
+from rlmec.shared.errors import ServiceUnavailableError
+
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+current_adapter: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rlmec_adapter", default=None
+)
+
+
+def check_adapter(name: str, adapter_dir: str | Path, base_sha256: str) -> AdapterProvenance:
+    """The adapter's provenance, or ValueError naming what is wrong: the name, a directory
+    that holds no peft adapter, or an adapter trained on another base model."""
+    if not ADAPTER_NAME.match(name):
+        raise ValueError(f"adapter name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+    path = Path(adapter_dir).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ValueError(
+            f"adapter {name!r}: {str(path)!r} holds no adapter_config.json; point it at the "
+            "final/ directory of `rlmec grm train` with a lora section"
+        )
+    return check_base(path, base_sha256)
+
+
+def refuse_adapters(engine: str, adapters: dict[str, str]) -> None:
+    """Engines without adapter support refuse a configuration that names adapters."""
+    if adapters:
+        raise ServiceUnavailableError(
+            f"RLMEC_GRM_ADAPTERS: the {engine} engine does not serve adapters yet; use --engine "
+            "hf, or serve each adapter merged (merged_export) on a server of its own"
+        )

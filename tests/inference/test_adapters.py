@@ -1,0 +1,90 @@
+"""One GRM server, a base model and LoRA adapters (issue 28, item 2), on the tiny model and the
+real GRM service (hf engine): each adapter computes what it computes merged and served alone,
+requests pick one by ``model``, and an adapter of another base is refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from rlmec.services.grm.app import create_app
+from rlmec.services.grm.settings import GrmSettings
+from rlmec.shared.adapters import AdapterProvenance, model_fingerprint, write_provenance
+from rlmec.shared.errors import ServiceUnavailableError
+from tests.servers import serve_app
+
+ITEM = {"prompt": "Problem: 2 + 2\nPrediction: 2 + 2 = 5\n", "output": "2 + 2 = 4"}
+
+
+def make_adapter(base: Path, out: Path, seed: int, base_sha256: str | None = None) -> Path:
+    """A random (non-zero) rank-4 adapter of ``base`` with its provenance, and beside it
+    ``<out>-merged``: the base with it merged in."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                        init_lora_weights=False)  # fmt: skip
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(out)
+    write_provenance(out, AdapterProvenance(
+        base_model=base.name, base_sha256=base_sha256 or model_fingerprint(base),
+        data_file="-", data_sha256="0" * 64, recipe={}, steps=0,
+    ))  # fmt: skip
+    merged = out.with_name(out.name + "-merged")
+    peft_model.merge_and_unload().save_pretrained(merged)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).exists():
+            shutil.copy(base / name, merged / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: make_adapter(tiny_model_dir, root / name, seed)
+            for name, seed in (("alpha", 1), ("beta", 2))}  # fmt: skip
+
+
+def _score(base: str, model: str | None = None) -> list[float]:
+    body = {"items": [ITEM], **({"model": model} if model else {})}
+    resp = httpx.post(f"{base}/v1/score", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model"] == (model or resp.json()["model"])
+    return resp.json()["results"][0]["logprobs"]
+
+
+def test_each_adapter_equals_itself_merged_and_served_alone(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
+    settings = GrmSettings(model=str(tiny_model_dir), engine="hf",
+                           adapters={k: str(v) for k, v in adapters.items()})  # fmt: skip
+    with serve_app(create_app(settings)) as base:
+        cards = httpx.get(f"{base}/v1/models").json()["data"]
+        assert [c["id"] for c in cards][1:] == ["alpha", "beta"]
+        assert {c["parent"] for c in cards[1:]} == {cards[0]["id"]}
+        served = {name: _score(base, name) for name in (None, "alpha", "beta")}
+        missing = httpx.post(f"{base}/v1/score", json={"items": [ITEM], "model": "gamma"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    assert served["alpha"] != served["beta"] and served["alpha"] != served[None]
+    for name, path in adapters.items():
+        merged = path.with_name(path.name + "-merged")
+        with serve_app(create_app(GrmSettings(model=str(merged), engine="hf"))) as alone:
+            torch.testing.assert_close(served[name], _score(alone), atol=1e-4, rtol=1e-4)
+    with serve_app(create_app(GrmSettings(model=str(tiny_model_dir), engine="hf"))) as plain:
+        torch.testing.assert_close(served[None], _score(plain), atol=1e-5, rtol=1e-5)
+
+
+async def test_an_adapter_of_another_base_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from rlmec.inference.hf_engine import HfEngine
+
+    other = make_adapter(tiny_model_dir, tmp_path / "other", 3, base_sha256="f" * 64)
+    engine = HfEngine(GrmSettings(model=str(tiny_model_dir), engine="hf",
+                                  adapters={"other": str(other)}))  # fmt: skip
+    with pytest.raises(ServiceUnavailableError, match=r"trained on base model .* not on"):
+        await engine.start()

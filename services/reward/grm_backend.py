@@ -15,6 +15,7 @@ request budget is halved; another 4xx is isolated one sample at a time.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -56,6 +57,13 @@ class GrmFailure:
 
     message: str
     reason: Literal["grm_error", "grm_input_too_long"] = "grm_error"
+
+
+# The GRM model (a LoRA adapter's name; None: the base) the current task's calls are for: the
+# pipeline sets the team's ``grm_adapter``, so a team never names another team's adapter.
+current_grm_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rlmec_grm_model", default=None
+)
 
 
 class GrmBackend:
@@ -153,7 +161,12 @@ class GrmBackend:
             )
 
     async def model_card(self) -> ModelCard:
-        """The first model of the first GRM that answers ``/v1/models``."""
+        """The base model of the first GRM that answers ``/v1/models``."""
+        return (await self.model_cards())[0]
+
+    async def model_cards(self) -> list[ModelCard]:
+        """What the first GRM that answers ``/v1/models`` serves: the base model, then its
+        LoRA adapters."""
         response = await self._call("GET", "/v1/models")
         if response.status_code != 200:
             raise ServiceUnavailableError(
@@ -163,7 +176,7 @@ class GrmBackend:
         models = ModelList.model_validate_json(response.content)
         if not models.data:
             raise ServiceUnavailableError("the GRM serves no model", code="grm_error")
-        return models.data[0]
+        return models.data
 
     # --- batched calls --------------------------------------------------------------------------
 
@@ -171,7 +184,9 @@ class GrmBackend:
         self, samples: Sequence[RewriteInput], *, max_new_tokens: int
     ) -> list[RewriteResult | GrmFailure]:
         async def send(chunk: list[RewriteInput]) -> httpx.Response:
-            req = RewriteRequest(samples=chunk, max_new_tokens=max_new_tokens)
+            req = RewriteRequest(
+                samples=chunk, max_new_tokens=max_new_tokens, model=current_grm_model.get()
+            )
             return await self._call("POST", "/v1/rewrite", req)
 
         return await self._batched(samples, send, RewriteResponse, "/v1/rewrite")
@@ -182,7 +197,9 @@ class GrmBackend:
         """§3.1 teacher-forced log-probs of each prediction (+EOS) in the scoring prompt."""
 
         async def send(chunk: list[GrmSampleInput]) -> httpx.Response:
-            req = ScoreRequest(mode="rlmec", samples=chunk, add_eos=True)
+            req = ScoreRequest(
+                mode="rlmec", samples=chunk, add_eos=True, model=current_grm_model.get()
+            )
             return await self._call("POST", "/v1/score", req)
 
         return await self._batched(samples, send, ScoreResponse, "/v1/score")

@@ -22,7 +22,7 @@ from rlmec.services.reward import assemble
 from rlmec.services.reward.admission import FairSlots, current_team
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
-from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure
+from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure, current_grm_model
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer, TokenizerRegistry
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.settings import RewardSettings
@@ -66,6 +66,7 @@ class RewardPipeline:
         max_new_tokens: int = 512,
         grm_info_ttl_s: float = 30.0,
         private_cache_teams: frozenset[str] = frozenset(),
+        team_adapters: dict[str, str] | None = None,
     ) -> None:
         self.grm = grm
         self.private_cache_teams = private_cache_teams
@@ -76,28 +77,40 @@ class RewardPipeline:
         self.prefix = prefix
         self.max_new_tokens = max_new_tokens
         self.grm_info_ttl_s = grm_info_ttl_s
-        self._grm_info: GrmInfo | None = None
+        self.team_adapters = dict(team_adapters or {})
+        self._grm_info: dict[str, GrmInfo] = {}  # model id (base or adapter) -> its identity
+        self._base_id = ""
         self._grm_info_at = 0.0
         self._info_lock = asyncio.Lock()
 
-    async def grm_info(self) -> GrmInfo:
-        """Model id and revision of the GRM (the cache key needs them). Refetched after
-        ``grm_info_ttl_s``; while the GRM is down the last known one keeps serving cache hits."""
+    async def grm_info(self, adapter: str | None = None) -> GrmInfo:
+        """Model id and revision of the GRM, or of one of its adapters (the cache key needs
+        them, so no team gets a reward another adapter made). Refetched after
+        ``grm_info_ttl_s``; while the GRM is down the last known ones keep serving cache hits."""
         async with self._info_lock:
             fresh = time.monotonic() - self._grm_info_at < self.grm_info_ttl_s
-            if self._grm_info is not None and fresh:
-                return self._grm_info
-            try:
-                card = await self.grm.model_card()
-            except ServiceUnavailableError:
-                if self._grm_info is not None:
-                    return self._grm_info
-                raise
-            self._grm_info = GrmInfo(
-                model_id=card.id, revision=card.revision, tokenizer=card.tokenizer
-            )
-            self._grm_info_at = time.monotonic()
-            return self._grm_info
+            if not (self._grm_info and fresh):
+                try:
+                    cards = await self.grm.model_cards()
+                except ServiceUnavailableError:
+                    if not self._grm_info:
+                        raise
+                else:
+                    self._grm_info = {
+                        c.id: GrmInfo(model_id=c.id, revision=c.revision, tokenizer=c.tokenizer)
+                        for c in cards
+                    }
+                    self._base_id = cards[0].id
+                    self._grm_info_at = time.monotonic()
+            info = self._grm_info.get(adapter or self._base_id)
+            if info is None:
+                raise ServiceUnavailableError(
+                    f"the GRM does not serve adapter {adapter!r} (it serves "
+                    f"{sorted(self._grm_info)}); the operator must load it (rlmec grm serve "
+                    "--adapter) or fix the team's grm_adapter",
+                    code="grm_adapter_missing",
+                )
+            return info
 
     async def score(
         self,
@@ -110,9 +123,11 @@ class RewardPipeline:
         """Score ``samples`` in order; cached results come back with ``cached=True``. GRM calls
         are made in ``team``'s lane of the fair GRM slots."""
         current_team.set(team or "")
+        adapter = self.team_adapters.get(team or "")
+        current_grm_model.set(adapter)
         started = time.perf_counter()
         tokenizer = self.tokenizers.get(policy_tokenizer) if policy_tokenizer else None
-        grm = await self.grm_info()
+        grm = await self.grm_info(adapter)
         scope = team if team in self.private_cache_teams else None
         keys = [
             cache_key(s, params, grm, policy_tokenizer, prefix=self.prefix, scope=scope)
@@ -360,6 +375,7 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
             redis=redis,
             prefix=settings.redis_prefix,
             private_cache_teams=frozenset(t.name for t in settings.teams if t.private_cache),
+            team_adapters={t.name: t.grm_adapter for t in settings.teams if t.grm_adapter},
             max_new_tokens=settings.grm_max_new_tokens,
             grm_info_ttl_s=settings.grm_info_ttl_s,
         )

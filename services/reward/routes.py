@@ -62,7 +62,8 @@ async def token_rewards(
         )
         results = await run_until_disconnect(request, work)
     metrics.record_results(team.name, results)
-    return TokenRewardsResponse(results=results, grm=await pipeline.grm_info())
+    grm = await pipeline.grm_info(pipeline.team_adapters.get(team.name))
+    return TokenRewardsResponse(results=results, grm=grm)
 
 
 @router.post("/get_reward", response_model=GetRewardResponse, responses=_RESPONSES)

@@ -57,6 +57,13 @@ class TeamConfig(BaseModel):
         description="Requests that may wait for a concurrency slot (up to the service's "
         "admission_wait_s) before further ones get 429; 0 = answer 429 at once.",
     )
+    grm_adapter: str | None = Field(
+        None,
+        max_length=64,
+        description="The GRM's LoRA adapter this team's rewards come from (a model id in the "
+        "GRM's /v1/models); none = the base model. Set by the operator: a team never picks "
+        "another team's adapter.",
+    )
     max_waiting_pulls: int = Field(
         4,
         ge=0,

@@ -128,17 +128,21 @@ def client(reward_app: tuple[FastAPI, str], redis_url: str) -> Iterator[httpx.Cl
         yield c
 
 
-def model_list_response() -> httpx.Response:
-    """A fake GRM's ``/v1/models`` answer."""
+def model_list_response(*adapters: str) -> httpx.Response:
+    """A fake GRM's ``/v1/models`` answer: base model ``m`` and ``adapters`` on it."""
     from rlmec.shared.grm_schemas import ModelCard, ModelList
 
     card = ModelCard(id="m", revision="r", tokenizer="t", max_model_len=2048, engine="hf",
                      eos_token="</s>", eos_token_id=2)  # fmt: skip
-    return httpx.Response(200, json=ModelList(data=[card]).model_dump())
+    cards = [card, *(card.model_copy(update={"id": a, "revision": f"r-{a}", "parent": "m"})
+                     for a in adapters)]  # fmt: skip
+    return httpx.Response(200, json=ModelList(data=cards).model_dump())
 
 
 @asynccontextmanager
-async def pipeline_on(redis_url: str, grm: Callable[..., Any]) -> AsyncIterator[Any]:
+async def pipeline_on(
+    redis_url: str, grm: Callable[..., Any], **options: Any
+) -> AsyncIterator[Any]:
     """A real reward pipeline (its cache on the test Redis, a real answer checker) whose GRM
     is the handler ``grm`` (an httpx mock transport's, sync or async)."""
     from redis.asyncio import Redis
@@ -156,7 +160,7 @@ async def pipeline_on(redis_url: str, grm: Callable[..., Any]) -> AsyncIterator[
             GrmBackend(["http://grm"], transport=httpx.MockTransport(grm)),
             RewardCache(redis, prefix="t", ttl_s=60, max_entries=100),
             TokenizerRegistry({}), checker, redis=redis, prefix="t", max_new_tokens=16,
-            grm_info_ttl_s=60,
+            grm_info_ttl_s=60, **options,
         )  # fmt: skip
     finally:
         checker.close()

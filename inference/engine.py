@@ -8,9 +8,10 @@ exact same prompt tokens: the tokenizer always comes from the local model direct
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -80,6 +81,12 @@ class LoadedEngine:
         """LoRA adapters served beside the base model, name -> revision (none by default)."""
         return {}
 
+    @contextlib.asynccontextmanager
+    async def using(self, adapter: str | None) -> AsyncIterator[None]:
+        """Held by each call for its whole length: an engine with adapters does not unload
+        one while a call uses it. Nothing to hold without adapters."""
+        yield
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -98,6 +105,8 @@ class Engine(Protocol):
     def queue_depth(self) -> int: ...
 
     def adapter_revisions(self) -> dict[str, str]: ...
+
+    def using(self, adapter: str | None) -> contextlib.AbstractAsyncContextManager[None]: ...
 
     async def start(self) -> None: ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ class HfEngine(LoadedEngine):
         self._model: Any = None
         self._peft: Any = None  # the peft wrapper once an adapter is loaded
         self._adapters: dict[str, str] = {}  # name -> revision
+        self._users: collections.Counter[str | None] = collections.Counter()  # calls using one
+        # Held around every batch and every adapter change: peft's adapters are modules of
+        # the model, so one must never change while a batch runs in the worker thread.
+        self._model_lock = asyncio.Lock()
         self._tokenizer: Any = None
         self._info: EngineInfo | None = None
 
@@ -146,6 +150,42 @@ class HfEngine(LoadedEngine):
         else:
             self._peft.load_adapter(str(path), adapter_name=name)
         self._adapters[name] = model_revision(path)
+
+    async def load_adapter(self, name: str, path: str | Path) -> str:
+        """Load an adapter while serving (between batches); its revision."""
+        if self._model is None:
+            raise ServiceUnavailableError("the hf engine is not started yet")
+        async with self._model_lock:
+            await asyncio.to_thread(self._load_adapter, name, Path(path))
+        return self._adapters[name]
+
+    @contextlib.asynccontextmanager
+    async def using(self, adapter: str | None) -> AsyncIterator[None]:
+        if adapter is not None and adapter not in self._adapters:
+            raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
+        self._users[adapter] += 1
+        try:
+            yield
+        finally:
+            self._users[adapter] -= 1
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop taking calls for ``name`` at once (404 from then on), let the calls already
+        using it finish, then remove it: nothing in flight fails."""
+        if self._adapters.pop(name, None) is None:
+            raise NotFoundError(f"adapter {name!r} is not loaded", code="model_not_found")
+        while self._users[name] > 0:
+            await asyncio.sleep(0.05)
+        async with self._model_lock:  # a batch of it may still be running
+            await asyncio.to_thread(self._delete_adapter, name)
+
+    def _delete_adapter(self, name: str) -> None:
+        self._peft.delete_adapter(name)
+        if self._adapters:  # peft keeps the deleted one active: make a loaded one active
+            self._peft.set_adapter(next(iter(self._adapters)))
+        else:  # the last one: back to the plain model (its LoRA layers removed)
+            self._model = self._peft.unload()
+            self._peft = None
 
     def _use(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
         """Make ``adapter`` (None: the base model) the one the next forward passes run."""
@@ -252,22 +292,25 @@ class HfEngine(LoadedEngine):
                 await self._wakeup.wait()
             if wait and len(self._pending) < self._settings.max_batch_size:
                 await asyncio.sleep(wait)  # let concurrent callers join this batch
-            batch = self._take_batch()
-            if not batch:
-                continue
-            self._running = len(batch)
-            try:
-                results = await asyncio.to_thread(self._run_batch, batch)
-            except Exception as exc:  # the batch's callers get the error, the worker lives on
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-            else:
-                for job, result in zip(batch, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
-            finally:
-                self._running = 0
+            async with self._model_lock:  # taken before the batch: no adapter leaves under it
+                batch = self._take_batch()
+                if batch:
+                    await self._run_taken(batch)
+
+    async def _run_taken(self, batch: list[_Job]) -> None:
+        self._running = len(batch)
+        try:
+            results = await asyncio.to_thread(self._run_batch, batch)
+        except Exception as exc:  # the batch's callers get the error, the worker lives on
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+        else:
+            for job, result in zip(batch, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+        finally:
+            self._running = 0
 
     def _run_batch(self, batch: list[_Job]) -> list[Any]:
         with self._use(batch[0].adapter):

@@ -25,6 +25,7 @@ from rlmec.services.common import (
     add_metrics_route,
     install_error_handlers,
 )
+from rlmec.services.grm.admin import add_admin_routes
 from rlmec.services.grm.admission import Admission
 from rlmec.services.grm.metrics import GrmMetrics
 from rlmec.services.grm.routes import router
@@ -78,6 +79,7 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
     _count_validation_errors(app, metrics)
     app.include_router(router)
     add_metrics_route(app, metrics.registry, settings.metrics_token_file)
+    add_admin_routes(app, settings.admin_token_file)
     app.add_middleware(
         BodyGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )

@@ -12,8 +12,11 @@ side does not depend on the prompt, so ``/v1/tokenize`` returns it through the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rlmec.inference.adapters import current_adapter
 from rlmec.inference.engine import Engine
@@ -56,6 +59,24 @@ TOKENIZE_CONCURRENCY = 2
 TOKENIZE_QUEUE = 64
 
 
+R = TypeVar("R", LocateResponse, RewriteResponse, ScoreResponse)
+
+
+def _on_requested_model(
+    method: Callable[[GrmService, Any], Awaitable[R]],
+) -> Callable[[GrmService, Any], Awaitable[R]]:
+    """Run a locate, rewrite or score call on the model its request names (``model``), and
+    answer with that model's id."""
+
+    @functools.wraps(method)
+    async def run(self: GrmService, request: Any) -> R:
+        async with self.serving(request.model) as model:
+            response = await method(self, request)
+        return response.model_copy(update={"model": model})
+
+    return run
+
+
 class GrmService:
     def __init__(
         self, engine: Engine, *, max_request_tokens: int, metrics: GrmMetrics | None = None
@@ -89,21 +110,22 @@ class GrmService:
         ]
         return ModelList(data=[card, *adapters])
 
-    def _select(self, model: str | None) -> str:
-        """Route this call's engine work to ``model`` (the base, or an adapter); its id."""
+    @contextlib.asynccontextmanager
+    async def serving(self, model: str | None) -> AsyncIterator[str]:
+        """Route this call's engine work to ``model`` (the base, or an adapter) for as long
+        as the call runs (an adapter is not unloaded under it); yields its id."""
         base = self.model_id
-        if model is None or model == base:
-            current_adapter.set(None)
-            return base
-        if model not in self.engine.adapter_revisions():
+        adapter = None if model is None or model == base else model
+        if adapter is not None and adapter not in self.engine.adapter_revisions():
             served = [base, *self.engine.adapter_revisions()]
             raise NotFoundError(
                 f"model {model!r} is not served here; GET /v1/models lists {served}",
                 param="model",
                 code="model_not_found",
             )
-        current_adapter.set(model)
-        return model
+        current_adapter.set(adapter)
+        async with self.engine.using(adapter):
+            yield adapter or base
 
     # --- budgets ---------------------------------------------------------------------------
 
@@ -152,11 +174,11 @@ class GrmService:
 
     # --- locate ----------------------------------------------------------------------------
 
+    @_on_requested_model
     async def locate(self, request: LocateRequest) -> LocateResponse:
-        model = self._select(request.model)
         results = await self._locate(request.samples, request.max_new_tokens, "samples")
         self.metrics.samples.labels("locate").inc(len(results))
-        return LocateResponse(model=model, results=results)
+        return LocateResponse(model=self.model_id, results=results)
 
     async def _locate(
         self, samples: list[Any], max_new: int, field: str, *, checked: bool = False
@@ -188,8 +210,8 @@ class GrmService:
 
     # --- rewrite ---------------------------------------------------------------------------
 
+    @_on_requested_model
     async def rewrite(self, request: RewriteRequest) -> RewriteResponse:
-        model = self._select(request.model)
         samples = request.samples
         for i, sample in enumerate(samples):
             steps = len(prompts.split_steps(sample.prediction))
@@ -213,7 +235,7 @@ class GrmService:
             located = dict(zip(to_locate, found, strict=True))
         results = await self._rewrite_from(samples, located, request.max_new_tokens)
         self.metrics.samples.labels("rewrite").inc(len(results))
-        return RewriteResponse(model=model, results=results)
+        return RewriteResponse(model=self.model_id, results=results)
 
     async def _check_rewrite_budget(self, request: RewriteRequest) -> None:
         """Worst case up front, before any engine work: the locate prompt + its budget, and
@@ -290,8 +312,8 @@ class GrmService:
 
     # --- score -----------------------------------------------------------------------------
 
+    @_on_requested_model
     async def score(self, request: ScoreRequest) -> ScoreResponse:
-        model = self._select(request.model)
         if request.mode == "rlmec":
             assert request.samples is not None  # the schema's validator guarantees it
             pairs = [_scoring_pair(s) for s in request.samples]
@@ -317,7 +339,7 @@ class GrmService:
             )
             for e, lp in zip(encoded, logprobs, strict=True)
         ]  # fmt: skip
-        return ScoreResponse(model=model, results=results)
+        return ScoreResponse(model=self.model_id, results=results)
 
     def _encode_pairs(
         self, pairs: list[tuple[str, str]], add_eos: bool, field: str

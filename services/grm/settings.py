@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -35,6 +36,12 @@ class GrmSettings(EngineSettings, HttpBounds):
     )
     request_timeout_s: float = Field(600.0, gt=0, description="Per-request deadline (504).")
     shutdown_grace_s: float = Field(30.0, ge=0, description="Wait for in-flight work on stop.")
+    admin_token_file: Path | None = Field(
+        None,
+        description="A secret file; with it, POST /admin/adapters and DELETE "
+        "/admin/adapters/NAME load and unload LoRA adapters at runtime (Authorization: Bearer "
+        "the token). Without it the admin routes answer 404.",
+    )
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8001, ge=1, le=65535, description="Bind port.")
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlmec.inference.engine import EngineInfo, Generation, load_tokenizer
+from rlmec.inference.engine import EngineInfo, Generation, LoadedEngine, load_tokenizer
 
 
-class ScriptedEngine:
+class ScriptedEngine(LoadedEngine):
     name = "scripted"
 
     def __init__(self, model_dir: Path, reply: Callable[[str], str] | None = None) -> None:

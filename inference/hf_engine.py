@@ -240,7 +240,9 @@ class HfEngine(LoadedEngine):
     def _job(self, key: tuple[Any, ...], prompt: list[int], output: list[int], new: int) -> _Job:
         future = asyncio.get_running_loop().create_future()
         adapter = current_adapter.get()
-        if adapter is not None and adapter not in self._adapters:
+        # In peft until its last call ends, even once an unload has begun (the call's later
+        # engine work, e.g. a rewrite after its locate, still runs on it).
+        if adapter is not None and (self._peft is None or adapter not in self._peft.peft_config):
             raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
         return _Job(key, prompt, output, new, future, current_tenant.get(), adapter)
 

@@ -32,7 +32,6 @@ from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
 from rlmec.shared.errors import AuthenticationError
-from rlmec.shared.redis_client import connect_async
 
 _ERROR_TYPES = {
     401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
@@ -46,15 +45,9 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            pool = {"pool_timeout_s": settings.redis_pool_timeout_s,
-                    **settings.redis_credentials()}  # fmt: skip
-            redis = connect_async(
-                settings.redis_url, max_connections=settings.redis_max_connections, **pool
-            )
+            redis = settings.connect_redis()
             stack.push_async_callback(redis.aclose)
-            pull_redis = connect_async(
-                settings.redis_url, max_connections=settings.redis_max_pull_connections, **pool
-            )
+            pull_redis = settings.connect_redis(settings.redis_max_pull_connections)
             stack.push_async_callback(pull_redis.aclose)
             app.state.redis, app.state.pull_redis = redis, pull_redis
             app.state.waiting_pulls = WaitingPulls()

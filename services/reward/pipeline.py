@@ -31,7 +31,6 @@ from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judge
 from rlmec.shared.concurrency import gather_or_cancel
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
-from rlmec.shared.redis_client import connect_async
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample, check_text
 
 # Deterministic outcomes are cached; a GRM error or an answer check stopped on a loaded
@@ -340,10 +339,7 @@ def _usage_counts(results: list[ScoredSample]) -> dict[str, int]:
 async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipeline]:
     """Open the GRM client, the Redis connection and the policy tokenizers; close them."""
     tokenizers = await asyncio.to_thread(TokenizerRegistry.load, settings.policy_tokenizers)
-    redis = connect_async(
-        settings.redis_url, max_connections=settings.redis_max_connections,
-        pool_timeout_s=settings.redis_pool_timeout_s, **settings.redis_credentials(),
-    )  # fmt: skip
+    redis = settings.connect_redis()
     grm = GrmBackend(
         settings.grm_urls,
         timeout=settings.grm_timeout_s,

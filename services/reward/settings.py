@@ -285,6 +285,17 @@ class RewardSettings(BaseSettings, HttpBounds):
         """``username``/``password`` keyword arguments for ``Redis.from_url``."""
         return credentials(self.redis_username, self.redis_password_file)
 
+    def connect_redis(self, max_connections: int | None = None) -> Any:
+        """An asyncio client of ``redis_url`` with the service's credentials, its pool bounded
+        by ``max_connections`` (default ``redis_max_connections``), blocking up to
+        ``redis_pool_timeout_s`` for a free connection."""
+        from rlmec.shared.redis_client import connect_async
+
+        return connect_async(
+            self.redis_url, max_connections=max_connections or self.redis_max_connections,
+            pool_timeout_s=self.redis_pool_timeout_s, **self.redis_credentials(),
+        )  # fmt: skip
+
     @field_validator("grm_urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:

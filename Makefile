@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench deploy-test
 
 setup:
 	@bash scripts/setup.sh
@@ -23,3 +23,8 @@ lint: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+# Builds the CPU images from deploy/docker, starts `docker-compose.yml --profile cpu`, scores
+# through it and tears it down (podman or Docker; scripts/compose-smoke.sh).
+deploy-test: setup
+	bash scripts/compose-smoke.sh

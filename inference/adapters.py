@@ -44,3 +44,28 @@ def refuse_adapters(engine: str, adapters: dict[str, str]) -> None:
             f"RLMEC_GRM_ADAPTERS: the {engine} engine does not serve adapters yet; use --engine "
             "hf, or serve each adapter merged (merged_export) on a server of its own"
         )
+
+
+def merge_adapter(adapter_dir: str | Path, base_dir: str | Path, dest: str | Path) -> Path:
+    """A plain model directory: ``base_dir`` with the adapter merged in (peft), for engines
+    and tools that take one model (vLLM without ``enable_lora``, ``rlmec eval``). Refused,
+    with the reason, when the adapter was trained on another base. Written atomically."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlmec.shared.adapters import model_fingerprint
+
+    base, out = Path(base_dir).expanduser(), Path(dest).expanduser()
+    check_adapter("merge", adapter_dir, model_fingerprint(base))
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

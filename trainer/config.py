@@ -7,6 +7,7 @@ Any field can be overridden on the command line with ``--set section.field=value
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
@@ -137,6 +138,10 @@ class OptimConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (paper: 0).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of all steps.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warmup length in optimizer steps; overrides warmup_ratio (a "
+        "run cut into max_steps segments then warms up once, whatever its length).",
+    )
     lr_schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="After the linear warmup: cosine decay to 0, or constant."
     )
@@ -147,6 +152,12 @@ class OptimConfig(_Section):
     )
     global_batch_size: int = Field(128, ge=1, description="Samples per optimizer step.")
     micro_batch_size: int = Field(4, ge=1, description="Samples per forward pass per rank.")
+
+    def warmup(self, total_steps: int) -> int:
+        """The warmup's length in optimizer steps."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return math.ceil(self.warmup_ratio * total_steps)
 
 
 def bf16_is_fast() -> bool:

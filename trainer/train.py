@@ -14,7 +14,6 @@ Runs as one process on CPU, or under ``deepspeed``/``torchrun`` on several ranks
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import threading
@@ -165,7 +164,7 @@ def init_deepspeed(
         [p for p in model.parameters() if p.requires_grad],
         lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
     )  # fmt: skip
-    warmup = math.ceil(o.warmup_ratio * total_steps)
+    warmup = o.warmup(total_steps)
 
     def scheduler(opt: torch.optim.Optimizer) -> Any:
         if o.lr_schedule == "constant":

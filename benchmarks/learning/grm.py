@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.grm_quality.run import cached, judge_in_subprocess
 from benchmarks.learning.run import rlmec, sample_slice
-from rlmec.services.grm.model_files import ARITH_GRM_DIR
+from rlmec.services.grm.model_files import arith_grm, shipped_arith_grm_adapter
 
 
 def grm_data(work: Path, start: Path, first: int, problems: int, n: int) -> tuple[Path, Path]:
@@ -51,16 +51,38 @@ def _teach(samples: Path, out: Path) -> Path:
     return out
 
 
+# A LoRA adapter, not a fine-tuned copy (issue 28): a few MB that ship in the repository.
+# LoRA learns this copy-and-fix task at a larger lr than full fine-tuning's 1e-4.
+LORA = ["--set=lora.r=16", "--set=lora.alpha=32", "--set=lora.dropout=0.0", "--set=optim.lr=3e-4"]
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "rlmec-adapter.json")
+
+
 def train_grm(work: Path, base: str, sft: Path, val: Path, steps: int) -> Path:
-    """``rlmec grm train`` (resumes), then the model into ``ARITH_GRM_DIR``."""
+    """``rlmec grm train`` with a ``lora`` section (resumes); the adapter is copied into the
+    repository (``datasets/adapters/``, bf16) and merged into the base for the engines."""
     final = work / "grm" / "final"
-    if not (final / "config.json").is_file():
+    if not (final / "adapter_config.json").is_file():
         rlmec("grm", "train", "--config", "grm-cpu.yaml", "--model", base, "--train-file",
               str(sft), "--output-dir", str(work / "grm"), f"--set=data.eval_file={val}",
-              f"--set=optim.max_steps={steps}", "--set=data.max_length=512")  # fmt: skip
-    if not (ARITH_GRM_DIR / "config.json").is_file():
-        shutil.copytree(final, ARITH_GRM_DIR, dirs_exist_ok=True)
-    return final
+              f"--set=optim.max_steps={steps}", "--set=data.max_length=512", *LORA)  # fmt: skip
+    ship_adapter(final, shipped_arith_grm_adapter())
+    merged = arith_grm(Path(base))
+    assert merged is not None
+    return merged
+
+
+def ship_adapter(final: Path, dest: Path) -> None:
+    """The adapter files, weights in bf16 (half the size; peft casts them back on load)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        if name.endswith(".safetensors"):
+            weights = {k: v.to(torch.bfloat16) for k, v in load_file(final / name).items()}
+            save_file(weights, dest / name, metadata={"format": "pt"})
+        else:
+            shutil.copy(final / name, dest / name)
 
 
 def heldout_records(work: Path, start_eval: dict[str, Any]) -> Path:

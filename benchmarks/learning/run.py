@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=48, help="optimizer steps of every method")
     p.add_argument("--batch", type=int, default=8, help="samples per optimizer step")
     p.add_argument("--lr", type=float, default=5e-5, help="constant lr of every method")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="linear warmup steps before the constant lr (a fresh AdamW's first "
+                   "steps move every weight by about lr)")  # fmt: skip
     p.add_argument("--seeds", default="0,1", help="data-order seeds")
     p.add_argument(
         "--methods",
@@ -94,8 +97,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_config(work: Path, name: str, model: str, data: Path) -> Path:
-    """A config file for one run (constant lr, no warmup: a run stopped at step k and resumed
-    is the run that went on, which the curve's checkpoints rely on)."""
+    """A config file for one run (constant lr after a fixed number of warmup steps: a run
+    stopped at step k and resumed is the run that went on, which the curve's checkpoints rely
+    on)."""
     cfg = {
         "model": model, "output_dir": str(work / name), "seed": 0,
         "data": {"mode": "offline", "train_file": str(data), "max_length": 256},
@@ -238,7 +242,8 @@ def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
     run = f"{name}-s{seed}"
     config = train_config(args.work, run, str(start), data)
     base = [*METHODS[name], f"seed={seed}", f"optim.lr={args.lr}",
-            f"optim.global_batch_size={args.batch}"]  # fmt: skip
+            f"optim.global_batch_size={args.batch}",
+            f"optim.warmup_steps={args.warmup}"]  # fmt: skip
     points = sorted({*range(args.curve_every, args.steps, args.curve_every), args.steps})
     curve: dict[int, dict[str, Any]] = {}
     for step in points:
@@ -325,7 +330,8 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
     lines = [
         f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
         f"Command: `.venv/bin/python -m benchmarks.learning.run --problems {args.problems} "
-        f"--n {args.n} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seeds "
+        f"--n {args.n} --steps {args.steps} --batch {args.batch} --lr {args.lr} --warmup "
+        f"{args.warmup} --seeds "
         f"{args.seeds} --methods {args.methods}"
         + (
             f" --grm-problems {args.grm_problems} --grm-steps {args.grm_steps}`"
@@ -344,7 +350,8 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         "",
         f"Data: {args.problems} problems x {args.n} samples of the start policy (temperature "
         "0.7), wrong ones rewritten by the exact teacher (rewards as a certain GRM gives them). "
-        f"Every method: {args.steps} optimizer steps of {args.batch}, constant lr {args.lr}, "
+        f"Every method: {args.steps} optimizer steps of {args.batch}, constant lr {args.lr} "
+        f"after {args.warmup} warmup steps, "
         "same start, same file.",
         "",
         *(

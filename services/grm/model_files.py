@@ -22,6 +22,9 @@ TRAINED_GRM_DIR = MODELS_DIR / "grm-smollm2-synth"
 # rlmec.warm_start); the demo's models on --task arith when present.
 ARITH_GRM_DIR = MODELS_DIR / "grm-smollm2-arith"
 ARITH_START_DIR = MODELS_DIR / "smollm2-arith-start"
+# That GRM as the LoRA adapter it is trained as, shipped in the repository (a few MB) so that
+# a fresh clone has a trained GRM: ARITH_GRM_DIR is made from it on first use (arith_grm()).
+ARITH_GRM_ADAPTER = "adapters/grm-smollm2-arith"  # under the data folder (datasets/)
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
@@ -144,3 +147,23 @@ def convert_smollm2(out_dir: str | Path, *, dtype: str = "bfloat16") -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return world_readable(out)
+
+
+def shipped_arith_grm_adapter() -> Path:
+    from rlmec.data.tasks import data_dir
+
+    return data_dir() / ARITH_GRM_ADAPTER
+
+
+def arith_grm(base: Path = SMOLLM2_DIR) -> Path | None:
+    """The arith GRM as a plain model directory: ``ARITH_GRM_DIR`` when there, else the shipped
+    adapter merged into ``base`` there (seconds; refused if the adapter names another base),
+    else None."""
+    if (ARITH_GRM_DIR / "config.json").is_file():
+        return ARITH_GRM_DIR
+    adapter = shipped_arith_grm_adapter()
+    if not (adapter / "adapter_config.json").is_file() or not (base / "config.json").is_file():
+        return None
+    from rlmec.inference.adapters import merge_adapter
+
+    return merge_adapter(adapter, base, ARITH_GRM_DIR)

@@ -529,6 +529,9 @@ def resolve_models(args: argparse.Namespace, *, make_start: bool = True) -> tupl
             model = _arith_start(model, files.ARITH_START_DIR)
     say(f"policy: {model}")
     trained = files.ARITH_GRM_DIR if args.task == "arith" else files.TRAINED_GRM_DIR
+    if args.task == "arith" and args.grm is None and args.model is None:
+        # The shipped adapter, merged into SmolLM2 once (the GRM engine serves one model).
+        trained = files.arith_grm(files.SMOLLM2_DIR) or files.ARITH_GRM_DIR
     args.reference_rewrite = True
     if args.grm is not None:
         grm = args.grm

@@ -110,14 +110,15 @@ def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
     return docs
 
 
-def test_k8s_manifests_validate_against_the_schemas() -> None:
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])  # the oldest supported, the newest
+def test_k8s_manifests_validate_against_the_schemas(version: str) -> None:
     import kubernetes_validate
 
     docs = k8s_documents()
     assert len(docs) >= 12
     for name, doc in docs:
         try:
-            kubernetes_validate.validate(doc, "1.37.0", strict=True)
+            kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
         assert doc["metadata"].get("namespace", "rlmec") == "rlmec"

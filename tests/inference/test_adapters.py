@@ -88,3 +88,43 @@ async def test_an_adapter_of_another_base_is_refused(tiny_model_dir: Path, tmp_p
                                   adapters={"other": str(other)}))  # fmt: skip
     with pytest.raises(ServiceUnavailableError, match=r"trained on base model .* not on"):
         await engine.start()
+
+
+def test_merge_adapter_writes_the_merged_model_and_refuses_another_base(
+    tiny_model_dir: Path, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from rlmec.inference.adapters import merge_adapter
+
+    out = merge_adapter(adapters["alpha"], tiny_model_dir, tmp_path / "merged")
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "merged.partial").exists()
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    ours = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    peft_merged = AutoModelForCausalLM.from_pretrained(
+        adapters["alpha"].with_name("alpha-merged")
+    ).eval()(ids).logits
+    assert torch.allclose(ours, peft_merged, atol=1e-5)
+
+    other = make_adapter(tiny_model_dir, tmp_path / "other", 3, base_sha256="f" * 64)
+    with pytest.raises(ValueError, match="base"):
+        merge_adapter(other, tiny_model_dir, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_arith_grm_is_made_from_the_shipped_adapter(
+    tiny_model_dir: Path, adapters: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from rlmec.services.grm import model_files
+
+    data = tmp_path / "data"
+    shutil.copytree(adapters["alpha"], data / model_files.ARITH_GRM_ADAPTER)
+    monkeypatch.setenv("RLMEC_DATA_DIR", str(data))
+    monkeypatch.setattr(model_files, "ARITH_GRM_DIR", tmp_path / "grm")
+    made = model_files.arith_grm(tiny_model_dir)
+    assert made == tmp_path / "grm" and (made / "config.json").is_file()
+    monkeypatch.setenv("RLMEC_DATA_DIR", str(tmp_path / "nothing"))
+    assert model_files.arith_grm(tiny_model_dir) == made  # made once, then reused
+    monkeypatch.setattr(model_files, "ARITH_GRM_DIR", tmp_path / "absent")
+    assert model_files.arith_grm(tiny_model_dir) is None

@@ -140,3 +140,14 @@ def test_bf16_is_fast_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert not config.bf16_is_fast()
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
     assert config.bf16_is_fast()
+
+
+def test_warmup_steps_override_the_ratio() -> None:
+    from rlmec.trainer.config import OptimConfig
+
+    assert OptimConfig(warmup_ratio=0.03).warmup(100) == 3
+    assert OptimConfig(warmup_ratio=0.03).warmup(1000) == 30
+    # A run cut into segments (max_steps 24, then 48) warms up over the same steps in both.
+    assert OptimConfig(warmup_ratio=0.03, warmup_steps=4).warmup(24) == 4
+    assert OptimConfig(warmup_ratio=0.03, warmup_steps=4).warmup(48) == 4
+    assert OptimConfig(warmup_steps=0).warmup(48) == 0

@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 from rlmec.clients._base import Call, dict_parser, model_parser
 from rlmec.shared.grm_schemas import (
+    AdapterResponse,
     GrmSampleInput,
+    LoadAdapterRequest,
     LocateRequest,
     LocateResponse,
     ModelList,
@@ -201,3 +203,13 @@ def tokenize(texts: Sequence[str], add_eos: bool) -> Call[TokenizeResponse]:
 
 def models() -> Call[ModelList]:
     return Call("GET", "/v1/models", model_parser(ModelList))
+
+
+def load_adapter(name: str, path: str) -> Call[AdapterResponse]:
+    request = LoadAdapterRequest.model_validate({"name": name, "path": path})
+    return Call("POST", "/admin/adapters", model_parser(AdapterResponse), _body(request))
+
+
+def unload_adapter(name: str) -> Call[AdapterResponse]:
+    return Call("DELETE", f"/admin/adapters/{quote(name, safe='')}",
+                model_parser(AdapterResponse))  # fmt: skip

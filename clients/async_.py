@@ -28,6 +28,7 @@ from rlmec.clients._calls import (
     ScoreItemLike,
 )
 from rlmec.shared.grm_schemas import (
+    AdapterResponse,
     LocateResponse,
     ModelList,
     RewriteResponse,
@@ -221,6 +222,15 @@ class AsyncGrmClient(_AsyncBase):
 
     async def models(self) -> ModelList:
         return await self._send(_calls.models())
+
+    async def load_adapter(self, name: str, path: str) -> AdapterResponse:
+        """Load the LoRA adapter in ``path`` (on the GRM's machine) as model ``name``, without
+        a restart. Needs the admin token as ``api_key`` (``RLMEC_GRM_ADMIN_TOKEN_FILE``)."""
+        return await self._send(_calls.load_adapter(name, path))
+
+    async def unload_adapter(self, name: str) -> AdapterResponse:
+        """Unload adapter ``name`` once the calls using it are done (admin token)."""
+        return await self._send(_calls.unload_adapter(name))
 
     async def health(self) -> dict[str, Any]:
         return await self._send(_calls.health())

@@ -25,6 +25,7 @@ from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample
 
 URL_ENV = "RLMEC_URL"
 GRM_URL_ENV = "RLMEC_GRM_URL"
+ADMIN_TOKEN_ENV = "RLMEC_GRM_ADMIN_TOKEN_FILE"
 TERMINAL_STATUSES = frozenset({"scored", "dead_lettered"})
 
 
@@ -90,8 +91,8 @@ def _add_scoring(p: argparse.ArgumentParser, default_batch: int) -> None:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
-    """Register ``score``, ``push``, ``status``, ``result``, ``grm-models`` and ``health`` under the
-    ``client`` parser given by ``rlmec.cli``."""
+    """Register ``score``, ``push``, ``status``, ``result``, ``grm-models``,
+    ``grm-adapter-load``/``-unload`` and ``health`` under the ``client`` parser of ``rlmec.cli``."""
     sub = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
 
     score = sub.add_parser(
@@ -156,6 +157,28 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     _add_connection(models, url_env=GRM_URL_ENV)
     models.set_defaults(func=_run_grm_models)
 
+    routes = {"load": "POST /admin/adapters", "unload": "DELETE /admin/adapters/NAME"}
+    for verb, summary in (("load", "load a LoRA adapter into"), ("unload", "unload one from")):
+        adapter = sub.add_parser(
+            f"grm-adapter-{verb}",
+            help=f"{summary} a running GRM service (admin token)",
+            description=f"{routes[verb]}: needs RLMEC_GRM_ADMIN_TOKEN_FILE on the service and "
+            "its token here.",
+        )
+        _add_connection(adapter, url_env=GRM_URL_ENV)
+        adapter.add_argument("--name", required=True, help="the model id it is served as")
+        if verb == "load":
+            adapter.add_argument(
+                "--path", required=True, help="the adapter directory, on the GRM's machine"
+            )
+        adapter.add_argument(
+            "--admin-token-file",
+            type=Path,
+            default=os.environ.get(ADMIN_TOKEN_ENV),
+            help=f"file holding the service's admin token (default: ${ADMIN_TOKEN_ENV})",
+        )
+        adapter.set_defaults(func=_run_grm_adapter)
+
     health = sub.add_parser("health", help="GET /health of a service")
     _add_connection(health)
     health.set_defaults(func=_run_health)
@@ -173,7 +196,7 @@ def _guarded(
 
     def wrapper(args: argparse.Namespace) -> int:
         if not args.url:
-            env = GRM_URL_ENV if args.client_command == "grm-models" else URL_ENV
+            env = GRM_URL_ENV if args.client_command.startswith("grm-") else URL_ENV
             return _fail(f"no service URL: pass --url http://HOST:PORT or set ${env}", 2)
         try:
             return run(args)
@@ -296,6 +319,23 @@ def _run_grm_models(args: argparse.Namespace) -> int:
     with _client(args, GrmClient) as client:
         models = client.models()
     print(json.dumps(models.model_dump(mode="json"), indent=2))
+    return 0
+
+
+@_guarded
+def _run_grm_adapter(args: argparse.Namespace) -> int:
+    if args.admin_token_file is None:
+        return _fail(f"no admin token: pass --admin-token-file FILE or set ${ADMIN_TOKEN_ENV}", 2)
+    try:
+        args.api_key = Path(args.admin_token_file).read_text().strip()
+    except OSError as exc:
+        return _fail(f"--admin-token-file {args.admin_token_file}: {exc.strerror}", 2)
+    with _client(args, GrmClient) as client:
+        if args.client_command == "grm-adapter-load":
+            done = client.load_adapter(args.name, args.path)
+        else:
+            done = client.unload_adapter(args.name)
+    print(done.model_dump_json(exclude_none=True))
     return 0
 
 

@@ -27,6 +27,7 @@ from rlmec.clients._calls import (
     ScoreItemLike,
 )
 from rlmec.shared.grm_schemas import (
+    AdapterResponse,
     LocateResponse,
     ModelList,
     RewriteResponse,
@@ -220,6 +221,15 @@ class GrmClient(_SyncBase):
 
     def models(self) -> ModelList:
         return self._send(_calls.models())
+
+    def load_adapter(self, name: str, path: str) -> AdapterResponse:
+        """Load the LoRA adapter in ``path`` (on the GRM's machine) as model ``name``, without
+        a restart. Needs the admin token as ``api_key`` (``RLMEC_GRM_ADMIN_TOKEN_FILE``)."""
+        return self._send(_calls.load_adapter(name, path))
+
+    def unload_adapter(self, name: str) -> AdapterResponse:
+        """Unload adapter ``name`` once the calls using it are done (admin token)."""
+        return self._send(_calls.unload_adapter(name))
 
     def health(self) -> dict[str, Any]:
         return self._send(_calls.health())

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from rlmec.shared.adapters import AdapterProvenance, check_base
 from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.shared.grm_schemas import ADAPTER_NAME_PATTERN
 
-ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ADAPTER_NAME = re.compile(ADAPTER_NAME_PATTERN)
 
 current_adapter: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rlmec_adapter", default=None

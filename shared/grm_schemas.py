@@ -166,3 +166,20 @@ class ModelCard(StrictModel):
 class ModelList(StrictModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# An adapter's name: the model id it is served as (the service and the SDK check the same).
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class LoadAdapterRequest(RequestModel):
+    """``POST /admin/adapters``: load a LoRA adapter at runtime (issue 28)."""
+
+    name: str = Field(pattern=ADAPTER_NAME_PATTERN, description="The model id it is served as.")
+    path: str = Field(max_length=4096, description="Its directory on the GRM's machine.")
+
+
+class AdapterResponse(StrictModel):
+    name: str
+    revision: str | None = None
+    status: str

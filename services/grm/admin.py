@@ -13,24 +13,11 @@ import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import Field
 
-from rlmec.inference.adapters import ADAPTER_NAME
 from rlmec.services.grm.service import GrmService
 from rlmec.shared.errors import AuthenticationError, InvalidRequestError, ServiceUnavailableError
-from rlmec.shared.schemas import RequestModel, StrictModel
+from rlmec.shared.grm_schemas import AdapterResponse, LoadAdapterRequest
 from rlmec.shared.secret_files import read_secret_file
-
-
-class LoadAdapterRequest(RequestModel):
-    name: str = Field(pattern=ADAPTER_NAME.pattern, description="The model id it is served as.")
-    path: str = Field(max_length=4096, description="Its directory on the GRM's machine.")
-
-
-class AdapterResponse(StrictModel):
-    name: str
-    revision: str | None = None
-    status: str
 
 
 def add_admin_routes(app: FastAPI, token_file: Path | None) -> None:

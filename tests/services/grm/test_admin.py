@@ -4,10 +4,13 @@ the admin routes need their token, and an adapter of another base is refused wit
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
+import pytest
 
+from rlmec.cli import main
 from rlmec.services.grm.app import create_app
 from rlmec.services.grm.settings import GrmSettings
 from tests.inference.test_adapters import ITEM, make_adapter
@@ -72,3 +75,39 @@ def test_no_admin_routes_without_the_token_setting(tiny_model_dir: Path) -> None
     with serve_app(create_app(GrmSettings(model=str(tiny_model_dir), engine="hf"))) as base:
         resp = httpx.post(f"{base}/admin/adapters", json={"name": "a", "path": "x"})
         assert resp.status_code == 404
+
+
+def test_the_cli_loads_and_unloads_an_adapter(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    alpha = make_adapter(tiny_model_dir, tmp_path / "alpha", 1)
+    token, wrong = tmp_path / "token", tmp_path / "wrong"
+    token.write_text("admin-secret\n")
+    wrong.write_text("guess\n")
+    monkeypatch.delenv("RLMEC_GRM_ADMIN_TOKEN_FILE", raising=False)
+    settings = GrmSettings(model=str(tiny_model_dir), engine="hf", admin_token_file=token)
+    with serve_app(create_app(settings)) as base:
+
+        def cli(verb: str, *extra: str) -> tuple[int, str, str]:
+            code = main(["client", f"grm-adapter-{verb}", "--url", base, "--name", "alpha",
+                         "--max-retries", "0", *extra])  # fmt: skip
+            out = capsys.readouterr()
+            return code, out.out, out.err
+
+        assert cli("load", "--path", str(alpha), "--admin-token-file", str(token))[:2] == (
+            0, '{"name":"alpha","revision":' + _revision(base, "alpha") + ',"status":"loaded"}\n'
+        )  # fmt: skip
+        code, _, err = cli("unload", "--admin-token-file", str(wrong))
+        assert code == 1 and "401" in err and "admin token" in err and len(err.splitlines()) == 1
+        code, _, err = cli("unload")
+        assert code == 2 and "--admin-token-file" in err
+        assert cli("unload", "--admin-token-file", str(token))[:2] == (
+            0, '{"name":"alpha","status":"unloaded"}\n'
+        )  # fmt: skip
+        assert [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]][1:] == []
+
+
+def _revision(base: str, name: str) -> str:
+    cards = {m["id"]: m for m in httpx.get(f"{base}/v1/models").json()["data"]}
+    return json.dumps(cards[name]["revision"])

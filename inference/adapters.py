@@ -9,12 +9,17 @@ A request names its adapter in its ``model`` field (OpenAI-style); the GRM servi
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import contextvars
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from rlmec.shared.adapters import AdapterProvenance, check_base
-from rlmec.shared.errors import ServiceUnavailableError
+from rlmec.inference.engine import model_revision
+from rlmec.shared.adapters import AdapterProvenance, check_base, model_fingerprint
+from rlmec.shared.errors import NotFoundError, ServiceUnavailableError
 from rlmec.shared.grm_schemas import ADAPTER_NAME_PATTERN
 
 ADAPTER_NAME = re.compile(ADAPTER_NAME_PATTERN)
@@ -43,8 +48,45 @@ def refuse_adapters(engine: str, adapters: dict[str, str]) -> None:
     if adapters:
         raise ServiceUnavailableError(
             f"RLMEC_GRM_ADAPTERS: the {engine} engine does not serve adapters yet; use --engine "
-            "hf, or serve each adapter merged (merged_export) on a server of its own"
+            "hf or vllm, or serve each adapter merged (merged_export) on a server of its own"
         )
+
+
+class AdapterTable:
+    """The adapters an engine serves (name -> revision) and the calls using each, so that an
+    unload stops new calls at once (404) and waits for the ones in flight: nothing in flight
+    fails. The engine does the loading; this is the bookkeeping both engines share."""
+
+    def __init__(self) -> None:
+        self.revisions: dict[str, str] = {}
+        self._users: collections.Counter[str | None] = collections.Counter()
+
+    def check_new(self, name: str, path: Path, base_dir: Path) -> None:
+        """ValueError unless ``path`` holds an adapter of ``base_dir`` and ``name`` is free."""
+        if name in self.revisions:
+            raise ValueError(f"adapter {name!r} is already loaded; unload it first")
+        check_adapter(name, path, model_fingerprint(base_dir))
+
+    def add(self, name: str, path: Path) -> str:
+        self.revisions[name] = model_revision(path)
+        return self.revisions[name]
+
+    @contextlib.asynccontextmanager
+    async def using(self, adapter: str | None) -> AsyncIterator[None]:
+        if adapter is not None and adapter not in self.revisions:
+            raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
+        self._users[adapter] += 1
+        try:
+            yield
+        finally:
+            self._users[adapter] -= 1
+
+    async def remove(self, name: str) -> None:
+        """Take ``name`` out (404 for new calls), then wait until no call uses it."""
+        if self.revisions.pop(name, None) is None:
+            raise NotFoundError(f"adapter {name!r} is not loaded", code="model_not_found")
+        while self._users[name] > 0:
+            await asyncio.sleep(0.05)
 
 
 def merge_adapter(adapter_dir: str | Path, base_dir: str | Path, dest: str | Path) -> Path:
@@ -56,8 +98,6 @@ def merge_adapter(adapter_dir: str | Path, base_dir: str | Path, dest: str | Pat
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rlmec.shared.adapters import model_fingerprint
 
     base, out = Path(base_dir).expanduser(), Path(dest).expanduser()
     check_adapter("merge", adapter_dir, model_fingerprint(base))

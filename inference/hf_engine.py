@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlmec.inference.adapters import check_adapter, current_adapter
+from rlmec.inference.adapters import AdapterTable, current_adapter
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -31,7 +31,6 @@ from rlmec.inference.engine import (
 )
 from rlmec.inference.settings import EngineSettings
 from rlmec.inference.tenants import ANONYMOUS, StrideClock, Tenant, current_tenant
-from rlmec.shared.adapters import model_fingerprint
 from rlmec.shared.errors import NotFoundError, ServiceUnavailableError
 
 # Configs whose logits are not simply lm_head(last hidden state): score them from full logits.
@@ -68,8 +67,7 @@ class HfEngine(LoadedEngine):
         self._running = 0
         self._model: Any = None
         self._peft: Any = None  # the peft wrapper once an adapter is loaded
-        self._adapters: dict[str, str] = {}  # name -> revision
-        self._users: collections.Counter[str | None] = collections.Counter()  # calls using one
+        self._adapters = AdapterTable()
         # Held around every batch and every adapter change: peft's adapters are modules of
         # the model, so one must never change while a batch runs in the worker thread.
         self._model_lock = asyncio.Lock()
@@ -135,21 +133,19 @@ class HfEngine(LoadedEngine):
 
     def adapter_revisions(self) -> dict[str, str]:
         """The loaded adapters, name -> revision (a hash of the adapter's files)."""
-        return dict(self._adapters)
+        return dict(self._adapters.revisions)
 
     def _load_adapter(self, name: str, path: Path) -> None:
         """Check the adapter against the base weights, then add it (peft, in this thread)."""
         from peft import PeftModel
 
-        if name in self._adapters:
-            raise ValueError(f"adapter {name!r} is already loaded; unload it first")
-        check_adapter(name, path, model_fingerprint(self._dir))
+        self._adapters.check_new(name, path, self._dir)
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self._model, str(path), adapter_name=name)
             self._peft.eval()
         else:
             self._peft.load_adapter(str(path), adapter_name=name)
-        self._adapters[name] = model_revision(path)
+        self._adapters.add(name, path)
 
     async def load_adapter(self, name: str, path: str | Path) -> str:
         """Load an adapter while serving (between batches); its revision."""
@@ -157,32 +153,24 @@ class HfEngine(LoadedEngine):
             raise ServiceUnavailableError("the hf engine is not started yet")
         async with self._model_lock:
             await asyncio.to_thread(self._load_adapter, name, Path(path))
-        return self._adapters[name]
+        return self._adapters.revisions[name]
 
     @contextlib.asynccontextmanager
     async def using(self, adapter: str | None) -> AsyncIterator[None]:
-        if adapter is not None and adapter not in self._adapters:
-            raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
-        self._users[adapter] += 1
-        try:
+        async with self._adapters.using(adapter):
             yield
-        finally:
-            self._users[adapter] -= 1
 
     async def unload_adapter(self, name: str) -> None:
         """Stop taking calls for ``name`` at once (404 from then on), let the calls already
         using it finish, then remove it: nothing in flight fails."""
-        if self._adapters.pop(name, None) is None:
-            raise NotFoundError(f"adapter {name!r} is not loaded", code="model_not_found")
-        while self._users[name] > 0:
-            await asyncio.sleep(0.05)
+        await self._adapters.remove(name)
         async with self._model_lock:  # a batch of it may still be running
             await asyncio.to_thread(self._delete_adapter, name)
 
     def _delete_adapter(self, name: str) -> None:
         self._peft.delete_adapter(name)
-        if self._adapters:  # peft keeps the deleted one active: make a loaded one active
-            self._peft.set_adapter(next(iter(self._adapters)))
+        if self._adapters.revisions:  # peft keeps the deleted one active: make one active
+            self._peft.set_adapter(next(iter(self._adapters.revisions)))
         else:  # the last one: back to the plain model (its LoRA layers removed)
             self._model = self._peft.unload()
             self._peft = None

@@ -52,7 +52,21 @@ class EngineSettings(BaseSettings):
         default_factory=dict,
         description="LoRA adapters served beside the base model, name -> the final/ directory "
         "of `rlmec grm train` with a lora section (JSON in the env); a request names one in "
-        "its `model` field. hf engine.",
+        "its `model` field. hf and vllm engines.",
+    )
+    max_loras: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="vllm: adapters one engine batch may mix, and LoRA on even "
+        "with no adapter at start (so the admin routes can load some); 0 = as many as "
+        "`adapters` names.",
+    )
+    max_lora_rank: int = Field(
+        16,
+        ge=1,
+        le=512,
+        description="vllm: the largest adapter rank it can load (memory is reserved for it).",
     )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

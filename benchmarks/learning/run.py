@@ -423,13 +423,16 @@ def train_minutes(work: Path, method: str, seeds: str) -> float:
 
 
 def grm_lines(args: argparse.Namespace, grm: dict[str, Any]) -> list[str]:
+    from benchmarks.learning.grm import LORA
+
     j = grm["judge"]
     curve = ", ".join(f"step {c['step']} {100 * c['locate']['exact_match']:.0f}%"
                       for c in grm["curve"] if "locate" in c)  # fmt: skip
     ratio = j["edit_fraction_median"] / max(j["true_edit_fraction_median"], 1e-9)
     ok = (j["locate_accuracy"] >= 0.9, j["rewrites_reaching_reference"] >= 0.9, ratio <= 1.5)
     return [
-        f"The arith GRM: SmolLM2-135M-Instruct, `rlmec grm train --config grm-cpu.yaml` for "
+        "The arith GRM: a LoRA adapter of SmolLM2-135M-Instruct (`rlmec grm train --config "
+        f"grm-cpu.yaml {' '.join(LORA)}`, shipped in `datasets/adapters/`) for "
         f"{args.grm_steps} steps of 8 ({grm['minutes']:.0f} min of steps) on the exact "
         f"teacher's rewrites of the start policy's own errors ({args.grm_problems} "
         f"`arith_train` problems x 2 samples; examples {grm['examples']}). Validation locate "
@@ -480,6 +483,10 @@ def main() -> None:
         if "rlmec_grm" in args.methods.split(","):
             files["rlmec_grm"] = grm_file
     if args.stage == "grm":
+        if grm_result is not None:
+            print("\n".join(grm_lines(args, grm_result)))
+            if not args.no_write:
+                write_grm_line(grm_result)
         return
     curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for name, train_file in files.items():
@@ -496,9 +503,13 @@ def main() -> None:
     if not args.no_write:
         replace_section("learning", body)
         if grm_result is not None:
-            set_line("grm_quality", "arith GRM on real errors:",
-                     f"`{arith_grm_line(grm_result['judge'])}` (section `learning` has the "
-                     "details; `python -m benchmarks.learning.run` writes this line)")  # fmt: skip
+            write_grm_line(grm_result)
+
+
+def write_grm_line(grm: dict[str, Any]) -> None:
+    set_line("grm_quality", "arith GRM on real errors:",
+             f"`{arith_grm_line(grm['judge'])}` (section `learning` has the details; "
+             "`python -m benchmarks.learning.run --stage grm` writes this line)")  # fmt: skip
 
 
 if __name__ == "__main__":

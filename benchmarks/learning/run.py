@@ -75,8 +75,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1", help="data-order seeds")
     p.add_argument(
         "--methods",
-        default=",".join(m for m in METHODS if m != "rlmec_grm"),
-        help="comma-separated (rlmec_grm comes with the GRM, --grm-steps)",
+        default=",".join(METHODS),
+        help="comma-separated; rlmec_grm trains on the sample set as the arith GRM scored it "
+        "through the services (needs --grm-steps > 0; without it the GRM is made and judged "
+        "but does not score)",
     )
     p.add_argument("--curve-every", type=int, default=24, help="curve checkpoint period")
     p.add_argument("--curve-problems", type=int, default=200, help="test problems per point")
@@ -211,7 +213,7 @@ def teach_and_score(args: argparse.Namespace, samples: Path, start: Path) -> Pat
 
 
 def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
-             samples: Path) -> tuple[dict[str, Any], Path]:  # fmt: skip
+             samples: Path) -> tuple[dict[str, Any], Path | None]:  # fmt: skip
     """The arith GRM (:mod:`benchmarks.learning.grm`): its held-out judgement and the shared
     sample set scored by it through the services."""
     from benchmarks.learning import grm
@@ -219,6 +221,8 @@ def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
     sft, val = grm.grm_data(args.work, start, WARM.PROBLEMS, args.grm_problems, 2)
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
+    if "rlmec_grm" not in args.methods.split(","):
+        return grm_summary(args, judged, None), None
     scored = grm.score_with_grm(args.work, model, samples)
     return grm_summary(args, judged, grm.scored_counts(scored)), scored
 
@@ -480,7 +484,7 @@ def main() -> None:
     if args.grm_steps:
         grm_result, grm_file = make_grm(args, start, start_rows, samples)
         print(json.dumps({"grm": grm_result}, indent=1))
-        if "rlmec_grm" in args.methods.split(","):
+        if grm_file is not None:
             files["rlmec_grm"] = grm_file
     if args.stage == "grm":
         if grm_result is not None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.grm_quality.run import cached, judge_in_subprocess
 from benchmarks.learning.run import rlmec, sample_slice
-from rlmec.services.grm.model_files import arith_grm, shipped_arith_grm_adapter
+from rlmec.services.grm.model_files import arith_grm, shipped_arith_grm_adapter, world_readable
 
 
 def grm_data(work: Path, start: Path, first: int, problems: int, n: int) -> tuple[Path, Path]:
@@ -83,6 +83,7 @@ def ship_adapter(final: Path, dest: Path) -> None:
             save_file(weights, dest / name, metadata={"format": "pt"})
         else:
             shutil.copy(final / name, dest / name)
+    world_readable(dest)
 
 
 def heldout_records(work: Path, start_eval: dict[str, Any]) -> Path:

@@ -449,7 +449,11 @@ def grm_lines(args: argparse.Namespace, grm: dict[str, Any]) -> list[str]:
         f"{j['true_edit_fraction_median']:.3f}: {ratio:.2f}x (target 1.5x: {_verdict(ok[2])}); "
         f"mean {j['edit_fraction']:.3f} against {j['true_edit_fraction']:.3f}.",
         "- The shared sample set scored by it through `rlmec grm serve` + the reward service: "
-        + (f"{grm['scored']}." if grm.get("scored") else "not run yet (`--stage grm` does it)."),
+        + (
+            f"{grm['scored']}."
+            if grm.get("scored")
+            else "not run (it runs when --methods has rlmec_grm)."
+        ),
     ]
 
 

@@ -101,7 +101,7 @@ def merge_adapter(adapter_dir: str | Path, base_dir: str | Path, dest: str | Pat
 
     base, out = Path(base_dir).expanduser(), Path(dest).expanduser()
     check_adapter("merge", adapter_dir, model_fingerprint(base))
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -62,11 +62,10 @@ class EngineSettings(BaseSettings):
         "with no adapter at start (so the admin routes can load some); 0 = as many as "
         "`adapters` names.",
     )
-    max_lora_rank: int = Field(
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
         16,
-        ge=1,
-        le=512,
-        description="vllm: the largest adapter rank it can load (memory is reserved for it).",
+        description="vllm: the largest adapter rank it can load (memory is reserved for it); "
+        "one of vLLM's sizes.",
     )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

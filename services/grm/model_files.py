@@ -156,14 +156,21 @@ def shipped_arith_grm_adapter() -> Path:
 
 
 def arith_grm(base: Path = SMOLLM2_DIR) -> Path | None:
-    """The arith GRM as a plain model directory: ``ARITH_GRM_DIR`` when there, else the shipped
-    adapter merged into ``base`` there (seconds; refused if the adapter names another base),
-    else None."""
-    if (ARITH_GRM_DIR / "config.json").is_file():
-        return ARITH_GRM_DIR
+    """The arith GRM as a plain model directory in ``ARITH_GRM_DIR``: the shipped adapter merged
+    into ``base`` (seconds; refused if the adapter names another base), made again when the
+    shipped adapter changes. Without a shipped adapter, whatever ``ARITH_GRM_DIR`` holds (a
+    GRM made by the benchmark before adapters), else None."""
     adapter = shipped_arith_grm_adapter()
+    made = ARITH_GRM_DIR / "config.json"
     if not (adapter / "adapter_config.json").is_file() or not (base / "config.json").is_file():
-        return None
+        return ARITH_GRM_DIR if made.is_file() else None
     from rlmec.inference.adapters import merge_adapter
+    from rlmec.shared.adapters import file_sha256
 
-    return merge_adapter(adapter, base, ARITH_GRM_DIR)
+    stamp = ARITH_GRM_DIR / "rlmec-merged-from.json"
+    source = {"adapter_sha256": file_sha256(adapter / "adapter_model.safetensors")}
+    if made.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
+        return ARITH_GRM_DIR
+    merge_adapter(adapter, base, ARITH_GRM_DIR)
+    stamp.write_text(json.dumps(source))
+    return ARITH_GRM_DIR

@@ -128,8 +128,22 @@ def test_arith_grm_is_made_from_the_shipped_adapter(
     monkeypatch.setattr(model_files, "ARITH_GRM_DIR", tmp_path / "grm")
     made = model_files.arith_grm(tiny_model_dir)
     assert made == tmp_path / "grm" and (made / "config.json").is_file()
-    monkeypatch.setenv("RLMEC_DATA_DIR", str(tmp_path / "nothing"))
+    weights = made / "model.safetensors"
+    first = weights.stat().st_mtime_ns
     assert model_files.arith_grm(tiny_model_dir) == made  # made once, then reused
+    assert weights.stat().st_mtime_ns == first
+    # A new shipped adapter (a pull) makes it again, now with beta's weights.
+    shipped = data / model_files.ARITH_GRM_ADAPTER
+    shutil.copy(adapters["beta"] / "adapter_model.safetensors", shipped)
+    assert model_files.arith_grm(tiny_model_dir) == made
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    from transformers import AutoModelForCausalLM
+
+    beta = AutoModelForCausalLM.from_pretrained(adapters["beta"].with_name("beta-merged"))
+    torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(made)(ids).logits,
+                               beta(ids).logits, atol=1e-5, rtol=1e-5)  # fmt: skip
+    monkeypatch.setenv("RLMEC_DATA_DIR", str(tmp_path / "nothing"))
+    assert model_files.arith_grm(tiny_model_dir) == made  # no adapter shipped: what is there
     monkeypatch.setattr(model_files, "ARITH_GRM_DIR", tmp_path / "absent")
     assert model_files.arith_grm(tiny_model_dir) is None
 

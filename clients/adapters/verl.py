@@ -3,7 +3,7 @@
 veRL config::
 
     custom_reward_function:
-      path: /path/to/site-packages/rlmec/clients/adapters/verl.py  # or a file importing it
+      path: pkg://rlmec.clients.adapters.verl  # a module name (or a file importing it)
       name: compute_score
       reward_kwargs: {score_mode: correctness}   # optional
 

@@ -8,7 +8,8 @@
         reward_manager:
           source: importlib
           name: RlmecRewardManager
-          module: {path: <site-packages>/rlmec/clients/adapters/verl_rewards.py}
+          module: {path: pkg://rlmec.clients.adapters.verl_rewards}  # not a file path:
+          # veRL loads a file without registering its module, and a dataclass then fails
 
 - :class:`RlmecLegacyRewardManager` for the legacy managers (``use_reward_loop=False``):
   ``__call__(data, return_dict)`` scores the whole batch in concurrent batches of 64;

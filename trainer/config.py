@@ -139,7 +139,9 @@ class OptimConfig(_Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of all steps.")
     warmup_steps: int | None = Field(
-        None, ge=0, description="Warmup length in optimizer steps; overrides warmup_ratio (a "
+        None,
+        ge=0,
+        description="Warmup length in optimizer steps; overrides warmup_ratio (a "
         "run cut into max_steps segments then warms up once, whatever its length).",
     )
     lr_schedule: Literal["cosine", "constant"] = Field(

@@ -105,9 +105,11 @@ def test_merge_adapter_writes_the_merged_model_and_refuses_another_base(
     assert (out / "tokenizer.json").is_file() and not (tmp_path / "merged.partial").exists()
     ids = torch.tensor([[1, 5, 9, 14, 3]])
     ours = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
-    peft_merged = AutoModelForCausalLM.from_pretrained(
-        adapters["alpha"].with_name("alpha-merged")
-    ).eval()(ids).logits
+    peft_merged = (
+        AutoModelForCausalLM.from_pretrained(adapters["alpha"].with_name("alpha-merged"))
+        .eval()(ids)
+        .logits
+    )
     assert torch.allclose(ours, peft_merged, atol=1e-5)
 
     other = make_adapter(tiny_model_dir, tmp_path / "other", 3, base_sha256="f" * 64)

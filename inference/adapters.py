@@ -107,8 +107,6 @@ def merge_adapter(adapter_dir: str | Path, base_dir: str | Path, dest: str | Pat
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    for path in tmp.iterdir():  # safetensors writes 0600; images run as another user
-        path.chmod(0o644)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -171,6 +171,6 @@ def arith_grm(base: Path = SMOLLM2_DIR) -> Path | None:
     source = {"adapter_sha256": file_sha256(adapter / "adapter_model.safetensors")}
     if made.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         return ARITH_GRM_DIR
-    merge_adapter(adapter, base, ARITH_GRM_DIR)
+    world_readable(merge_adapter(adapter, base, ARITH_GRM_DIR))
     stamp.write_text(json.dumps(source))
     return ARITH_GRM_DIR

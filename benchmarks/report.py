@@ -51,5 +51,14 @@ def machine() -> str:
     return f"{cpu}, {cores or '?'} cores, Python {platform.python_version()}"
 
 
+def cpu_flags() -> str:
+    """The CPU flags that decide the precision (bf16 is native with avx512_bf16 or amx_bf16,
+    emulated and far slower without)."""
+    info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
+
+
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

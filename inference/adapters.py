@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rlmec.inference.engine import model_revision
 from rlmec.shared.adapters import AdapterProvenance, check_base, model_fingerprint
-from rlmec.shared.errors import NotFoundError, ServiceUnavailableError
+from rlmec.shared.errors import NotFoundError
 from rlmec.shared.grm_schemas import ADAPTER_NAME_PATTERN
 
 ADAPTER_NAME = re.compile(ADAPTER_NAME_PATTERN)
@@ -41,15 +41,6 @@ def check_adapter(name: str, adapter_dir: str | Path, base_sha256: str) -> Adapt
             "final/ directory of `rlmec grm train` with a lora section"
         )
     return check_base(path, base_sha256)
-
-
-def refuse_adapters(engine: str, adapters: dict[str, str]) -> None:
-    """Engines without adapter support refuse a configuration that names adapters."""
-    if adapters:
-        raise ServiceUnavailableError(
-            f"RLMEC_GRM_ADAPTERS: the {engine} engine does not serve adapters yet; use --engine "
-            "hf or vllm, or serve each adapter merged (merged_export) on a server of its own"
-        )
 
 
 class AdapterTable:

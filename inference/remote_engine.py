@@ -6,6 +6,12 @@ with ``prompt`` = ids, ``max_tokens: 1``, ``prompt_logprobs: 0``, ``echo: true``
 ``choices[0].prompt_logprobs`` is ``[None, {token_id: {"logprob": ...}}, ...]`` (vLLM's format).
 Generation: the same route with ``temperature: 0`` and the stop strings.
 
+Adapters are the upstream's: a vLLM server started with ``--enable-lora --lora-modules
+NAME=PATH`` lists each adapter in ``/v1/models`` with the base as its ``parent``; this engine
+lists them as its own (refreshed every ``ADAPTER_REFRESH_S``) and passes a call's adapter name
+through as the upstream request's ``model``. Their provenance is the upstream's to check: the
+paths are on its disk, not here.
+
 Load spreading: round-robin over the URLs that are up, each with its own concurrency cap.
 Failover: a connect error, timeout or 5xx marks the URL down for ``upstream_markdown_s`` and the
 call moves to the next URL (every call is a greedy, side-effect-free read, so a retry is safe);
@@ -15,6 +21,7 @@ call moves to the next URL (every call is a greedy, side-effect-free read, so a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Sequence
@@ -23,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from rlmec.inference.adapters import refuse_adapters
+from rlmec.inference.adapters import current_adapter
 from rlmec.inference.engine import (
     EngineInfo,
     Generation,
@@ -40,6 +47,9 @@ from rlmec.shared.errors import ServiceUnavailableError, UpstreamError
 
 # OpenAI's completions API (and vLLM's server, which follows it) takes at most 4 stop strings.
 OPENAI_MAX_STOP = 4
+# How often the upstream's adapter list is read again (an adapter loaded on the upstream at
+# runtime is served here within this many seconds).
+ADAPTER_REFRESH_S = 10.0
 
 
 def minimal_stops(stop: Sequence[str]) -> list[str]:
@@ -76,10 +86,17 @@ class RemoteEngine(LoadedEngine):
         self._upstreams: list[_Upstream] = []
         self._rr = itertools.count()
         self._model_name = settings.upstream_model
+        self._adapters: dict[str, str] = {}  # the upstream's adapter names -> revision
+        self._refresher: asyncio.Task[None] | None = None
         self._active = 0
 
     async def start(self) -> None:
-        refuse_adapters(self.name, self._settings.adapters)
+        if self._settings.adapters:
+            raise ServiceUnavailableError(
+                "RLMEC_GRM_ADAPTERS: the remote engine serves its upstream's adapters; load "
+                "them on the upstream (vLLM: --enable-lora --lora-modules NAME=PATH) and leave "
+                "RLMEC_GRM_ADAPTERS empty"
+            )
         cap = self._settings.upstream_concurrency
         self._upstreams = [_Upstream(u, asyncio.Semaphore(cap)) for u in self._settings.upstreams]
         headers = {}
@@ -100,8 +117,11 @@ class RemoteEngine(LoadedEngine):
             max_model_len=self._settings.max_model_len or config_max_len(self._dir),
             engine=self.name,
         )
+        self._refresher = asyncio.create_task(self._refresh_adapters())
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -169,18 +189,41 @@ class RemoteEngine(LoadedEngine):
 
     async def _resolve_model(self) -> str:
         if self._model_name is None:
-            listing = await self._request("GET", "/v1/models")
-            try:
-                self._model_name = str(listing["data"][0]["id"])
-            except (KeyError, IndexError, TypeError) as exc:
-                raise UpstreamError(
-                    "upstream /v1/models lists no model; name one with --upstream-model"
-                ) from exc
+            await self._list_models()
+        assert self._model_name is not None
         return self._model_name
 
+    async def _list_models(self) -> None:
+        """The upstream's base model (unless ``--upstream-model`` names it) and its adapters:
+        the cards whose ``parent`` is the base (vLLM's listing of ``--lora-modules``)."""
+        listing = await self._request("GET", "/v1/models")
+        try:
+            cards = [c for c in listing["data"] if isinstance(c, dict)]
+            if self._model_name is None:
+                self._model_name = str(next(c["id"] for c in cards if not c.get("parent")))
+        except (KeyError, TypeError, StopIteration) as exc:
+            raise UpstreamError(
+                "upstream /v1/models lists no model; name one with --upstream-model"
+            ) from exc
+        self._adapters = {
+            str(c["id"]): f"upstream:{c.get('root') or c['id']}"
+            for c in cards
+            if c.get("parent") == self._model_name and "id" in c
+        }
+
+    async def _refresh_adapters(self) -> None:
+        while True:
+            with contextlib.suppress(ServiceUnavailableError, UpstreamError):
+                await self._list_models()
+            await asyncio.sleep(ADAPTER_REFRESH_S)
+
+    def adapter_revisions(self) -> dict[str, str]:
+        return dict(self._adapters)
+
     async def _completion(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """The first choice and the completion token count (exact: one prompt per call)."""
-        body = {"model": await self._resolve_model(), **body}
+        """The first choice and the completion token count (exact: one prompt per call), on
+        the call's adapter when it names one."""
+        body = {"model": current_adapter.get() or await self._resolve_model(), **body}
         self._active += 1
         try:
             reply = await self._request("POST", "/v1/completions", body)

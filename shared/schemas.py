@@ -233,4 +233,9 @@ class UsageResponse(StrictModel):
     cache hits, GRM errors, rate-limited requests."""
 
     team: str
+    grm_adapter: str | None = Field(
+        None,
+        description="The GRM adapter every call of the team runs on (null: the base model), so "
+        "these counters are that adapter's use by the team.",
+    )
     usage: dict[str, int]

@@ -71,6 +71,15 @@ def train_grm(work: Path, base: str, sft: Path, val: Path, steps: int) -> Path:
     return merged
 
 
+def shipped_grm(base: Path) -> Path:
+    """The shipped adapter merged into ``base`` (no training): ``--grm shipped``."""
+    merged = arith_grm(base)
+    if merged is None:
+        raise SystemExit(f"--grm shipped: no adapter in {shipped_arith_grm_adapter()}; "
+                         "use --grm train")  # fmt: skip
+    return merged
+
+
 def ship_adapter(final: Path, dest: Path) -> None:
     """The adapter files, weights in bf16 (half the size; peft casts them back on load)."""
     import torch

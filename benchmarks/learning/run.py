@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import machine, replace_section, set_line, today
+from benchmarks.report import cpu_flags, machine, replace_section, set_line, today
 from rlmec import warm_start as WARM
 
 METHODS: dict[str, list[str]] = {
@@ -89,6 +89,10 @@ def parse_args() -> argparse.Namespace:
         help="arith_train problems the GRM's data comes from (after the warm start's)",
     )
     p.add_argument("--grm-steps", type=int, default=240, help="GRM training steps (0: no GRM)")
+    p.add_argument("--grm", choices=["train", "shipped"], default="train",
+                   help="train: make the arith GRM from the start policy's errors and judge it "
+                   "(about 50 min); shipped: serve the adapter in datasets/adapters/, which an "
+                   "earlier `train` made, without training or judging it again")  # fmt: skip
     p.add_argument("--gsm8k-limit", type=int, default=200,
                    help="GSM8K test problems scored before and after RLMEC (0: skip)")  # fmt: skip
     p.add_argument("--no-write", action="store_true",
@@ -219,6 +223,11 @@ def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
     sample set scored by it through the services."""
     from benchmarks.learning import grm
 
+    if args.grm == "shipped":
+        if "rlmec_grm" not in args.methods.split(","):
+            return {"shipped": True, "scored": None}, None
+        scored = grm.score_with_grm(args.work, grm.shipped_grm(Path(args.model)), samples)
+        return {"shipped": True, "scored": grm.scored_counts(scored)}, scored
     sft, val = grm.grm_data(args.work, start, WARM.PROBLEMS, args.grm_problems, 2)
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
@@ -248,6 +257,7 @@ def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
     config = train_config(args.work, run, str(start), data)
     base = [*METHODS[name], f"seed={seed}", f"optim.lr={args.lr}",
             f"optim.global_batch_size={args.batch}",
+            f"optim.micro_batch_size={min(args.batch, 8)}",
             f"optim.warmup_steps={args.warmup}"]  # fmt: skip
     points = sorted({*range(args.curve_every, args.steps, args.curve_every), args.steps})
     curve: dict[int, dict[str, Any]] = {}
@@ -339,7 +349,7 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         f"{args.warmup} --seeds "
         f"{args.seeds} --methods {args.methods}"
         + (
-            f" --grm-problems {args.grm_problems} --grm-steps {args.grm_steps}`"
+            f" --grm-problems {args.grm_problems} --grm-steps {args.grm_steps} --grm {args.grm}`"
             if args.grm_steps
             else " --grm-steps 0`"
         )
@@ -430,6 +440,13 @@ def train_minutes(work: Path, method: str, seeds: str) -> float:
 def grm_lines(args: argparse.Namespace, grm: dict[str, Any]) -> list[str]:
     from benchmarks.learning.grm import LORA
 
+    if grm.get("shipped"):
+        return [
+            "The arith GRM: the adapter shipped in `datasets/adapters/grm-smollm2-arith` "
+            "(`--grm shipped`: not trained or judged again in this call; section "
+            "`grm_quality` has its judgement). The shared sample set scored by it through "
+            f"`rlmec grm serve` + the reward service: {grm['scored']}."
+        ]
     j = grm["judge"]
     curve = ", ".join(f"step {c['step']} {100 * c['locate']['exact_match']:.0f}%"
                       for c in grm["curve"] if "locate" in c)  # fmt: skip
@@ -463,13 +480,6 @@ def arith_grm_line(j: dict[str, Any]) -> str:
             f"{100 * j['rewrites_reaching_reference']:.1f}%")  # fmt: skip
 
 
-def cpu_flags() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
-
-
 def main() -> None:
     args = parse_args()
     args.model = str(Path(args.model).expanduser())
@@ -494,7 +504,7 @@ def main() -> None:
     if args.stage == "grm":
         if grm_result is not None:
             print("\n".join(grm_lines(args, grm_result)))
-            if not args.no_write:
+            if not args.no_write and "judge" in grm_result:
                 write_grm_line(grm_result)
         return
     curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
@@ -512,7 +522,7 @@ def main() -> None:
     print(body)
     if not args.no_write:
         replace_section("learning", body)
-        if grm_result is not None:
+        if grm_result is not None and "judge" in grm_result:
             write_grm_line(grm_result)
 
 

@@ -42,8 +42,9 @@ def add_admin_routes(app: FastAPI, token_file: Path | None) -> None:
             raise ServiceUnavailableError("the GRM service is starting")
         if not hasattr(service.engine, "load_adapter"):
             raise InvalidRequestError(
-                f"the {service.engine.name} engine does not serve adapters; use --engine hf or "
-                "vllm",
+                f"the {service.engine.name} engine loads no adapters itself; load them on its "
+                "upstream (vLLM: --enable-lora --lora-modules NAME=PATH, or its "
+                "/v1/load_lora_adapter), or use --engine hf or vllm",
                 code="adapters_unsupported",
             )
         return service.engine

@@ -52,8 +52,9 @@ def add_subcommands(sub: Any) -> None:
         action="append",
         default=None,
         metavar="NAME=DIR",
-        help="hf engine: serve the LoRA adapter in DIR (final/ of `rlmec grm train` with a lora "
-        "section) as model NAME beside the base (repeat for several)",
+        help="hf and vllm engines: serve the LoRA adapter in DIR (final/ of `rlmec grm train` "
+        "with a lora section) as model NAME beside the base (repeat for several; the remote "
+        "engine serves its upstream's adapters instead)",
     )
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.set_defaults(func=_serve)

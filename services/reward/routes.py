@@ -111,7 +111,7 @@ async def my_usage(team: TeamDep, redis: RedisDep, settings: SettingsDep) -> Usa
     """The calling team's usage counters."""
     async with redis_guard(redis):
         usage = await read_usage(redis, settings.redis_prefix, team.name)
-    return UsageResponse(team=team.name, usage=usage)
+    return UsageResponse(team=team.name, grm_adapter=team.grm_adapter, usage=usage)
 
 
 @router.get("/v1/teams/{name}/usage", response_model=UsageResponse, responses=_RESPONSES)

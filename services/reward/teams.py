@@ -29,6 +29,7 @@ class Team:
     max_scored_bytes: int = QueueLimits.max_scored_bytes
     max_waiting_pulls: int = 4
     chat_template: str | None = None
+    grm_adapter: str | None = None
     anonymous: bool = False
 
     @classmethod
@@ -45,6 +46,7 @@ class Team:
             max_scored_bytes=config.max_scored_bytes,
             max_waiting_pulls=config.max_waiting_pulls,
             chat_template=config.chat_template,
+            grm_adapter=config.grm_adapter,
             anonymous=anonymous,
         )
 

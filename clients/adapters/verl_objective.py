@@ -11,8 +11,7 @@
   aggregated by veRL's own ``agg_loss`` (``loss_agg_mode``; ``token-mean`` divides by the
   response tokens of the global batch, so the loss does not depend on the micro-batch split).
   The paper's ``N_r`` counts only the tokens with a non-zero reward: per step that is a constant
-  factor, which Adam's scale invariance absorbs. ``clients`` does not import the trainer, so
-  the weights are written out here; a test holds them equal to ``rlmec.trainer.loss``'s.
+  factor, which Adam's scale invariance absorbs.
 
 The imitation term (§5 ``λ·L_IM``) is not here: it is a loss over the GRM's *rewrite*, a
 sequence the policy did not generate, and veRL's policy-loss interface carries only the
@@ -35,6 +34,8 @@ from typing import Any
 
 import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_adv_est, register_policy_loss
+
+from rlmec.clients.adapters._objective import clipped_weights
 
 NAME = "rlmec"
 
@@ -84,10 +85,8 @@ def compute_rlmec_policy_loss(
     behaviour = torch.where(mask, old_log_prob, zeros)
     rewards = torch.where(mask, advantages, zeros)
     current = torch.where(mask, log_prob, zeros)
-    ratio = torch.exp(current.detach() - behaviour)
-    unclipped, clipped_value = ratio * rewards, ratio.clamp(1 - epsilon, 1 + epsilon) * rewards
-    clipped = clipped_value < unclipped  # the clipped branch is the one taken
-    losses = -torch.minimum(unclipped, clipped_value) * current
+    weights, ratio, clipped = clipped_weights(current, behaviour, rewards, epsilon)
+    losses = -weights * current
     if rollout_is_weights is not None:
         losses = losses * rollout_is_weights
     batch_info = dict(getattr(config, "global_batch_info", None) or {})

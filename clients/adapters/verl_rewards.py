@@ -45,11 +45,10 @@ from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from rlmec.clients.adapters._common import summarize, unjudged
 from rlmec.clients.adapters._samples import score_samples, try_build_sample
+from rlmec.clients.adapters._tokens import token_rewards
 from rlmec.clients.adapters.verl import URL_ENV, _question, _task_of, run_sync
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.schemas import Sample, ScoredSample
-from rlmec.shared.spans import project
-from rlmec.shared.tokenization import encode_output
 
 BATCH = 64
 
@@ -77,34 +76,9 @@ def responses(data: DataProto) -> list[Response]:
     return out
 
 
-def token_offsets(tokenizer: Any, ids: Sequence[int], text: str) -> list[tuple[int, int]]:
-    """Character offsets in ``text`` (the ids decoded without special tokens) of each of
-    ``ids``: from re-encoding when that gives the same ids (the usual case), else by decoding
-    growing prefixes (exact, slower)."""
-    encoded = encode_output(tokenizer, text, add_eos=False)
-    if encoded.token_ids == list(ids):
-        return list(encoded.offsets)
-    offsets: list[tuple[int, int]] = []
-    previous = 0
-    for k in range(1, len(ids) + 1):
-        end = len(tokenizer.decode(ids[:k], skip_special_tokens=True))
-        offsets.append((min(previous, end), end))
-        previous = max(previous, end)
-    return offsets
-
-
 def dense_values(tokenizer: Any, response: Response, result: ScoredSample | None) -> list[float]:
-    """One value per valid response token: the token rewards where the sample was scored,
-    else correctness on the last token."""
-    n = len(response.ids)
-    summary = summarize(result) if result is not None else unjudged()
-    if result is None or result.reward_spans is None or not summary["scored"]:
-        return [0.0] * (n - 1) + [summary["correct"]] if n else []
-    ends_with_eos = n > 0 and response.ids[-1] == tokenizer.eos_token_id
-    text_ids = response.ids[:-1] if ends_with_eos else response.ids
-    text = tokenizer.decode(text_ids, skip_special_tokens=True)
-    values = project(result.reward_spans, token_offsets(tokenizer, text_ids, text))
-    return values if ends_with_eos else values[:-1]  # the last value is EOS's
+    """One value per valid response token (:func:`._tokens.token_rewards`)."""
+    return token_rewards(tokenizer, response.ids, result)
 
 
 def to_sample(tokenizer: Any, response: Response) -> Sample | str:

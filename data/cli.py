@@ -73,8 +73,9 @@ def _add_distill(sub: Any) -> None:
     distill.add_argument("--protocol", choices=["openai", "anthropic"], default="openai",
                          help="OpenAI chat completions or Anthropic Messages")  # fmt: skip
     distill.add_argument("--base-url", default=None,
-                         help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 "
-                         "(required with --teacher model)")  # fmt: skip
+                         help="the endpoint's base URL, with or without /v1 for either "
+                         "protocol, e.g. http://127.0.0.1:8000/v1 (required with --teacher "
+                         "model)")  # fmt: skip
     distill.add_argument(
         "--teacher-model",
         default=None,
@@ -252,9 +253,11 @@ def distill_command(args: argparse.Namespace) -> int:
     problem = next((msg for ok, msg in checks if not ok), None)
     if problem:
         return _fail(problem)
+    from rlmec.data.teacher import TeacherRefused
+
     try:
         deferred = asyncio.run(_distill(args))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, TeacherRefused) as exc:
         return _fail(str(exc))
     if deferred:
         print(f"rlmec data: {deferred} records deferred (the teacher stayed unavailable after "
@@ -296,7 +299,13 @@ def _write_released(records: Path, released: Path) -> None:
 async def _distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rlmec.data.teacher import AnthropicTeacher, DistillStats, OpenAITeacher, distill_many
+    from rlmec.data.teacher import (
+        AnthropicTeacher,
+        DistillStats,
+        OpenAITeacher,
+        distill_many,
+        preflight,
+    )
     from rlmec.shared.checking import AnswerChecker
     from rlmec.shared.jsonl import append_rows, open_output
 
@@ -308,6 +317,8 @@ async def _distill(args: argparse.Namespace) -> int:
     env = args.api_key_env or ("OPENAI_API_KEY" if args.protocol == "openai" else
                                "ANTHROPIC_API_KEY")  # fmt: skip
     key = os.environ.get(env) or "no-key"  # a local server needs none
+    if wrong:
+        await preflight(args.base_url, args.teacher_model, key, env)
     common = {"api_key": key, "timeout": args.timeout, "max_retries": args.max_retries}
     teacher = (
         OpenAITeacher(args.base_url, args.teacher_model,
@@ -339,7 +350,11 @@ async def _distill(args: argparse.Namespace) -> int:
         "output_tokens": stats.output_tokens,
         "estimated_cost": round(stats.cost(args.price_input, args.price_output), 6),
     }, indent=1))  # fmt: skip
-    return sum(v for k, v in stats.outcomes.items() if k.startswith("deferred"))
+    deferred = sum(v for k, v in stats.outcomes.items() if k.startswith("deferred"))
+    if deferred:
+        print(f"rlmec data: the teacher at {args.base_url} stayed unavailable for {deferred} "
+              f"records (last error: {stats.last_error})", file=sys.stderr)  # fmt: skip
+    return deferred
 
 
 def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:

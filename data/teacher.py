@@ -12,6 +12,11 @@ official SDKs (retries with backoff that honour ``Retry-After``, timeouts, typed
 - ``anthropic``: any Anthropic-style ``/v1/messages`` (a trailing assistant turn is a prefill
   there by definition).
 
+One base-URL rule for both protocols: the server's root or its ``/v1`` (``teacher_urls``).
+Before the first record, ``GET /v1/models`` (:func:`preflight`) turns the common mistakes (a
+wrong key, a model the server does not serve, a wrong URL, a server that is down) into one
+line naming the URL, the key's variable and the served models; a 4xx during the run does too.
+
 A teacher that stays unreachable or saturated after the SDK's retries leaves the record
 *deferred*: nothing is written for it, and a rerun picks it up. Only the teacher's answers
 (unreadable, no step, a rewrite that misses the reference) drop a record, with the reason.
@@ -99,6 +104,70 @@ class Teacher(Protocol):
     async def close(self) -> None: ...
 
 
+class TeacherRefused(ValueError):
+    """The teacher's endpoint refuses the requests themselves (key, model, URL): no retry or
+    rerun helps until the command changes. The message says what to change."""
+
+
+def teacher_urls(base_url: str) -> tuple[str, str]:
+    """(root, root + "/v1") of a base URL given with or without ``/v1``: the OpenAI SDK takes
+    the second, the Anthropic SDK the first (it adds ``/v1/messages`` itself)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    return root, f"{root}/v1"
+
+
+async def preflight(base_url: str, model: str, api_key: str, key_env: str,
+                    timeout: float = 20.0) -> None:  # fmt: skip
+    """``GET /v1/models`` before any record: :class:`TeacherRefused` naming the fix for a
+    refused key, a wrong URL, a server that is down, or a model it does not serve."""
+    import httpx
+
+    root, v1 = teacher_urls(base_url)
+    headers = {"Authorization": f"Bearer {api_key}", "x-api-key": api_key,
+               "anthropic-version": "2023-06-01"}  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            resp = await client.get(f"{v1}/models", headers=headers)
+    except httpx.HTTPError as exc:
+        raise TeacherRefused(
+            f"cannot reach the teacher at {root} ({type(exc).__name__}); is the server "
+            "running, and is --base-url its address?"
+        ) from exc
+    if resp.status_code in (401, 403):
+        raise TeacherRefused(
+            f"the teacher at {root} refused the key in ${key_env} (HTTP {resp.status_code}); "
+            f"set ${key_env} to a valid key, or name another variable with --api-key-env"
+        )
+    if resp.status_code == 404:
+        raise TeacherRefused(
+            f"{v1}/models is not found (HTTP 404): --base-url must be the server's root or its "
+            "/v1, e.g. http://127.0.0.1:8000/v1"
+        )
+    served = _model_ids(resp)
+    if served is not None and model not in served:
+        raise TeacherRefused(
+            f"the teacher at {root} does not serve model {model!r}; it serves: "
+            f"{', '.join(served) or 'nothing'} (--teacher-model)"
+        )
+
+
+def _model_ids(resp: Any) -> list[str] | None:
+    """The ids of a ``/v1/models`` listing (OpenAI's and Anthropic's shape), or None when the
+    server answers something else (then the first call tells)."""
+    try:
+        return [str(m["id"]) for m in resp.json()["data"]] if resp.is_success else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _refused(exc: Any, model: str) -> TeacherRefused:
+    status = getattr(exc, "status_code", "?")
+    return TeacherRefused(
+        f"the teacher refused a request for model {model!r} (HTTP {status}: "
+        f"{str(exc)[:200]}); check --teacher-model, --base-url and the key"
+    )
+
+
 class OpenAITeacher:
     def __init__(self, base_url: str, model: str, *, api_key: str, timeout: float,
                  max_retries: int, continue_prefill: bool = True) -> None:  # fmt: skip
@@ -107,9 +176,11 @@ class OpenAITeacher:
         self.model = model
         self._errors = _transient(openai)
         self._continue = continue_prefill
+        self._refused = openai.APIStatusError
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
-        )
+            base_url=teacher_urls(base_url)[1], api_key=api_key, timeout=timeout,
+            max_retries=max_retries,
+        )  # fmt: skip
 
     async def complete(self, messages: list[ChatMessage], *, max_tokens: int) -> Reply:
         extra: dict[str, Any] = {}
@@ -122,6 +193,8 @@ class OpenAITeacher:
             )  # fmt: skip
         except self._errors as exc:
             raise TeacherUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except self._refused as exc:  # 4xx other than 429: the request itself is wrong
+            raise _refused(exc, self.model) from exc
         usage = out.usage
         text = out.choices[0].message.content if out.choices else ""
         return Reply(text or "", usage.prompt_tokens if usage else 0,
@@ -142,9 +215,11 @@ class AnthropicTeacher:
         self.model = model
         self._extra = extra_body or None
         self._errors = _transient(anthropic)
+        self._refused = anthropic.APIStatusError
         self._client = anthropic.AsyncAnthropic(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
-        )
+            base_url=teacher_urls(base_url)[0], api_key=api_key, timeout=timeout,
+            max_retries=max_retries,
+        )  # fmt: skip
 
     async def complete(self, messages: list[ChatMessage], *, max_tokens: int) -> Reply:
         try:
@@ -154,6 +229,8 @@ class AnthropicTeacher:
             )  # fmt: skip
         except self._errors as exc:
             raise TeacherUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except self._refused as exc:
+            raise _refused(exc, self.model) from exc
         text = "".join(getattr(block, "text", "") for block in out.content)
         return Reply(text, out.usage.input_tokens, out.usage.output_tokens)
 
@@ -169,6 +246,7 @@ def _transient(sdk: Any) -> tuple[type[Exception], ...]:
 @dataclass
 class DistillStats:
     outcomes: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""  # of a deferred record, for the message
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -229,8 +307,9 @@ async def distill_many(
         async with gate:
             try:
                 return await distill_one(teacher, checker, record, stats, max_tokens=max_tokens)
-            except TeacherUnavailable:
+            except TeacherUnavailable as exc:
                 stats.outcomes["deferred (teacher unavailable; rerun)"] += 1
+                stats.last_error = str(exc)[:300]
                 return None
 
     done = await asyncio.gather(*(one(r) for r in records))

@@ -83,6 +83,12 @@ class EngineSettings(BaseSettings):
         5.0, ge=0, description="remote: a failed URL is skipped for this long."
     )
 
+    @field_validator("max_lora_rank", mode="before")
+    @classmethod
+    def _rank_from_text(cls, value: Any) -> Any:
+        """An environment variable or flag arrives as text; vLLM's sizes are numbers."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("upstreams", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:

@@ -63,6 +63,13 @@ def scripted_teacher(records: list[GrmRecord], *, busy_first: int = 0, always: i
             return JSONResponse({"error": {"message": "busy"}}, status, {"Retry-After": "0"})
         return None
 
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if key != "no-key":  # the tests set no key: the CLI sends "no-key"
+            return JSONResponse({"error": {"message": "invalid key"}}, 401)
+        return {"object": "list", "data": [{"id": "teacher", "object": "model"}]}
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         body = await request.json()
@@ -208,3 +215,32 @@ def test_a_real_vllm_server_on_both_protocols(
         reason = r.reason or ""
         assert r.correct or (r.verdict == "dropped" and reason.startswith(("teacher_", "rewrite")))
     assert summary["input_tokens"] > 0 and summary["output_tokens"] > 0
+
+
+@pytest.mark.integration
+def test_the_common_mistakes_are_one_line_naming_the_fix(
+    wrong: list[GrmRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A wrong key, a model the server does not serve, a wrong path, a server that is down:
+    exit 2 with one line, before any record; a root URL works for the openai protocol too."""
+    inp, out = _input(tmp_path, wrong), tmp_path / "t.jsonl"
+
+    def err() -> str:
+        text = capsys.readouterr().err
+        assert "Traceback" not in text
+        return text
+
+    with serve_app(scripted_teacher(wrong)) as url:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+        assert distill(url, inp, out, "openai") == 2
+        assert "refused the key in $OPENAI_API_KEY (HTTP 401)" in err()
+        monkeypatch.delenv("OPENAI_API_KEY")
+        assert distill(url, inp, out, "openai", "--teacher-model", "gpt-9") == 2
+        assert "does not serve model 'gpt-9'; it serves: teacher" in err()
+        assert distill(f"{url}/api", inp, out, "anthropic") == 2
+        assert "is not found (HTTP 404)" in err()
+        assert main(["data", "distill", "--input", str(inp), "--output", str(out),
+                     "--base-url", url, "--teacher-model", "teacher"]) == 0  # fmt: skip
+    assert distill("http://127.0.0.1:1", inp, tmp_path / "o.jsonl", "openai") == 2
+    assert "cannot reach the teacher at http://127.0.0.1:1" in err()

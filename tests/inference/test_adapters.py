@@ -222,3 +222,12 @@ def test_remote_engine_refuses_adapter_paths(
                            adapters={"alpha": str(adapters["alpha"])})  # fmt: skip
     with pytest.raises(ServiceUnavailableError, match="--lora-modules"):
         asyncio.run(RemoteEngine(settings).start())
+
+
+def test_the_lora_rank_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment variable is text; vLLM's rank sizes are numbers (``"16"`` was refused)."""
+    monkeypatch.setenv("RLMEC_GRM_MAX_LORA_RANK", "32")
+    assert GrmSettings(model="m").max_lora_rank == 32
+    monkeypatch.setenv("RLMEC_GRM_MAX_LORA_RANK", "12")
+    with pytest.raises(ValueError, match="Input should be 1, 8, 16"):
+        GrmSettings(model="m")

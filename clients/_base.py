@@ -35,13 +35,22 @@ RETRY_STATUSES = frozenset({429, 503})
 _USER_AGENT = "rlmec-python/0.1"
 
 
-def _check_base_url(base_url: str) -> str:
+URL_ENV = "RLMEC_URL"
+
+
+def _check_base_url(base_url: str | None) -> str:
+    """The service's root: ``base_url`` or ``$RLMEC_URL``, with or without a trailing ``/v1``
+    (the routes carry their own ``/v1``)."""
+    if base_url is None:
+        base_url = os.environ.get(URL_ENV)
+        if not base_url:
+            raise ValueError(f"no service URL: pass base_url or set {URL_ENV}=http://HOST:PORT")
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(
             f"base_url {base_url!r} must start with http:// or https://, "
             "e.g. 'http://localhost:8002'"
         )
-    return base_url.rstrip("/")
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def _check_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
@@ -228,7 +237,7 @@ class ClientCore:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None,
         *,
         api_key: str | None,
         timeout: float | httpx.Timeout,

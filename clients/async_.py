@@ -44,7 +44,7 @@ T = TypeVar("T")
 class _AsyncBase:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,

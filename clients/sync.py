@@ -43,7 +43,7 @@ T = TypeVar("T")
 class _SyncBase:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
@@ -115,7 +115,8 @@ class Client(_SyncBase):
     Retries 429 and 503 with exponential backoff and jitter, waiting ``Retry-After`` when the
     server sends it, up to ``max_retries`` times and ``max_retry_wait`` seconds of waiting in
     all (600: long enough for a loaded GRM); every other error is raised at once
-    (see :mod:`rlmec.clients.errors`). ``api_key`` defaults to ``$RLMEC_API_KEY``.
+    (see :mod:`rlmec.clients.errors`). ``base_url`` defaults to ``$RLMEC_URL`` (with or without
+    ``/v1``), ``api_key`` to ``$RLMEC_API_KEY``.
     """
 
     def token_rewards(

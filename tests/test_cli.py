@@ -44,3 +44,9 @@ def test_client_commands_need_no_extra() -> None:
                         "http://127.0.0.1:9")  # fmt: skip
     assert run.returncode == 1 and "rlmec client: error" in run.stderr
     assert "pip install" not in run.stderr
+
+
+def test_version() -> None:
+    run = subprocess.run([sys.executable, "-m", "rlmec", "--version"], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0 and run.stdout.startswith("rlmec 0.")

@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 
 import httpx
 
+from rlmec.clients._base import URL_ENV
 from rlmec.clients.adapters._common import check_mode, scalar, summarize, unjudged
 from rlmec.clients.adapters._samples import try_build_sample
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
 
-URL_ENV = "RLMEC_URL"
 T = TypeVar("T")
 QA_SOURCES = ("ecqa", "qasc", "openbookqa", "arc", "commonsense")
 

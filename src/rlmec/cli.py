@@ -62,6 +62,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="rlmec",
         description="rlmec: fine-grained RL rewards from a generative reward model (RLMEC).",
     )
+    from rlmec import __version__
+
+    parser.add_argument("--version", action="version", version=f"rlmec {__version__}")
     sub = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
     wanted = argv[0] if argv and argv[0] in AREAS else None
     for name, (module, help_text) in AREAS.items():

@@ -91,6 +91,17 @@ def test_base_url_needs_a_scheme() -> None:
         Client("localhost:8000")
 
 
+def test_the_url_comes_from_the_environment_with_or_without_v1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RLMEC_URL", raising=False)
+    with pytest.raises(ValueError, match="set RLMEC_URL"):
+        Client()
+    monkeypatch.setenv("RLMEC_URL", "http://reward:8002/v1/")
+    with Client() as c:
+        assert str(c._http.base_url) == "http://reward:8002"  # routes add their own /v1
+
+
 def test_retries_503_then_succeeds() -> None:
     rec = Recorder(
         httpx.Response(503, json=envelope("service_unavailable", "engine warming up")),

@@ -44,6 +44,38 @@ def test_arith_demo_samples_have_one_slip_in_their_last_step() -> None:
             assert fix.rewrite == s["reference_solution"]
 
 
+class _StubStack:
+    """Records what Redis would start on; starts nothing."""
+
+    def __init__(self) -> None:
+        self.redis_files: list[str] = []
+
+    def start_redis(self, data_dir: Path) -> str:
+        self.redis_files = sorted(p.name for p in data_dir.iterdir()) if data_dir.exists() else []
+        return "redis://127.0.0.1:1/0"
+
+    def start(self, *_: object, **__: object) -> str:
+        return "log"
+
+    def wait_ready(self, *_: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("fresh", "kept"), [(True, []), (False, ["appendonlydir"])])
+def test_demo_starts_redis_empty_and_up_keeps_its_data(
+    tmp_path: Path, fresh: bool, kept: list[str]
+) -> None:
+    import argparse
+
+    from rlmec.demo import start_services
+
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)  # an earlier up's data
+    args = argparse.Namespace(workdir=tmp_path, engine="hf", startup_timeout=1.0)
+    stack = _StubStack()
+    start_services(stack, args, tmp_path, tmp_path, {"RLMEC_API_KEY": "k"}, fresh_redis=fresh)
+    assert stack.redis_files == kept
+
+
 def test_demo_rejects_a_sample_count_out_of_range() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "rlmec", "demo", "--samples", "40"],

@@ -303,13 +303,15 @@ def run(args: argparse.Namespace) -> int:
 
 def start_services(
     stack: Any, args: argparse.Namespace, model: Path, grm: Path, env: dict[str, str],
-    limits: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None, *, fresh_redis: bool = True,
 ) -> dict[str, str]:  # fmt: skip
     """Redis, the GRM service, the reward service with the demo team (key
-    ``env["RLMEC_API_KEY"]``) and a worker; their URLs."""
+    ``env["RLMEC_API_KEY"]``) and a worker; their URLs. ``fresh_redis``: the demo starts
+    empty; ``rlmec up`` keeps what an earlier ``up`` left (queued and scored batches)."""
     from rlmec.loop.stack import RLMEC, grm_args, loopback_url, port_of, reward_env
 
-    shutil.rmtree(args.workdir / "redis", ignore_errors=True)  # each demo starts empty
+    if fresh_redis:
+        shutil.rmtree(args.workdir / "redis", ignore_errors=True)
     redis_url = stack.start_redis(args.workdir / "redis")
     say(f"redis: {redis_url} (valkey, AOF on)")
     grm_url = loopback_url()

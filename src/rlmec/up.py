@@ -65,7 +65,8 @@ def up(args: argparse.Namespace) -> int:
     key = "rlmec-" + secrets.token_hex(16)
     stack = Stack(args.workdir / "logs")
     try:
-        urls = start_services(stack, args, model, grm, {**process_env(), "RLMEC_API_KEY": key})
+        urls = start_services(stack, args, model, grm, {**process_env(), "RLMEC_API_KEY": key},
+                              fresh_redis=False)  # fmt: skip
     except BaseException:
         stack.close()
         raise

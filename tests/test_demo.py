@@ -76,6 +76,26 @@ def test_demo_starts_redis_empty_and_up_keeps_its_data(
     assert stack.redis_files == kept
 
 
+def test_up_keeps_the_key_and_prints_the_export_line_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlmec.cli import main
+    from rlmec.up import STATE_FILE, team_key
+
+    first = team_key(tmp_path, rotate=False)
+    assert team_key(tmp_path, rotate=False) == first != team_key(tmp_path, rotate=True)
+    assert main(["up", "--workdir", str(tmp_path), "--env"]) == 2
+    assert "nothing is up" in capsys.readouterr().err
+    state = {"urls": {"reward": "http://127.0.0.1:8002", "grm": "http://127.0.0.1:8001"},
+             "api_key": "rlmec-k"}  # fmt: skip
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    assert main(["up", "--workdir", str(tmp_path), "--env"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "export RLMEC_URL=http://127.0.0.1:8002 RLMEC_GRM_URL=http://127.0.0.1:8001 "
+        "RLMEC_API_KEY=rlmec-k"
+    )
+
+
 def test_demo_rejects_a_sample_count_out_of_range() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "rlmec", "demo", "--samples", "40"],

@@ -4,8 +4,11 @@ calls, then stopped.
 ``rlmec up`` starts what ``rlmec demo`` starts before its loop (Redis with AOF, the GRM service,
 the reward service with one team, a reward worker), each in its own process group, writes
 ``<workdir>/state.json`` (URLs, the team's key, PIDs; mode 0600) and returns, printing the URLs,
-the key and where the logs are. ``rlmec down`` stops every group it recorded (SIGTERM, then
-SIGKILL after a grace period). Redis keeps its data in ``<workdir>/redis`` between the two.
+the key and where the logs are, and the ``export RLMEC_URL=... RLMEC_GRM_URL=...
+RLMEC_API_KEY=...`` line the SDK and the adapters read (``rlmec up --env`` prints it again).
+``rlmec down`` stops every group it recorded (SIGTERM, then SIGKILL after a grace period).
+Redis keeps its data in ``<workdir>/redis`` and the team keeps its key (``<workdir>/api-key``,
+``--rotate-key`` for a new one) between the two.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import json
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_WORKDIR = Path.home() / ".cache" / "rlmec" / "up"
 STATE_FILE = "state.json"
+KEY_FILE = "api-key"
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +43,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                         "synthetic GSM8K one (as `rlmec demo --task`)")  # fmt: skip
     parser.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
     parser.add_argument("--startup-timeout", type=float, default=420.0)
+    parser.add_argument(
+        "--env", action="store_true", help="print the running stack's export line, start nothing"
+    )
+    parser.add_argument(
+        "--rotate-key", action="store_true", help="a new team key (default: the last up's)"
+    )
     parser.set_defaults(func=up)
 
 
@@ -49,12 +60,39 @@ def add_down_commands(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=down)
 
 
+def env_line(state: dict[str, Any]) -> str:
+    """The shell line that points the SDK, the adapters and the CLI at the stack."""
+    urls = state["urls"]
+    return (f"export RLMEC_URL={urls['reward']} RLMEC_GRM_URL={urls['grm']} "
+            f"RLMEC_API_KEY={state['api_key']}")  # fmt: skip
+
+
+def team_key(workdir: Path, rotate: bool) -> str:
+    """The team's key: the one the last ``up`` made (so clients keep working across ``up``s),
+    or a new one when there is none or ``rotate``."""
+    from rlmec.shared.secret_files import write_secret_file
+
+    path = workdir / KEY_FILE
+    if path.is_file() and not rotate:
+        return path.read_text().strip()
+    key = "rlmec-" + secrets.token_hex(16)
+    write_secret_file(path, key + "\n")
+    return key
+
+
 def up(args: argparse.Namespace) -> int:
     from rlmec.demo import DEMO_TEAM, resolve_models, say, start_services
     from rlmec.loop.stack import Stack, group_alive, process_env
     from rlmec.shared.secret_files import write_secret_file
 
     state_path = args.workdir / STATE_FILE
+    if args.env:
+        if not state_path.is_file():
+            print(f"rlmec up: nothing is up ({state_path} does not exist); run `rlmec up`",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(env_line(json.loads(state_path.read_text())))
+        return 0
     if state_path.is_file():
         pids = json.loads(state_path.read_text())["pids"]
         if any(group_alive(pid) for pid in pids.values()):
@@ -62,7 +100,7 @@ def up(args: argparse.Namespace) -> int:
             return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     model, grm = resolve_models(args, make_start=False)
-    key = "rlmec-" + secrets.token_hex(16)
+    key = team_key(args.workdir, args.rotate_key)
     stack = Stack(args.workdir / "logs")
     try:
         urls = start_services(stack, args, model, grm, {**process_env(), "RLMEC_API_KEY": key},
@@ -76,7 +114,8 @@ def up(args: argparse.Namespace) -> int:
     write_secret_file(state_path, json.dumps(state, indent=1))  # it holds the key
     say(f"up: reward service {urls['reward']} (docs {urls['reward']}/docs), GRM service "
         f"{urls['grm']}, Redis {urls['redis']}")  # fmt: skip
-    say(f"team {DEMO_TEAM!r}, key: export RLMEC_API_KEY={key}")
+    say(f"team {DEMO_TEAM!r}; point clients at it (`rlmec up --env` prints this again):")
+    print(env_line(state))
     say(f"logs in {stack.log_dir}; state in {state_path}; stop everything with `rlmec down`")
     return 0
 

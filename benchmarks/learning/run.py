@@ -494,13 +494,13 @@ def main() -> None:
     samples = sample_set(args, start)
     data = teach_and_score(args, samples, start)
     seeds = [int(s) for s in args.seeds.split(",")]
-    files = {name: data for name in args.methods.split(",") if name != "rlmec_grm"}
-    grm_result = None
+    grm_result, grm_file = None, None
     if args.grm_steps:
         grm_result, grm_file = make_grm(args, start, start_rows, samples)
         print(json.dumps({"grm": grm_result}, indent=1))
-        if grm_file is not None:
-            files["rlmec_grm"] = grm_file
+    # Trained in --methods order (rlmec_grm only when the GRM scored the sample set).
+    files = {name: grm_file if name == "rlmec_grm" else data
+             for name in args.methods.split(",") if name != "rlmec_grm" or grm_file}  # fmt: skip
     if args.stage == "grm":
         if grm_result is not None:
             print("\n".join(grm_lines(args, grm_result)))

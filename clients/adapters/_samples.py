@@ -4,7 +4,7 @@ function (prompt, completion, reference columns), and scoring them in concurrent
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -88,6 +88,26 @@ async def score_samples(
             f"the reward service returned {len(results)} results for {len(samples)} samples"
         )
     return results
+
+
+async def score_built(
+    built: Sequence[Sample | str],
+    open_client: Callable[[], AsyncClient],
+    *,
+    batch_size: int,
+    params: RewardParams | None,
+    policy_tokenizer: str | None,
+) -> list[ScoredSample | None]:
+    """Score the entries of ``built`` that are samples (a client is opened only when there
+    are some); None in the place of each one that could not be built (why is in ``built``)."""
+    samples = [b for b in built if isinstance(b, Sample)]
+    scored: list[ScoredSample] = []
+    if samples:
+        async with open_client() as client:
+            scored = await score_samples(client, samples, batch_size=batch_size, params=params,
+                                         policy_tokenizer=policy_tokenizer)  # fmt: skip
+    by_sample = iter(scored)
+    return [next(by_sample) if isinstance(b, Sample) else None for b in built]
 
 
 def column(kwargs: dict[str, Any], key: str | None, n: int) -> list[Any] | None:

@@ -19,15 +19,15 @@ needs Python 3.12): the batch is read as the plain dicts SkyRL passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from rlmec.clients.adapters._common import last_user_turn
-from rlmec.clients.adapters._samples import score_samples, try_build_sample
+from rlmec.clients.adapters._samples import score_built, try_build_sample
 from rlmec.clients.adapters._tokens import token_rewards
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
-from rlmec.shared.schemas import RewardParams, Sample, ScoredSample
+from rlmec.shared.schemas import RewardParams, Sample
 
 
 def reference_of(extras: Mapping[str, Any] | None) -> str:
@@ -70,23 +70,13 @@ async def add_token_rewards(
             question=last_user_turn(prompt), reference=reference, task=task,
             prediction=tokenizer.decode(ids, skip_special_tokens=True),
         ))  # fmt: skip
-    results = await _score(built, url, api_key, params, batch_size, timeout)
+    reward_params = params if isinstance(params, RewardParams) or params is None else (
+        RewardParams.model_validate(params))  # fmt: skip
+    results = await score_built(
+        built, lambda: AsyncClient(url, api_key=api_key, timeout=timeout),
+        batch_size=batch_size, params=reward_params, policy_tokenizer=None,
+    )  # fmt: skip
     pairs = zip(responses, results, strict=True)
     output["rewards"] = [token_rewards(tokenizer, ids, r) for ids, r in pairs]
     output["rlmec_results"] = results
     return output
-
-
-async def _score(built: Sequence[Sample | str], url: str, api_key: str | None,
-                 params: RewardParams | Mapping[str, float] | None, batch_size: int,
-                 timeout: float) -> list[ScoredSample | None]:  # fmt: skip
-    samples = [b for b in built if isinstance(b, Sample)]
-    scored: list[ScoredSample] = []
-    if samples:
-        reward_params = params if isinstance(params, RewardParams) or params is None else (
-            RewardParams.model_validate(params))  # fmt: skip
-        async with AsyncClient(url, api_key=api_key, timeout=timeout) as client:
-            scored = await score_samples(client, samples, batch_size=batch_size,
-                                         params=reward_params, policy_tokenizer=None)  # fmt: skip
-    by_sample = iter(scored)
-    return [next(by_sample) if isinstance(b, Sample) else None for b in built]

@@ -27,7 +27,7 @@ from rlmec.clients.adapters._common import (
     summarize,
     unjudged,
 )
-from rlmec.clients.adapters._samples import column, score_samples, try_build_sample
+from rlmec.clients.adapters._samples import column, score_built, try_build_sample
 from rlmec.clients.async_ import AsyncClient
 from rlmec.shared.prompts import TaskType
 from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, ScoredSample
@@ -101,19 +101,13 @@ def make_reward_func(
             )
             for i in range(n)
         ]
-        samples = [b for b in built if isinstance(b, Sample)]
-        scored: list[ScoredSample] = []
-        if samples:
-            async with AsyncClient(
-                base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-                max_retry_wait=max_retry_wait, transport=transport,
-            ) as client:  # fmt: skip
-                scored = await score_samples(
-                    client, samples, batch_size=batch_size, params=reward_params,
-                    policy_tokenizer=policy_tokenizer,
-                )  # fmt: skip
-        by_sample = iter(scored)
-        results = [next(by_sample) if isinstance(b, Sample) else None for b in built]
+        results = await score_built(
+            built,
+            lambda: AsyncClient(base_url, api_key=api_key, timeout=timeout,
+                                max_retries=max_retries, max_retry_wait=max_retry_wait,
+                                transport=transport),
+            batch_size=batch_size, params=reward_params, policy_tokenizer=policy_tokenizer,
+        )  # fmt: skip
         reward_func.last_results = results  # type: ignore[attr-defined]  # RlmecGRPOTrainer's
         _log(kwargs, results, built)
         return [scalar(r, mode) for r in results]

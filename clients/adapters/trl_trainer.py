@@ -81,7 +81,10 @@ class RlmecGRPOTrainer(GRPOTrainer):
         logps = self._logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
         old = inputs.get("old_per_token_logps")
         regular_ids, regular_mask = inputs["rlmec_regular_ids"], inputs["rlmec_regular_mask"]
-        regular_logps = self._logps(model, prompt_ids, prompt_mask, regular_ids, regular_mask)
+        if self.rlmec_imitation_coef and regular_mask.any():
+            regular_logps = self._logps(model, prompt_ids, prompt_mask, regular_ids, regular_mask)
+        else:  # no regular sequence in this micro-batch (all unscored), or λ = 0: no forward
+            regular_logps = torch.zeros(regular_ids.shape, device=regular_ids.device)
         parts = rlmec_objective(
             logps, logps.detach() if old is None else old, inputs["advantages"],
             completion_mask, regular_logps, inputs["rlmec_imitation_weights"], regular_mask,

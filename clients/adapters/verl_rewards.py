@@ -44,7 +44,7 @@ from verl.workers.reward_manager import register as register_legacy
 from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from rlmec.clients.adapters._common import summarize, unjudged
-from rlmec.clients.adapters._samples import score_samples, try_build_sample
+from rlmec.clients.adapters._samples import score_built, try_build_sample
 from rlmec.clients.adapters._tokens import token_rewards
 from rlmec.clients.adapters.verl import URL_ENV, _question, _task_of, run_sync
 from rlmec.clients.async_ import AsyncClient
@@ -102,22 +102,15 @@ async def score(tokenizer: Any, batch: Sequence[Response]) -> list[ScoredSample 
     """Score ``batch`` through the service (concurrent calls of :data:`BATCH`); None for a
     sample that cannot be judged."""
     built = [to_sample(tokenizer, r) for r in batch]
-    samples = [b for b in built if isinstance(b, Sample)]
-    scored: list[ScoredSample] = []
-    if samples:
-        url = os.environ.get(URL_ENV)
-        if not url:
-            raise ValueError(f"${URL_ENV} is not set; export {URL_ENV}=http://HOST:PORT")
-        async with AsyncClient(
-            url,
-            api_key=os.environ.get("RLMEC_API_KEY") or None,
-            timeout=float(os.environ.get("RLMEC_TIMEOUT", "180")),
-        ) as client:
-            scored = await score_samples(
-                client, samples, batch_size=BATCH, params=None, policy_tokenizer=None
-            )
-    results = iter(scored)
-    return [next(results) if isinstance(b, Sample) else None for b in built]
+    if any(isinstance(b, Sample) for b in built) and not os.environ.get(URL_ENV):
+        raise ValueError(f"${URL_ENV} is not set; export {URL_ENV}=http://HOST:PORT")
+    return await score_built(
+        built,
+        lambda: AsyncClient(os.environ[URL_ENV],
+                            api_key=os.environ.get("RLMEC_API_KEY") or None,
+                            timeout=float(os.environ.get("RLMEC_TIMEOUT", "180"))),
+        batch_size=BATCH, params=None, policy_tokenizer=None,
+    )  # fmt: skip
 
 
 def extra_info(result: ScoredSample | None) -> dict[str, float]:

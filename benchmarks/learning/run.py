@@ -415,6 +415,11 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
                   f"{gsm8k['p']:.3g})."]  # fmt: skip
     if grm is not None:
         lines += ["", *grm_lines(args, grm)]
+    exact, scored = args.work / "train_exact.jsonl", args.work / "train_grm.jsonl"
+    if exact.is_file() and scored.is_file():
+        from benchmarks.learning.agreement import agreement, agreement_line
+
+        lines += ["", agreement_line(agreement(exact, scored))]
     lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
     return "\n".join(lines)
 

@@ -37,6 +37,7 @@ from rlmec.shared.queue import (
     ScoredDelivery,
 )
 from rlmec.shared.schemas import (
+    MAX_BATCH,
     RewardParams,
     Sample,
     TokenRewardsRequest,
@@ -65,6 +66,18 @@ def token_rewards(
         {"samples": list(samples), "params": _params(params), "policy_tokenizer": policy_tokenizer}
     )
     return Call("POST", "/v1/token-rewards", model_parser(TokenRewardsResponse), _body(request))
+
+
+def request_slices(samples: Sequence[SampleLike]) -> list[list[SampleLike]]:
+    """``samples`` in the slices one request takes (at most ``MAX_BATCH`` each), in order; an
+    empty input stays one empty slice, so the request's own validation names it."""
+    items = list(samples)
+    return [items[i : i + MAX_BATCH] for i in range(0, max(len(items), 1), MAX_BATCH)]
+
+
+def joined(parts: Sequence[TokenRewardsResponse]) -> TokenRewardsResponse:
+    """One response of the slices' responses, results in the samples' order."""
+    return TokenRewardsResponse(results=[r for p in parts for r in p.results], grm=parts[-1].grm)
 
 
 def get_reward(

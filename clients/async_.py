@@ -126,8 +126,14 @@ class AsyncClient(_AsyncBase):
         params: ParamsLike = None,
         policy_tokenizer: str | None = None,
     ) -> TokenRewardsResponse:
-        """RLMEC token rewards and imitation weights (§3) for up to 1024 samples."""
-        return await self._send(_calls.token_rewards(samples, params, policy_tokenizer))
+        """RLMEC token rewards and imitation weights (§3), results in the samples' order.
+        More than 1024 samples (the service's bound per request) go in consecutive requests
+        of at most 1024; an error in one raises, with nothing of the call returned."""
+        parts = [
+            await self._send(_calls.token_rewards(part, params, policy_tokenizer))
+            for part in _calls.request_slices(samples)
+        ]
+        return _calls.joined(parts)
 
     async def get_reward(
         self,

@@ -38,6 +38,11 @@ class Problem:
     reference_answer: str
 
 
+class DataFileMissing(FileNotFoundError):
+    """A task's data file is not where the package looks (a client-only install from a wheel
+    has no ``datasets/``): the ``rlmec`` command prints its one-line fix."""
+
+
 def data_dir() -> Path:
     """Where the data files are: ``RLMEC_DATA_DIR``, else the repository's ``datasets/``."""
     configured = os.environ.get("RLMEC_DATA_DIR")
@@ -59,7 +64,7 @@ def raw_rows(file_stem: str) -> list[dict[str, Any]]:
                 rows = json.load(f)
                 assert isinstance(rows, list), f"{path} must hold a JSON array"
                 return rows
-    raise FileNotFoundError(
+    raise DataFileMissing(
         f"data file {file_stem!r} not found in {root}; the data ships in the repository's "
         "datasets/ folder: run from a clone, or set RLMEC_DATA_DIR to a copy of that folder"
     )

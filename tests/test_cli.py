@@ -3,8 +3,10 @@ extra to install (exit 2), instead of dying with a raw ModuleNotFoundError."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,14 @@ def test_version() -> None:
     run = subprocess.run([sys.executable, "-m", "rlmec", "--version"], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0 and run.stdout.startswith("rlmec 0.")
+
+
+def test_a_missing_data_file_is_one_line(tmp_path: Path) -> None:
+    """A wheel install has no datasets/ folder: the fix, not a traceback."""
+    env = {**os.environ, "RLMEC_DATA_DIR": str(tmp_path / "none")}
+    run = subprocess.run([sys.executable, "-m", "rlmec", "data", "synth", "--limit", "2",
+                          "--output", str(tmp_path / "out.jsonl")], capture_output=True,
+                         text=True, timeout=120, env=env)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("rlmec data: data file 'gsm8k_train' not found")
+    assert "RLMEC_DATA_DIR" in run.stderr and len(run.stderr.strip().splitlines()) == 1

@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:
+        from rlmec.data.tasks import DataFileMissing  # light: no third-party import
+
+        if not isinstance(exc, DataFileMissing):
+            raise
+        print(f"rlmec {area}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

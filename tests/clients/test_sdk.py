@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import socket
 import time
@@ -55,6 +56,33 @@ def test_token_rewards_sends_bearer_and_validated_body_and_parses_response() -> 
     assert body["samples"][0]["question"] == SAMPLE["question"]
     assert body["params"]["floor"] == -0.2
     assert body["policy_tokenizer"] == "pol"
+
+
+def _answer_each(request: httpx.Request) -> httpx.Response:
+    """A scored result per sample of the request, each carrying its sample's id."""
+    samples = json.loads(request.content)["samples"]
+    payload = scored_payload(len(samples))
+    payload["results"] = [{**r, "id": s["id"]} for r, s in zip(payload["results"], samples)]
+    return httpx.Response(200, json=payload)
+
+
+def test_token_rewards_over_1024_samples_go_in_slices_and_come_back_in_order() -> None:
+    samples = [{**SAMPLE, "id": f"s{i}"} for i in range(1030)]
+    rec = Recorder(_answer_each, _answer_each)
+    with client(rec) as c:
+        out = c.token_rewards(samples)
+    assert [len(rec.body(i)["samples"]) for i in range(len(rec.requests))] == [1024, 6]
+    assert [r.id for r in out.results] == [s["id"] for s in samples]
+
+
+async def test_async_token_rewards_slices_too() -> None:
+    samples = [{**SAMPLE, "id": f"s{i}"} for i in range(2049)]
+    rec = Recorder(_answer_each, _answer_each, _answer_each)
+    transport = httpx.MockTransport(rec)
+    async with AsyncClient(URL, transport=transport) as c:
+        out = await c.token_rewards(samples)
+    assert [len(rec.body(i)["samples"]) for i in range(3)] == [1024, 1024, 1]
+    assert [r.id for r in out.results] == [s["id"] for s in samples]
 
 
 def test_api_key_falls_back_to_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -176,6 +176,7 @@ UnscoredReason = Literal[
     "no_reference_answer",
     "answer_check_over_budget",
     "grm_input_too_long",
+    "chat_markup",
 ]
 
 

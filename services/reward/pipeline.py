@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from rlmec.services.reward import assemble
+from rlmec.services.reward.markup import markup_message
 from rlmec.services.reward.admission import FairSlots, current_team
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
@@ -118,9 +119,12 @@ class RewardPipeline:
         *,
         policy_tokenizer: str | None = None,
         team: str | None = None,
+        refuse_markup: bool = True,
     ) -> list[ScoredSample]:
         """Score ``samples`` in order; cached results come back with ``cached=True``. GRM calls
-        are made in ``team``'s lane of the fair GRM slots."""
+        are made in ``team``'s lane of the fair GRM slots. A sample whose question or prediction
+        carries chat markup is unscored (``chat_markup``) unless ``refuse_markup`` is off
+        (``/get_reward``, which removes the markup of its own protocol itself)."""
         current_team.set(team or "")
         adapter = self.team_adapters.get(team or "")
         current_grm_model.set(adapter)
@@ -138,7 +142,9 @@ class RewardPipeline:
         # Identical samples in one batch (same key) are scored once.
         first_of = {k: i for i, k in reversed(list(enumerate(keys))) if hits[i] is None}
         misses = sorted(first_of.values())
-        fresh = await self._score_misses([samples[i] for i in misses], params, grm, tokenizer)
+        fresh = await self._score_misses(
+            [samples[i] for i in misses], params, grm, tokenizer, refuse_markup
+        )
         keep = [(keys[i], r) for i, r in zip(misses, fresh, strict=True) if _cacheable(r)]
         async with redis_guard(self.redis):
             await self.cache.put_many(keep)
@@ -163,11 +169,14 @@ class RewardPipeline:
         params: RewardParams,
         grm: GrmInfo,
         tokenizer: PolicyTokenizer | None,
+        refuse_markup: bool = True,
     ) -> list[ScoredSample]:
         if not samples:
             return []
         stages = _Stages()
         items = [Item(sample=s) for s in samples]
+        if refuse_markup:
+            _refuse_chat_markup(items, tokenizer)
         t0 = time.perf_counter()
         await self._check_answers(items)
         stages.add("answer_check", t0)
@@ -207,7 +216,9 @@ class RewardPipeline:
                 it.score = sc
 
     async def _check_answers(self, items: list[Item]) -> None:
-        """§4 for every item, in the bounded checker (sympy may take minutes on one string)."""
+        """§4 for every undecided item, in the bounded checker (sympy may take minutes on one
+        string)."""
+        items = [it for it in items if it.result is None]
         inputs = [
             CheckInput(
                 prediction=it.sample.prediction, task=it.sample.task,
@@ -263,6 +274,13 @@ class RewardPipeline:
                 it.result = assemble.unscored(it, tk.reason, tk.message)
             else:
                 it.rewrite_tokens = tk
+
+
+def _refuse_chat_markup(items: list[Item], tokenizer: PolicyTokenizer | None) -> None:
+    specials = tokenizer.special_tokens() if tokenizer is not None else []
+    for it in items:
+        if (message := markup_message(it.sample, specials)) is not None:
+            it.result = assemble.unscored(it, "chat_markup", message)
 
 
 def _cacheable(result: ScoredSample) -> bool:

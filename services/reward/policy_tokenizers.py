@@ -36,6 +36,10 @@ class PolicyTokenizer:
 
         return cls(name, AutoTokenizer.from_pretrained(str(path), use_fast=True))
 
+    def special_tokens(self) -> list[str]:
+        """The tokenizer's special tokens as text (EOS, BOS, pad, chat-template markers)."""
+        return sorted(set(self._tok.all_special_tokens) | set(self._tok.added_tokens_encoder))
+
     def encode(self, text: str) -> OutputTokens:
         return encode_output(self._tok, text)
 

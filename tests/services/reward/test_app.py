@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,6 +117,37 @@ def test_policy_projection_same_tokenizer_is_identity(client: httpx.Client) -> N
     assert result.policy.imitation_weights.values == result.imitation_weights.values
     offsets = result.policy.rewards.offsets[:-1]
     assert project(result.reward_spans, offsets) == result.policy.rewards.values
+
+
+def test_chat_markup_fails_its_sample_only(client: httpx.Client) -> None:
+    """A prediction ending in <|im_end|> or a chat-templated question is refused with the fix,
+    never scored as solution text; the plain sample of the batch is scored."""
+    resp = score(
+        client,
+        {**sample(CORRECT + "<|im_end|>"), "id": "end"},
+        {**sample(CORRECT), "id": "q", "question": f"<|im_start|>user\n{QUESTION}<|im_end|>"},
+        {**sample(CORRECT), "id": "plain"},
+    )
+    assert resp.status_code == 200, resp.text
+    end, q, plain = resp.json()["results"]
+    for r in (end, q):
+        assert (r["status"], r["reason"], r["rewards"]) == ("unscored", "chat_markup", None)
+    assert "prediction contains '<|im_end|>'" in end["message"]
+    assert "skip_special_tokens=True" in end["message"]
+    assert "question contains '<|im_start|>'" in q["message"]
+    assert plain["status"] == "scored"
+
+
+def test_the_policy_tokenizers_own_special_tokens_are_markup(
+    client: httpx.Client, tiny_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token
+    resp = score(client, sample(CORRECT + eos), policy_tokenizer="tiny")
+    result = resp.json()["results"][0]
+    assert (result["status"], result["reason"]) == ("unscored", "chat_markup"), result
+    assert repr(eos) in result["message"]
 
 
 def test_unknown_policy_tokenizer_is_422(client: httpx.Client) -> None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from rlmec.services.reward import assemble
-from rlmec.services.reward.markup import markup_message
 from rlmec.services.reward.admission import FairSlots, current_team
 from rlmec.services.reward.assemble import Item
 from rlmec.services.reward.cache import RewardCache, cache_key
 from rlmec.services.reward.grm_backend import GrmBackend, GrmFailure, current_grm_model
+from rlmec.services.reward.markup import markup_message
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer, TokenizerRegistry
 from rlmec.services.reward.redis_guard import redis_guard
 from rlmec.services.reward.settings import RewardSettings

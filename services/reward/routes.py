@@ -98,7 +98,9 @@ async def get_reward(
     async with admit(quotas, team, len(body.query)):
         for start in range(0, len(todo), MAX_BATCH):
             work = pipeline.score(
-                todo[start : start + MAX_BATCH], settings.reward_params, team=team.name,
+                todo[start : start + MAX_BATCH],
+                settings.reward_params,
+                team=team.name,
                 refuse_markup=False,
             )
             scored += await run_until_disconnect(request, work)

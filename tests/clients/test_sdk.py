@@ -62,7 +62,9 @@ def _answer_each(request: httpx.Request) -> httpx.Response:
     """A scored result per sample of the request, each carrying its sample's id."""
     samples = json.loads(request.content)["samples"]
     payload = scored_payload(len(samples))
-    payload["results"] = [{**r, "id": s["id"]} for r, s in zip(payload["results"], samples)]
+    payload["results"] = [
+        {**r, "id": s["id"]} for r, s in zip(payload["results"], samples, strict=True)
+    ]
     return httpx.Response(200, json=payload)
 
 

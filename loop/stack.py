@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,14 @@ class Stack:
         self._write_pids()
         return log
 
-    def wait_ready(self, name: str, url: str, timeout: float) -> None:
+    def wait_ready(self, name: str, url: str, timeout: float, *,
+                   heartbeat: Callable[[str], None] | None = None,
+                   every_s: float = 15.0) -> None:  # fmt: skip
         """Poll ``url``/ready until 200; an exited process or the timeout is a SystemExit
-        with the end of its log."""
-        deadline = time.monotonic() + timeout
+        with the end of its log. ``heartbeat`` gets a line every ``every_s`` seconds while it
+        waits (a GRM takes minutes to load: silence looks like a hang)."""
+        started = time.monotonic()
+        deadline, beat = started + timeout, started + every_s
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
                 raise SystemExit(f"{name} exited with {self.procs[name].returncode}; "
@@ -101,9 +106,17 @@ class Stack:
                     return
             except httpx.HTTPError:
                 pass
+            if heartbeat is not None and time.monotonic() >= beat:
+                beat += every_s
+                heartbeat(self._still_starting(name, time.monotonic() - started, timeout))
             time.sleep(1.0)
         raise SystemExit(f"{name} was not ready at {url} after {timeout:.0f} s; its log:\n"
                          f"{self.tail(name)}")  # fmt: skip
+
+    def _still_starting(self, name: str, waited: float, timeout: float) -> str:
+        last = self.tail(name, lines=1).strip()
+        seen = f"; its log says: {last[-120:]}" if last else ""
+        return f"{name}: still starting ({waited:.0f} s of at most {timeout:.0f}){seen}"
 
     def tail(self, name: str, lines: int = 30) -> str:
         log = self.log_dir / f"{name}.log"
@@ -167,17 +180,38 @@ class Stack:
         os.replace(tmp, path)
 
 
-def stop_detached(pids: dict[str, int], grace_s: float = 20.0) -> list[str]:
+def stop_detached(pids: dict[str, int], grace_s: float = 20.0,
+                  reap_s: float = 10.0) -> tuple[list[str], list[str]]:  # fmt: skip
     """Stop the process groups a detached stack left (``rlmec down``), newest first: SIGTERM,
-    then SIGKILL for what is still there after ``grace_s``; the names that were running."""
+    then SIGKILL for what is still there after ``grace_s``, then wait up to ``reap_s`` for the
+    group to be gone. Returns (the names that were running, the names still alive after all:
+    a process stuck in the kernel, or one of another user)."""
     running = [name for name, pid in pids.items() if group_alive(pid)]
     for name in reversed(running):
         _signal_group(pids[name], signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while group_alive(pids[name]) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_gone(pids[name], grace_s)
         _signal_group(pids[name], signal.SIGKILL)
-    return running
+        _wait_gone(pids[name], reap_s)
+    return running, [name for name in running if group_alive(pids[name])]
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def port_or_free(preferred: int) -> tuple[int, bool]:
+    """``preferred`` when nothing listens on it on loopback, else a free port; (port, whether
+    it is the preferred one)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port(), False
+    return preferred, True
 
 
 def group_alive(pid: int) -> bool:

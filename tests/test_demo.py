@@ -57,7 +57,7 @@ class _StubStack:
     def start(self, *_: object, **__: object) -> str:
         return "log"
 
-    def wait_ready(self, *_: object) -> None:
+    def wait_ready(self, *_: object, **__: object) -> None:
         return None
 
 
@@ -172,14 +172,19 @@ def test_up_leaves_the_services_running_and_down_stops_them(
 ) -> None:
     import httpx
 
+    from rlmec.loop.stack import port_or_free
+    from rlmec.up import REWARD_PORT
+
     base = [sys.executable, "-m", "rlmec"]
+    stable = port_or_free(REWARD_PORT)[1]  # 8002 unless something here listens on it
     proc = subprocess.run(
         [*base, "up", "--model", str(tiny_model_dir), "--engine", "hf", "--workdir",
-         str(tmp_path), "--startup-timeout", "120"],
+         str(tmp_path), "--startup-timeout", "120", "--allow-anonymous"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     state = json.loads((tmp_path / "state.json").read_text())
+    assert (state["urls"]["reward"] == f"http://127.0.0.1:{REWARD_PORT}") == stable
     assert (tmp_path / "state.json").stat().st_mode & 0o077 == 0  # it holds the key
     assert set(state["pids"]) == {"redis", "grm", "reward", "worker"}
     assert f"RLMEC_API_KEY={state['api_key']}" in proc.stdout
@@ -189,6 +194,8 @@ def test_up_leaves_the_services_running_and_down_stops_them(
         usage = httpx.get(f"{reward}/v1/usage", timeout=10,
                           headers={"Authorization": f"Bearer {state['api_key']}"})  # fmt: skip
         assert usage.status_code == 200, usage.text
+        keyless = httpx.get(f"{reward}/v1/usage", timeout=10)  # --allow-anonymous
+        assert keyless.status_code == 200 and keyless.json()["team"] == "anonymous", keyless.text
         again = subprocess.run([*base, "up", "--workdir", str(tmp_path)],
                                capture_output=True, text=True, timeout=120)  # fmt: skip
         assert again.returncode == 2 and "already up" in again.stderr

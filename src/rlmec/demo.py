@@ -304,27 +304,34 @@ def run(args: argparse.Namespace) -> int:
 def start_services(
     stack: Any, args: argparse.Namespace, model: Path, grm: Path, env: dict[str, str],
     limits: dict[str, Any] | None = None, *, fresh_redis: bool = True,
+    ports: tuple[int, int] | None = None, anonymous: bool = False,
 ) -> dict[str, str]:  # fmt: skip
     """Redis, the GRM service, the reward service with the demo team (key
     ``env["RLMEC_API_KEY"]``) and a worker; their URLs. ``fresh_redis``: the demo starts
-    empty; ``rlmec up`` keeps what an earlier ``up`` left (queued and scored batches)."""
+    empty; ``rlmec up`` keeps what an earlier ``up`` left (queued and scored batches).
+    ``ports``: (GRM, reward) ports, else free ones; ``anonymous``: key-less requests are
+    served as team 'anonymous' (loopback only: the services bind 127.0.0.1)."""
     from rlmec.loop.stack import RLMEC, grm_args, loopback_url, port_of, reward_env
 
     if fresh_redis:
         shutil.rmtree(args.workdir / "redis", ignore_errors=True)
     redis_url = stack.start_redis(args.workdir / "redis")
     say(f"redis: {redis_url} (valkey, AOF on)")
-    grm_url = loopback_url()
+    grm_url, reward_url = (
+        (f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}")
+        if ports else (loopback_url(), loopback_url())
+    )  # fmt: skip
     log = stack.start("grm", grm_args(grm, args.engine, port_of(grm_url)), env)
-    say(f"GRM service ({args.engine}) starting at {grm_url}, log {log}")
-    stack.wait_ready("grm", grm_url, args.startup_timeout)
+    say(f"GRM service ({args.engine}) starting at {grm_url}, log {log} (a few minutes on CPU)")
+    stack.wait_ready("grm", grm_url, args.startup_timeout, heartbeat=say)
     renv = reward_env(env, grm_url=grm_url, redis_url=redis_url, team=DEMO_TEAM,
                       key=env["RLMEC_API_KEY"], policy_tokenizer=(POLICY_TOKENIZER, model),
                       limits=limits)  # fmt: skip
-    reward_url = loopback_url()
+    if anonymous:
+        renv["RLMEC_REWARD_ALLOW_ANONYMOUS"] = "true"
     stack.start("reward", [*RLMEC, "reward", "serve", "--port", str(port_of(reward_url))], renv)
     stack.start("worker", [*RLMEC, "reward", "worker", "--consumer", "demo-worker"], renv)
-    stack.wait_ready("reward", reward_url, args.startup_timeout)
+    stack.wait_ready("reward", reward_url, args.startup_timeout, heartbeat=say)
     say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
     return {"redis": redis_url, "grm": grm_url, "reward": reward_url}
 

@@ -1,12 +1,19 @@
-"""The local stack's Redis keeps its data private (issue 26, item 7)."""
+"""The local stack: its Redis keeps its data private (issue 26, item 7); waiting says how it
+goes; ports; stopping waits until every group is gone (issue 30)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from rlmec.loop.stack import Stack
+from rlmec.loop.stack import Stack, group_alive, port_or_free, stop_detached
+from rlmec.shared.redis_server import free_port
 
 
 def test_redis_data_dir_and_aof_are_private(tmp_path: Path) -> None:
@@ -22,3 +29,42 @@ def test_redis_data_dir_and_aof_are_private(tmp_path: Path) -> None:
     assert files, "the AOF was not written"
     assert data.stat().st_mode & 0o077 == 0
     assert {p.name: p.stat().st_mode & 0o077 for p in files} == {p.name: 0 for p in files}
+
+
+def test_waiting_for_a_slow_service_says_how_long_and_what_its_log_says(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "logs")
+    beats: list[str] = []
+    try:
+        stack.start("grm", [sys.executable, "-c", "print('loading weights', flush=True); "
+                            "import time; time.sleep(60)"], dict(os.environ))  # fmt: skip
+        with pytest.raises(SystemExit, match="grm was not ready"):
+            stack.wait_ready("grm", f"http://127.0.0.1:{free_port()}", 3.5,
+                             heartbeat=beats.append, every_s=1.0)  # fmt: skip
+    finally:
+        stack.close()
+    assert len(beats) >= 2, beats
+    assert beats[-1].startswith("grm: still starting (")
+    assert beats[-1].endswith("its log says: loading weights")
+
+
+def test_a_taken_port_falls_back_to_a_free_one() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        port, ok = port_or_free(busy)
+        assert not ok and port != busy
+    assert port_or_free(busy) == (busy, True)
+
+
+def test_down_stops_every_group_and_waits_until_it_is_gone(tmp_path: Path) -> None:
+    # A child that ignores SIGTERM: only the SIGKILL after the grace period ends the group.
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    stack = Stack(tmp_path / "logs")
+    stack.start("stubborn", [sys.executable, "-c", code], dict(os.environ))
+    stack.start("plain", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    pids = stack.detach()
+    time.sleep(0.5)  # the handler is installed
+    stopped, alive = stop_detached(pids, grace_s=1.0)
+    assert sorted(stopped) == ["plain", "stubborn"] and alive == []
+    assert not any(group_alive(pid) for pid in pids.values())

@@ -186,13 +186,20 @@ async def test_32_compute_score_calls_in_flight_all_get_a_score(service_env: Non
     assert [o["score"] for o in outs] == [1.0] * 32
 
 
-def _documented_overrides() -> dict[str, str]:
-    """The veRL settings the README documents, ``key=value`` as a user passes them."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("- **veRL, dense token rewards**") :]
+def _documented_overrides() -> list[dict[str, str]]:
+    """The veRL settings the README's recipe and docs/clients.md document, ``key=value`` as a
+    user passes them."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    recipe = readme[readme.index("python -m verl.trainer.main_ppo") :]
+    recipe = recipe[: recipe.index("```")]
+    docs = (root / "docs" / "clients.md").read_text()
+    section = docs[docs.index("- **veRL, dense token rewards**") :]
     section = section[: section.index("- **OpenRLHF with a key**")]
-    pairs = re.findall(r"`(reward\.[\w.]+)=([^`\s]+)`", section)
-    return dict(pairs)
+    return [
+        dict(re.findall(r"^\s*(reward\.[\w.]+)=(\S+)", recipe, re.M)),
+        dict(re.findall(r"`(reward\.[\w.]+)=([^`\s]+)`", section)),
+    ]
 
 
 def test_every_documented_verl_path_loads_through_verls_own_loader() -> None:
@@ -201,14 +208,15 @@ def test_every_documented_verl_path_loads_through_verls_own_loader() -> None:
     from omegaconf import OmegaConf
     from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
 
-    documented = _documented_overrides()
-    assert documented["reward.reward_manager.module.path"].startswith("pkg://")
-    manager = OmegaConf.create({"reward": {"reward_manager": {
-        "source": documented["reward.reward_manager.source"],
-        "name": documented["reward.reward_manager.name"],
-        "module": {"path": documented["reward.reward_manager.module.path"]},
-    }}})  # fmt: skip
-    assert resolve_reward_manager_cls(manager) is verl_rewards.RlmecRewardManager
+    recipe, documented = _documented_overrides()
+    for page in (recipe, documented):
+        assert page["reward.reward_manager.module.path"].startswith("pkg://")
+        manager = OmegaConf.create({"reward": {"reward_manager": {
+            "source": page["reward.reward_manager.source"],
+            "name": page["reward.reward_manager.name"],
+            "module": {"path": page["reward.reward_manager.module.path"]},
+        }}})  # fmt: skip
+        assert resolve_reward_manager_cls(manager) is verl_rewards.RlmecRewardManager
     scalar = OmegaConf.create({"reward": {"custom_reward_function": {
         "path": documented["reward.custom_reward_function.path"],
         "name": documented["reward.custom_reward_function.name"],

@@ -4,11 +4,13 @@ real Redis, GRM and reward services, a worker and the DeepSpeed trainer as proce
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +196,9 @@ def test_up_leaves_the_services_running_and_down_stops_them(
         usage = httpx.get(f"{reward}/v1/usage", timeout=10,
                           headers={"Authorization": f"Bearer {state['api_key']}"})  # fmt: skip
         assert usage.status_code == 200, usage.text
+        first = _readme_first_call(tmp_path, state)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert first.stdout.split()[0] in ("scored", "unscored"), first.stdout
         keyless = httpx.get(f"{reward}/v1/usage", timeout=10)  # --allow-anonymous
         assert keyless.status_code == 200 and keyless.json()["team"] == "anonymous", keyless.text
         again = subprocess.run([*base, "up", "--workdir", str(tmp_path)],
@@ -205,3 +210,16 @@ def test_up_leaves_the_services_running_and_down_stops_them(
     assert down.returncode == 0, down.stderr
     assert [name for name, pid in state["pids"].items() if group_alive(pid)] == []
     assert not (tmp_path / "state.json").exists()
+
+
+def _readme_first_call(tmp_path: Path, state: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The README's ``first_call.py``, as printed, against the stack ``rlmec up`` started (with
+    the environment ``rlmec up --env`` gives)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme[readme.index("`first_call.py`, one scored call") :]
+    code = code[code.index("```python\n") + len("```python\n") :]
+    script = tmp_path / "first_call.py"
+    script.write_text(code[: code.index("```")])
+    env = {**os.environ, "RLMEC_URL": state["urls"]["reward"], "RLMEC_API_KEY": state["api_key"]}
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip

@@ -22,6 +22,7 @@ from rlmec.clients._jsonl import InputFileError, count_lines, read_samples
 from rlmec.clients.errors import RlmecClientError
 from rlmec.clients.sync import Client, GrmClient
 from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample
+from rlmec.shared.settings_cli import deprecated_alias
 
 URL_ENV = "RLMEC_URL"
 GRM_URL_ENV = "RLMEC_GRM_URL"
@@ -48,10 +49,14 @@ def _add_connection(p: argparse.ArgumentParser, *, url_env: str = URL_ENV) -> No
         help=f"service base URL, e.g. http://localhost:8002 (default: ${url_env})",
     )
     p.add_argument(
-        "--api-key",
+        "--api-key-file",
+        type=Path,
         default=None,
-        help="team API key, sent as 'Authorization: Bearer KEY' (default: $RLMEC_API_KEY)",
+        help="file holding the team's API key, sent as 'Authorization: Bearer KEY' "
+        "(default: $RLMEC_API_KEY)",
     )
+    # A key on the command line shows in `ps` and the shell's history: a file or the env.
+    deprecated_alias(p, "--api-key", "--api-key-file", dest="api_key")
     p.add_argument(
         "--timeout", type=float, default=120.0, help="seconds per request (default: 120)"
     )
@@ -208,10 +213,22 @@ def _guarded(
     return wrapper
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key: the deprecated --api-key's (or the admin token), else --api-key-file's, else
+    None (the client then reads $RLMEC_API_KEY)."""
+    if key := getattr(args, "api_key", None):
+        return str(key)
+    if args.api_key_file is None:
+        return None
+    from rlmec.shared.secret_files import read_secret_file
+
+    return read_secret_file(args.api_key_file, "--api-key-file")
+
+
 def _client(args: argparse.Namespace, cls: type[Client] | type[GrmClient] = Client) -> Any:
     return cls(
         args.url,
-        api_key=args.api_key,
+        api_key=_api_key(args),
         timeout=args.timeout,
         max_retries=args.max_retries,
         max_retry_wait=args.max_retry_wait,

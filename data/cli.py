@@ -2,10 +2,10 @@
 
     rlmec data sample  --model POLICY --limit 500 --output runs/data/samples.jsonl
     rlmec data distill --input runs/data/samples.jsonl --output runs/data/teacher.jsonl \
-        --protocol openai --base-url https://api.example.com/v1 --teacher-model NAME
+        --protocol openai --url https://api.example.com/v1 --teacher-model NAME
     rlmec data distill --teacher arith --input samples.jsonl --output teacher.jsonl   # exact
-    rlmec data synth   --task gsm8k_train --limit 2000 --output runs/data/synth.jsonl
-    rlmec data grm-sft --records runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
+    rlmec data synth   --tasks gsm8k_train --limit 2000 --output runs/data/synth.jsonl
+    rlmec data grm-sft --input runs/data/synth.jsonl --output runs/data/grm_sft.jsonl
     rlmec data signals --input runs/data/samples.jsonl --output runs/data/signals.jsonl \
         --reward-url http://127.0.0.1:8002 --policy POLICY
 
@@ -29,6 +29,7 @@ from rlmec.inference.settings import (
     check_engine_arguments,
     engine_settings_from,
 )
+from rlmec.shared.settings_cli import deprecated_alias
 
 SYNTH_KINDS = ("number", "operation", "arithmetic")
 
@@ -68,14 +69,15 @@ def _add_distill(sub: Any) -> None:
     distill.add_argument("--input", type=Path, required=True, help="records (rlmec data sample)")
     distill.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
     distill.add_argument("--teacher", choices=["model", "arith"], default="model",
-                         help="model: a chat model at --base-url; arith: the exact, model-free "
+                         help="model: a chat model at --url; arith: the exact, model-free "
                          "teacher of the arith task (no endpoint, no key)")  # fmt: skip
     distill.add_argument("--protocol", choices=["openai", "anthropic"], default="openai",
                          help="OpenAI chat completions or Anthropic Messages")  # fmt: skip
-    distill.add_argument("--base-url", default=None,
+    distill.add_argument("--url", dest="base_url", default=None,
                          help="the endpoint's base URL, with or without /v1 for either "
                          "protocol, e.g. http://127.0.0.1:8000/v1 (required with --teacher "
                          "model)")  # fmt: skip
+    deprecated_alias(distill, "--base-url", "--url")
     distill.add_argument(
         "--teacher-model",
         default=None,
@@ -109,7 +111,8 @@ def _add_signals(sub: Any) -> None:
     signals.add_argument("--api-key-env", default="RLMEC_API_KEY", help="variable with the key")
     signals.add_argument("--policy", default=None, metavar="DIR",
                          help="initial policy: add its reference log-probs (§3.2)")  # fmt: skip
-    signals.add_argument("--policy-engine", choices=["vllm", "hf"], default="vllm")
+    signals.add_argument("--policy-engine", choices=["vllm", "hf"], default="vllm",
+                         help="the engine of --policy's reference log-probs")  # fmt: skip
     signals.add_argument("--batch-size", type=int, default=32, help="samples per request")
     signals.add_argument("--use-rewrites", action="store_true",
                          help="send accepted teacher/synthetic rewrites along "
@@ -121,7 +124,9 @@ def _add_synth(sub: Any) -> None:
     synth = sub.add_parser(
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
     )
-    synth.add_argument("--task", default="gsm8k_train", help="a math task (default gsm8k_train)")
+    synth.add_argument("--tasks", dest="task", default="gsm8k_train",
+                       help="a math task (default: gsm8k_train)")  # fmt: skip
+    deprecated_alias(synth, "--task", "--tasks")
     synth.add_argument("--limit", type=int, default=None, help="a seeded subset of N problems")
     synth.add_argument("--seed", type=int, default=0, help="subset and corruption seed")
     synth.add_argument("--kinds", default=",".join(SYNTH_KINDS),
@@ -132,8 +137,9 @@ def _add_synth(sub: Any) -> None:
 
 def _add_grm_sft(sub: Any) -> None:
     sft = sub.add_parser("grm-sft", help="locate/rewrite/identity GRM examples from records")
-    sft.add_argument("--records", type=Path, action="append", required=True, metavar="FILE",
+    sft.add_argument("--input", dest="records", type=Path, action="append", metavar="FILE",
                      help="record JSONL (synth, distill or sample output); repeatable")  # fmt: skip
+    deprecated_alias(sft, "--records", "--input", append=True, type=Path)
     sft.add_argument("--output", type=Path, required=True, help="JSONL of SFT examples")
     sft.add_argument("--seed", type=int, default=0, help="identity sampling and order seed")
     sft.add_argument("--identity-rate", type=float, default=None,
@@ -243,12 +249,12 @@ def distill_command(args: argparse.Namespace) -> int:
         return _distill_arith(args)
     checks = [
         (args.base_url is not None and args.teacher_model is not None,
-         "--teacher model needs --base-url and --teacher-model (or use --teacher arith for "
+         "--teacher model needs --url and --teacher-model (or use --teacher arith for "
          "the arith task)"),
         (args.concurrency >= 1, f"--concurrency ({args.concurrency}) must be at least 1"),
         (args.max_tokens >= 1, f"--max-tokens ({args.max_tokens}) must be at least 1"),
         (str(args.base_url).startswith(("http://", "https://")),
-         f"--base-url {args.base_url!r} must start with http:// or https://"),
+         f"--url {args.base_url!r} must start with http:// or https://"),
     ]  # fmt: skip
     problem = next((msg for ok, msg in checks if not ok), None)
     if problem:
@@ -463,6 +469,8 @@ def grm_sft_command(args: argparse.Namespace) -> int:
     from rlmec.data.grm_sft import build_examples
     from rlmec.data.records import GrmRecord
 
+    if not args.records:
+        return _fail("--input FILE is required: the records (synth, distill or sample output)")
     if args.identity_rate is not None and not 0.0 <= args.identity_rate <= 1.0:
         return _fail(f"--identity-rate ({args.identity_rate}) must lie in [0, 1]")
     if not 0.0 <= args.rewrite_share <= 1.0:

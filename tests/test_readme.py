@@ -1,5 +1,6 @@
-"""Every command and flag the README shows exists: ``rlmec`` subcommands and their flags are
-looked up in the real parsers, ``python -m`` modules are asked for ``--help`` (issue 30)."""
+"""Every command and flag the README and docs/ show exists, in its current spelling: ``rlmec``
+subcommands and their flags are looked up in the real parsers, ``python -m`` modules are asked
+for ``--help`` (issue 30)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from rlmec.cli import build_parser
+from rlmec.shared.settings_cli import deprecated_flags
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("README.md", "docs/demo.md")
+PAGES = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 _FENCE = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)
 _INLINE = re.compile(r"`((?:\.venv/bin/)?rlmec [^`]+|python -m [^`]+)`")
 _RLMEC = re.compile(r"(?:^|[\s\"'(])(?:\.venv/bin/)?rlmec((?:\s+[^\s\"'`)|;&#]+)*)")
@@ -75,6 +77,9 @@ def test_every_rlmec_command_and_flag_shown_exists(page: str) -> None:
         for flag in flags:
             assert flag in parser._option_string_actions, (
                 f"{page}: `rlmec {' '.join(used)}` has no flag {flag}"
+            )
+            assert flag not in deprecated_flags(parser), (
+                f"{page}: `rlmec {' '.join(used)}` {flag} is a deprecated spelling"
             )
 
 

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from rlmec.shared.settings_cli import deprecated_alias
+
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,7 +32,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         help="override a setting, e.g. --set optim.lr=1e-5 --set engine.zero_stage=2 "
         "(repeatable; values are parsed as YAML)",
     )
-    parser.add_argument("--output-dir", default=None, help="shortcut for --set output_dir=DIR")
+    parser.add_argument("--output", dest="output_dir", default=None,
+                        help="output dir, a shortcut for --set output_dir=DIR")  # fmt: skip
+    deprecated_alias(parser, "--output-dir", "--output")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )

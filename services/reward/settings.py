@@ -220,7 +220,8 @@ class RewardSettings(BaseSettings, HttpBounds):
     teams: list[TeamConfig] = Field(default_factory=list, description="Teams (JSON in env).")
     teams_file: Path | None = Field(None, description="JSON/YAML file with the teams.")
     allow_anonymous: bool = Field(
-        False, description="Serve requests without a key as team 'anonymous' (private nets)."
+        False,
+        description="Serve requests without a key as team 'anonymous' (private networks only).",
     )
     anonymous_rate_limit: int = Field(10_000, ge=1, description="Samples/window, anonymous.")
     anonymous_max_concurrency: int = Field(16, ge=1, description="In flight, anonymous.")
@@ -260,8 +261,8 @@ class RewardSettings(BaseSettings, HttpBounds):
         description="File holding this deployment's secret salt: the teams' key_sha256 are "
         "then HMAC-SHA256(salt, key) (`rlmec reward hash-key --salt-file`), not sha256(key).",
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8002, ge=1, le=65_535)
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8002, ge=1, le=65_535, description="Bind port.")
 
     @field_validator("key_salt_file")
     @classmethod

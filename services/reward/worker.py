@@ -337,7 +337,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="failures before a batch goes to the dead-letter stream",
     )
     parser.add_argument("--block-ms", type=int, default=1000, help="wait for new rollouts")
-    parser.add_argument("--batches-per-read", type=int, default=1)
+    parser.add_argument("--batches-per-read", type=int, default=1,
+                        help="batches one XREADGROUP takes")  # fmt: skip
     parser.add_argument(
         "--scorer",
         default="pipeline",

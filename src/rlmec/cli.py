@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 # command -> (module with add_commands(parser), one-line help)
 AREAS: dict[str, tuple[str, str]] = {
@@ -57,8 +58,49 @@ def missing_extra_message(area: str, exc: ModuleNotFoundError) -> str | None:
     )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless it already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == []
+        if "default" in text or unset or action.default == argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The same, for a command whose description is laid out by hand."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every ``rlmec`` parser (subcommands get the parent's class): defaults in the help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raw = kwargs.get("formatter_class") is argparse.RawDescriptionHelpFormatter
+        kwargs["formatter_class"] = _RawFormatter if raw else _Formatter
+        super().__init__(*args, **kwargs)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of ``parser`` by name (none for a leaf)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subs[0].choices) if subs else {}
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """A subcommand without a description gets its one-line help as one (shown by --help)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = str(helps[name])[:1].upper() + str(helps[name])[1:] + "."
+                _describe(sub)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlmec",
         description="rlmec: fine-grained RL rewards from a generative reward model (RLMEC).",
     )
@@ -77,6 +119,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 importlib.import_module(joined).add_subcommands(subs)
         else:
             importlib.import_module(module).add_commands(area)
+    _describe(parser)
     return parser
 
 

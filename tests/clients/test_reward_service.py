@@ -176,17 +176,25 @@ def test_push_rollouts_status_and_queue_full(reward_url: str, redis_url: str) ->
 def test_cli_push_and_status_against_the_service(
     reward_url: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = tmp_path / "in.jsonl"
+    src, key = tmp_path / "in.jsonl", tmp_path / "key"
     src.write_text("\n".join(json.dumps(sample(CORRECT, id=str(i))) for i in range(3)))
-    code = main(["client", "push", "--url", reward_url, "--api-key", KEY, "--input", str(src),
-                 "--batch-size", "2", "--batch-id-prefix", "cli", "--quiet"])  # fmt: skip
+    key.write_text(KEY + "\n")
+    code = main(["client", "push", "--url", reward_url, "--api-key-file", str(key), "--input",
+                 str(src), "--batch-size", "2", "--batch-id-prefix", "cli", "--quiet"])  # fmt: skip
     assert code == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["batch_id"], x["n_samples"]) for x in lines] == [("cli-00000", 2), ("cli-00001", 1)]
-    assert main(["client", "status", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 0
+    conn = ["--url", reward_url, "--api-key-file", str(key)]
+    assert main(["client", "status", "cli-00001", *conn]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "queued"
-    assert main(["client", "result", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 1
+    assert main(["client", "result", "cli-00001", *conn]) == 1
     assert "it is queued" in capsys.readouterr().err
+    # The old spelling, a key on the command line, still works for a release, and says so.
+    assert main(["client", "status", "cli-00001", "--url", reward_url, "--api-key", KEY]) == 0
+    assert "--api-key is deprecated" in capsys.readouterr().err
+    assert main(["client", "status", "cli-00001", "--url", reward_url, "--api-key-file",
+                 str(tmp_path / "none")]) == 2  # fmt: skip
+    assert "--api-key-file" in capsys.readouterr().err
 
 
 async def test_http_trainer_calls_reach_only_the_teams_own_stream(

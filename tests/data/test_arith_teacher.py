@@ -131,7 +131,7 @@ def test_distill_with_the_arith_teacher_feeds_grm_sft(
     assert main(args) == 0  # a rerun adds nothing
     assert len(read_rows(out)) == 3
     sft = tmp_path / "sft.jsonl"
-    assert main(["data", "grm-sft", "--records", str(out), "--output", str(sft)]) == 0
+    assert main(["data", "grm-sft", "--input", str(out), "--output", str(sft)]) == 0
     kinds = sorted(r["kind"] for r in read_rows(sft))
     assert kinds[:2] == ["locate", "rewrite"]
 
@@ -142,7 +142,7 @@ def test_a_model_teacher_without_an_endpoint_names_the_fix(
     code = main(["data", "distill", "--input", str(tmp_path / "x.jsonl"),
                  "--output", str(tmp_path / "y.jsonl")])  # fmt: skip
     assert code == 2
-    assert "needs --base-url and --teacher-model (or use --teacher arith" in capsys.readouterr().err
+    assert "needs --url and --teacher-model (or use --teacher arith" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

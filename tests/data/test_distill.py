@@ -126,7 +126,7 @@ def _input(tmp_path: Path, records: list[GrmRecord]) -> Path:
 def distill(url: str, inp: Path, out: Path, protocol: str, *extra: str) -> int:
     base = f"{url}/v1" if protocol == "openai" else url
     return main(["data", "distill", "--input", str(inp), "--output", str(out), "--protocol",
-                 protocol, "--base-url", base, "--teacher-model", "teacher", "--concurrency",
+                 protocol, "--url", base, "--teacher-model", "teacher", "--concurrency",
                  "2", "--max-retries", "3", "--timeout", "20", *extra])  # fmt: skip
 
 
@@ -203,7 +203,7 @@ def test_a_real_vllm_server_on_both_protocols(
     extra = ("--extra-body", '{"temperature": 0}') if protocol == "anthropic" else ()
     model = str(tiny_model_dir)  # vLLM serves the model under its path
     code = main(["data", "distill", "--input", str(inp), "--output", str(out), "--protocol",
-                 protocol, "--base-url", vllm_server + ("/v1" if protocol == "openai" else ""),
+                 protocol, "--url", vllm_server + ("/v1" if protocol == "openai" else ""),
                  "--teacher-model", model, "--max-tokens", "16", *extra])  # fmt: skip
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -241,6 +241,6 @@ def test_the_common_mistakes_are_one_line_naming_the_fix(
         assert distill(f"{url}/api", inp, out, "anthropic") == 2
         assert "is not found (HTTP 404)" in err()
         assert main(["data", "distill", "--input", str(inp), "--output", str(out),
-                     "--base-url", url, "--teacher-model", "teacher"]) == 0  # fmt: skip
+                     "--url", url, "--teacher-model", "teacher"]) == 0  # fmt: skip
     assert distill("http://127.0.0.1:1", inp, tmp_path / "o.jsonl", "openai") == 2
     assert "cannot reach the teacher at http://127.0.0.1:1" in err()

@@ -73,7 +73,7 @@ def test_vllm_samples_do_not_depend_on_batching_and_remote_samples_too(
     a, b = read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "b.jsonl")
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
     assert len({r["prediction"] for r in a}) > 1  # sampled, not greedy
-    remote = ("--engine", "remote", "--base-url", vllm_server, "--temperature", "1.0")
+    remote = ("--engine", "remote", "--upstream", vllm_server, "--temperature", "1.0")
     assert run_sample(tiny_model_dir, tmp_path / "r.jsonl", *remote) == 0
     r = read_rows(tmp_path / "r.jsonl")
     assert [x["id"] for x in r] == [x["id"] for x in a]

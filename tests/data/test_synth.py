@@ -127,7 +127,7 @@ def test_grm_sft_names_bad_lines_and_goes_on(
     good = [r.model_dump_json() for r in records[:4]]
     src.write_text("\n".join([good[0], "{not json", good[1], '{"id": 3}', "", *good[2:]]) + "\n")
     out = tmp_path / "sft.jsonl"
-    assert main(["data", "grm-sft", "--records", str(src), "--output", str(out)]) == 0
+    assert main(["data", "grm-sft", "--input", str(src), "--output", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"{src} line 2: not valid JSON" in captured.err and f"{src} line 4" in captured.err
     summary = json.loads(captured.out)
@@ -136,12 +136,10 @@ def test_grm_sft_names_bad_lines_and_goes_on(
 
 
 def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data", "synth", "--task", "ecqa_train", "--output", str(tmp_path / "x")]) == 2
+    assert main(["data", "synth", "--tasks", "ecqa_train", "--output", str(tmp_path / "x")]) == 2
     assert "not a math task" in capsys.readouterr().err
     assert main(["data", "synth", "--kinds", "typo", "--output", str(tmp_path / "x")]) == 2
     assert "--kinds 'typo'" in capsys.readouterr().err
     missing = tmp_path / "missing.jsonl"
-    assert (
-        main(["data", "grm-sft", "--records", str(missing), "--output", str(tmp_path / "o")]) == 2
-    )
+    assert main(["data", "grm-sft", "--input", str(missing), "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err

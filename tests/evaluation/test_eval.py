@@ -79,7 +79,7 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert run_eval(tmp_path / "m", tmp_path / "o", "--tasks", "gsm9k") == 2
     assert "unknown task(s) ['gsm9k']" in capsys.readouterr().err
     assert run_eval(tmp_path / "m", tmp_path / "o", "--engine", "remote") == 2
-    assert "needs --base-url" in capsys.readouterr().err
+    assert "needs --upstream" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -87,7 +87,7 @@ def test_an_unreachable_server_is_a_clear_error(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    code = run_eval(tiny_model_dir, tmp_path / "o", "--engine", "remote", "--base-url", dead,
+    code = run_eval(tiny_model_dir, tmp_path / "o", "--engine", "remote", "--upstream", dead,
                     "--tasks", "gsm8k", "--limit", "1")  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
@@ -145,7 +145,7 @@ def test_vllm_and_remote_engines_agree(
     assert run_eval(tiny_model_dir, tmp_path / "vllm", "--engine", "vllm",
                     "--kv-cache-gib", "1", "--max-model-len", "4096", *common) == 0  # fmt: skip
     assert run_eval(tiny_model_dir, tmp_path / "remote", "--engine", "remote",
-                    "--base-url", vllm_server, *common) == 0  # fmt: skip
+                    "--upstream", vllm_server, *common) == 0  # fmt: skip
     for task in ("gsm8k", "qasc"):
         local, remote = samples(tmp_path / "vllm", task), samples(tmp_path / "remote", task)
         assert [r["id"] for r in local] == [r["id"] for r in remote]

@@ -25,9 +25,9 @@ def _rollout(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--engine", "remote", "--base-url", "http://x"], "cannot take new weights"),
+        (["--engine", "remote", "--upstream", "http://x"], "cannot take new weights"),
         (["--n", "0"], "--n (0) must be at least 1"),
-        (["--problems", "/nope.jsonl"], "--problems /nope.jsonl does not exist"),
+        (["--input", "/nope.jsonl"], "--input /nope.jsonl does not exist"),
     ],
 )
 def test_bad_flags_name_the_value_and_the_fix(
@@ -50,7 +50,7 @@ def test_kill_9_then_restart_pushes_every_batch_exactly_once(
     problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
     flags = [
         "--model", str(tiny_model_dir), "--engine", "hf", "--team", TEAM, "--run-id", "k",
-        "--problems", str(problems), "--n", "2", "--problems-per-batch", "2",
+        "--input", str(problems), "--n", "2", "--problems-per-batch", "2",
         "--max-new-tokens", "8", "--workdir", str(work),
     ]  # fmt: skip
     with reward_service(redis_url) as url:

@@ -117,8 +117,8 @@ def test_the_shipped_grm_configs_load_and_a_missing_eval_file_is_named(
     assert cpu.eval_every_steps > 0 and cpu.data.loss_per == "example"
     load_recipe_config("grm-paper.yaml", None, SftConfig)
     train_file = _examples(tmp_path / "sft.jsonl")
-    args = ["grm", "train", "--model", str(tiny_model_dir), "--train-file", str(train_file),
-            "--output-dir", str(tmp_path / "run"),
+    args = ["grm", "train", "--model", str(tiny_model_dir), "--input", str(train_file),
+            "--output", str(tmp_path / "run"),
             "--set", "data.eval_file=nope.jsonl"]  # fmt: skip
     assert main(args) == 2
     assert "data.eval_file ('nope.jsonl') does not exist" in capsys.readouterr().err

@@ -20,8 +20,10 @@ def test_serve_rejects_missing_model_dir(
 def test_serve_rejects_bad_engine_and_remote_without_upstream(
     tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["grm", "serve", "--model", str(tiny_model_dir), "--engine", "tpu"]) == 2
-    assert "engine" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # the flag's choices are the setting's Literal
+        main(["grm", "serve", "--model", str(tiny_model_dir), "--engine", "tpu"])
+    assert exit_.value.code == 2
+    assert "--engine: invalid choice: 'tpu'" in capsys.readouterr().err
     assert main(["grm", "serve", "--model", str(tiny_model_dir), "--engine", "remote"]) == 2
     assert "--upstream" in capsys.readouterr().err
 
@@ -38,6 +40,6 @@ def test_settings_read_env_and_split_upstreams(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_build_tiny_writes_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["grm", "build-tiny", "--out", str(tmp_path / "tiny")]) == 0
+    assert main(["grm", "build-tiny", "--output", str(tmp_path / "tiny")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "tiny")
     assert (tmp_path / "tiny" / "config.json").is_file()

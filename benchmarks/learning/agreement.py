@@ -15,8 +15,17 @@ from typing import Any
 
 
 def _rows(path: Path) -> dict[str, dict[str, Any]]:
-    rows = (json.loads(line) for line in path.open() if line.strip())
-    return {r["id"]: r for r in rows if "rewards" in r}
+    """Scored rows by id, ``rewards`` as a list of values: the trainer's records hold a list,
+    the service's results (``rlmec data signals``) a TokenValues object, or None if unscored."""
+    out = {}
+    for line in path.open():
+        r = json.loads(line) if line.strip() else {}
+        values = r.get("rewards")
+        if isinstance(values, dict):
+            values = values["values"]
+        if values is not None:
+            out[r["id"]] = {**r, "rewards": values}
+    return out
 
 
 def agreement(exact: Path, grm: Path) -> dict[str, Any]:
@@ -45,6 +54,7 @@ def agreement(exact: Path, grm: Path) -> dict[str, Any]:
         "samples": len(both),
         "only_exact": len(set(a) - set(b)),
         "only_grm": len(set(b) - set(a)),
+        "other_length": len([i for i in a if i in b]) - len(both),
         "wrong": len(wrong),
         "same_rewrite": same / max(len(wrong), 1),
         "precision": tp / max(tp + fp, 1),
@@ -62,7 +72,8 @@ def _mass(rows: dict[str, dict[str, Any]], ids: list[str]) -> float:
 def agreement_line(v: dict[str, Any]) -> str:
     return (
         f"GRM against the exact teacher on the {v['samples']} samples both scored "
-        f"({v['only_exact']} only by the teacher, {v['only_grm']} only by the GRM): on the "
+        f"({v['only_exact']} only by the teacher, {v['only_grm']} only by the GRM, "
+        f"{v['other_length']} of another length): on the "
         f"{v['wrong']} wrong ones, the same rewrite {100 * v['same_rewrite']:.1f}%, penalised "
         f"tokens precision {100 * v['precision']:.1f}% and recall {100 * v['recall']:.1f}%; "
         f"mean |reward difference| per token {v['mean_abs_diff']:.3f}; reward per sample "

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-# A list field takes one value per flag, repeated: its flag is the singular.
+# A list field takes one value per flag, repeated: its flag is the singular (both are URLs).
 _SINGULAR = {"upstreams": "upstream", "grm_urls": "grm_url"}
 
 
@@ -60,7 +60,8 @@ def add_setting_flags(
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs.update(type=kind, choices=choices, metavar=_metavar(name, choices))
+            metavar = "URL" if name in _SINGULAR else None
+            kwargs.update(type=kind, choices=choices, metavar=metavar)
             if many:
                 kwargs["action"] = "append"
         parser.add_argument(flag_of(name), **kwargs)
@@ -82,10 +83,6 @@ def _kind(annotation: Any) -> tuple[Any, list[Any] | None, bool]:
     if annotation in (int, float, str, bool, Path):
         return annotation, None, False
     return str, None, False
-
-
-def _metavar(name: str, choices: list[Any] | None) -> str | None:
-    return "URL" if name in ("upstreams", "grm_urls") else None
 
 
 def _show(value: Any) -> str:

@@ -125,7 +125,7 @@ def _add_synth(sub: Any) -> None:
         "synth", help="SYNTHETIC wrong solutions with their exact first wrong step and rewrite"
     )
     synth.add_argument("--tasks", dest="task", default="gsm8k_train",
-                       help="a math task (default: gsm8k_train)")  # fmt: skip
+                       help="a math task")  # fmt: skip
     deprecated_alias(synth, "--task", "--tasks")
     synth.add_argument("--limit", type=int, default=None, help="a seeded subset of N problems")
     synth.add_argument("--seed", type=int, default=0, help="subset and corruption seed")

@@ -37,23 +37,22 @@ def add_subcommands(sub: Any) -> None:
         "with a lora section) as model NAME beside the base (repeat for several; the remote "
         "engine serves its upstream's adapters instead)",
     )
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.set_defaults(func=_serve)
 
     text = "write SmolLM2-135M-Instruct as a plain HF dir (cached)"
     convert = sub.add_parser("convert-smollm2", help=text, description=text + ".")
-    convert.add_argument("--output", type=Path, default=SMOLLM2_DIR,
-                         help=f"output dir (default: {SMOLLM2_DIR})")  # fmt: skip
+    convert.add_argument("--output", type=Path, default=SMOLLM2_DIR, help="output dir")
     deprecated_alias(convert, "--out", "--output", type=Path)
     convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                         help="weights' dtype (default: bfloat16)")  # fmt: skip
+                         help="weights' dtype")  # fmt: skip
     convert.set_defaults(func=_convert)
 
     text = "write a tiny random Llama for tests"
     tiny = sub.add_parser("build-tiny", help=text, description=text + ".")
     tiny.add_argument("--output", type=Path, required=True, help="output dir")
     deprecated_alias(tiny, "--out", "--output", type=Path)
-    tiny.add_argument("--seed", type=int, default=0, help="weights' seed (default: 0)")
+    tiny.add_argument("--seed", type=int, default=0, help="weights' seed")
     tiny.set_defaults(func=_build_tiny)
 
 

@@ -26,7 +26,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--policy-tokenizer", action="append", default=None, metavar="NAME=DIR",
         help="register a policy tokenizer (local directory) under NAME; repeatable",
     )  # fmt: skip
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.set_defaults(func=_serve)
 
     hash_key = sub.add_parser(

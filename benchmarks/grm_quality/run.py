@@ -57,10 +57,10 @@ def make_data(
     """Training examples, the held-out test records, and validation examples for the
     trainer's learning curve (GSM8K *test* problems outside the held-out test subset)."""
     train, test, sft = work / "synth_train.jsonl", work / "synth_test.jsonl", work / "sft.jsonl"
-    rlmec("data", "synth", "--task", "gsm8k_train", "--limit", str(train_problems),
+    rlmec("data", "synth", "--tasks", "gsm8k_train", "--limit", str(train_problems),
           "--output", str(train))  # fmt: skip
-    rlmec("data", "synth", "--task", "gsm8k", "--limit", str(test_problems), "--output", str(test))
-    rlmec("data", "grm-sft", "--records", str(train), "--output", str(sft),
+    rlmec("data", "synth", "--tasks", "gsm8k", "--limit", str(test_problems), "--output", str(test))
+    rlmec("data", "grm-sft", "--input", str(train), "--output", str(sft),
           "--rewrite-share", str(rewrite_share))  # fmt: skip
     return sft, test, validation_examples(work, test)
 
@@ -69,13 +69,13 @@ def validation_examples(work: Path, test: Path, records: int = 200) -> Path:
     """Locate and rewrite examples of synthetic errors on GSM8K test problems that the held-out
     test set does not hold: what ``rlmec grm train`` scores every few steps."""
     every, val, out = work / "synth_all_test.jsonl", work / "synth_val.jsonl", work / "val.jsonl"
-    rlmec("data", "synth", "--task", "gsm8k", "--output", str(every))
+    rlmec("data", "synth", "--tasks", "gsm8k", "--output", str(every))
     held_out = {json.loads(line)["id"] for line in test.read_text().splitlines()}
     rows = [line for line in every.read_text().splitlines()
             if json.loads(line)["id"] not in held_out]  # fmt: skip
     val.write_text("".join(f"{row}\n" for row in rows[-records:]))
     out.unlink(missing_ok=True)
-    rlmec("data", "grm-sft", "--records", str(val), "--output", str(out), "--rewrite-share", "0.5")
+    rlmec("data", "grm-sft", "--input", str(val), "--output", str(out), "--rewrite-share", "0.5")
     return out
 
 
@@ -85,8 +85,8 @@ def train_grm(
     """Train (or resume) into ``work/grm``; the trained ``final/`` is copied to GRM_DIR.
     Returns the optimizer steps' total time (from metrics.jsonl, so a resumed run counts
     every step once) and the number of steps."""
-    rlmec("grm", "train", "--config", config, "--model", str(base), "--train-file", str(sft),
-          "--output-dir", str(work / "grm"), f"--set=data.eval_file={val}",
+    rlmec("grm", "train", "--config", config, "--model", str(base), "--input", str(sft),
+          "--output", str(work / "grm"), f"--set=data.eval_file={val}",
           *(f"--set={o}" for o in overrides))  # fmt: skip
     shutil.rmtree(GRM_DIR, ignore_errors=True)
     shutil.copytree(work / "grm" / "final", GRM_DIR)

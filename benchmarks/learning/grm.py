@@ -33,13 +33,13 @@ def grm_data(work: Path, start: Path, first: int, problems: int, n: int) -> tupl
     samples = sample_slice(start, work / "grm_samples.jsonl", first, first + problems, n)
     taught = _teach(samples, work / "grm_taught.jsonl")
     if not sft.is_file():
-        rlmec("data", "grm-sft", "--records", str(taught), "--output", str(sft),
+        rlmec("data", "grm-sft", "--input", str(taught), "--output", str(sft),
               "--rewrite-share", "0.5")  # fmt: skip
     val_samples = sample_slice(start, work / "grm_val_samples.jsonl", first + problems,
                                first + problems + 150, 1)  # fmt: skip
     val_taught = _teach(val_samples, work / "grm_val_taught.jsonl")
     if not val.is_file():
-        rlmec("data", "grm-sft", "--records", str(val_taught), "--output", str(val),
+        rlmec("data", "grm-sft", "--input", str(val_taught), "--output", str(val),
               "--rewrite-share", "1")  # fmt: skip
     return sft, val
 
@@ -62,8 +62,8 @@ def train_grm(work: Path, base: str, sft: Path, val: Path, steps: int) -> Path:
     repository (``datasets/adapters/``, bf16) and merged into the base for the engines."""
     final = work / "grm" / "final"
     if not (final / "adapter_config.json").is_file():
-        rlmec("grm", "train", "--config", "grm-cpu.yaml", "--model", base, "--train-file",
-              str(sft), "--output-dir", str(work / "grm"), f"--set=data.eval_file={val}",
+        rlmec("grm", "train", "--config", "grm-cpu.yaml", "--model", base, "--input",
+              str(sft), "--output", str(work / "grm"), f"--set=data.eval_file={val}",
               f"--set=optim.max_steps={steps}", "--set=data.max_length=512", *LORA)  # fmt: skip
     ship_adapter(final, shipped_arith_grm_adapter())
     merged = arith_grm(Path(base))

@@ -29,7 +29,8 @@ from rlmec.inference.settings import (
     check_engine_arguments,
     engine_settings_from,
 )
-from rlmec.shared.settings_cli import deprecated_alias
+from rlmec.shared.schemas import RewardParams
+from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias
 
 SYNTH_KINDS = ("number", "operation", "arithmetic")
 
@@ -117,6 +118,7 @@ def _add_signals(sub: Any) -> None:
     signals.add_argument("--use-rewrites", action="store_true",
                          help="send accepted teacher/synthetic rewrites along "
                          "(the GRM then only scores)")  # fmt: skip
+    add_setting_flags(signals, RewardParams, RewardParams.model_fields)  # §3.1 shaping
     signals.set_defaults(func=signals_command)
 
 
@@ -377,7 +379,15 @@ def signals_command(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size ({args.batch_size}) must lie in 1..1024")
     if args.policy and not (Path(args.policy).expanduser() / "config.json").is_file():
         return _fail(f"--policy {args.policy!r} is not a model directory (no config.json)")
+    from pydantic import ValidationError
+
     from rlmec.clients.errors import RlmecClientError
+
+    try:
+        args.params = RewardParams(**{f: getattr(args, f) for f in RewardParams.model_fields})
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        return _fail(f"--{str(e['loc'][0]).replace('_', '-')} {e['input']}: {e['msg']}")
 
     try:
         counts = asyncio.run(_signals(args))
@@ -418,7 +428,7 @@ async def _signals(args: argparse.Namespace) -> Counter[str]:
                     batch = todo[start : start + args.batch_size]
                     counts += await score_batch(client, batch, engine=engine,
                                                 use_rewrite=args.use_rewrites,
-                                                output=args.output)  # fmt: skip
+                                                params=args.params, output=args.output)  # fmt: skip
                     bar.update(len(batch))
     finally:
         if engine is not None:

@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from rlmec.data.records import GrmRecord
-from rlmec.shared.alignment import edit_flags, imitation_weights
+from rlmec.shared.alignment import imitation_weights, not_kept
 from rlmec.shared.prompts import policy_prompt
 from rlmec.shared.rewards import token_rewards
 from rlmec.shared.schemas import RewardParams
@@ -39,10 +39,8 @@ def oracle_record(
     regular = record.prediction if record.correct else (record.rewrite or "")
     pred = encode_output(tokenizer, record.prediction).token_ids
     reg = encode_output(tokenizer, regular).token_ids
-    # A prediction token is "not kept" where the script from the rewrite to the prediction
-    # inserts or replaces it (the same flags the service reads, from the other side).
-    dropped = edit_flags(reg, pred)
-    logprobs = [NEVER if d else CERTAIN for d in dropped]
+    # The same flags as the service's ``edit_penalty`` (RewardParams).
+    logprobs = [NEVER if d else CERTAIN for d in not_kept(pred, reg)]
     return {
         "id": record.id,
         "prompt": policy_prompt(record.task_type, record.question),

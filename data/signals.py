@@ -21,7 +21,7 @@ from rlmec.data.records import GrmRecord
 from rlmec.inference.engine import Engine
 from rlmec.shared.jsonl import append_rows
 from rlmec.shared.prompts import policy_prompt
-from rlmec.shared.schemas import Sample, ScoredSample
+from rlmec.shared.schemas import RewardParams, Sample, ScoredSample
 from rlmec.shared.tokenization import encode_output
 
 
@@ -49,10 +49,11 @@ async def reference_logprobs(engine: Engine, scored: Sequence[ScoredSample]) -> 
 
 async def score_batch(
     client: AsyncClient, records: list[GrmRecord], *, engine: Engine | None, use_rewrite: bool,
-    output: Path,
+    output: Path, params: RewardParams | None = None,
 ) -> Counter[str]:  # fmt: skip
     """One batch: reward service, then the reference log-probs, then append (durable)."""
-    response = await client.token_rewards([to_sample(r, use_rewrite=use_rewrite) for r in records])
+    samples = [to_sample(r, use_rewrite=use_rewrite) for r in records]
+    response = await client.token_rewards(samples, params=params)
     results = list(response.results)
     scored = [i for i, r in enumerate(results) if r.status == "scored"]
     if engine is not None and scored:

@@ -29,6 +29,13 @@ def edit_flags(prediction_ids: Sequence[int], rewrite_ids: Sequence[int]) -> lis
     return flags
 
 
+def not_kept(prediction_ids: Sequence[int], rewrite_ids: Sequence[int]) -> list[bool]:
+    """For each prediction token: True where the rewrite does not keep it (the script from the
+    rewrite to the prediction inserts or replaces it, or a deletion follows it): the tokens a
+    minimal edit changes, read from the prediction's side."""
+    return edit_flags(rewrite_ids, prediction_ids)
+
+
 def imitation_weights(
     prediction_ids: Sequence[int],
     rewrite_ids: Sequence[int],

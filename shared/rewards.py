@@ -19,3 +19,11 @@ def token_rewards(
     p = params or RewardParams()
     low, high = (0.0, p.cap) if correct else (p.floor, 0.0)
     return [min(max(math.exp(lp) - p.threshold, low), high) for lp in logprobs]
+
+
+def penalise_edits(rewards: Sequence[float], dropped: Sequence[bool], floor: float) -> list[float]:
+    """``RewardParams.edit_penalty``: ``floor`` on each token the rewrite does not keep
+    (``dropped``, one flag per reward), the §3.1 reward elsewhere. Shapes: both ``[T]``."""
+    if len(rewards) != len(dropped):
+        raise ValueError(f"{len(rewards)} rewards but {len(dropped)} edit flags")
+    return [floor if d else r for r, d in zip(rewards, dropped, strict=True)]

@@ -75,6 +75,13 @@ class RewardParams(RequestModel):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="p_t is compared with this.")
     floor: float = Field(-0.1, ge=-1.0, le=0.0, description="Lowest reward of a wrong answer.")
     cap: float = Field(0.5, ge=0.0, le=1.0, description="Highest reward of a correct answer.")
+    edit_penalty: bool = Field(
+        False,
+        description="Wrong answers: also give the floor to every prediction token the GRM's "
+        "own rewrite does not keep (its §3.3 edit script), not only to the tokens the GRM "
+        "finds unlikely after the prediction's own prefix, which misses later tokens that "
+        "repeat a slip (docs/method.md §3.1).",
+    )
 
 
 class Sample(RequestModel):

@@ -126,21 +126,29 @@ def judge(work: Path, grm: Path, heldout: Path) -> dict[str, Any]:
     return cached(work / "grm_judge.json", grm, heldout, 64, judge_in_subprocess)
 
 
-def score_with_grm(work: Path, grm: Path, samples: Path) -> Path:
-    """The shared sample set through the served GRM and the reward service (no rewrite sent)."""
+# The reward-service variants the benchmark trains on: the paper's §3.1 rewards, and with
+# ``edit_penalty`` (the floor also on every token the GRM's rewrite does not keep).
+SCORINGS = {"rlmec_grm": ("train_grm.jsonl", []),
+            "rlmec_grm_edits": ("train_grm_edits.jsonl", ["--edit-penalty"])}  # fmt: skip
+
+
+def score_with_grm(work: Path, grm: Path, samples: Path, methods: list[str]) -> dict[str, Path]:
+    """The shared sample set through the served GRM and the reward service (no rewrite sent),
+    once per method of :data:`SCORINGS` in ``methods``, on one running stack."""
     from benchmarks.stack import grm_stack
 
-    out = work / "train_grm.jsonl"
-    if out.is_file():
-        return out
-    partial = work / "train_grm.partial.jsonl"
-    env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "64", "RLMEC_REWARD_GRM_TIMEOUT_S": "3600"}
-    grm_args = ("--dtype", "float32", "--max-model-len", "2048")
-    with grm_stack(grm, "vllm", ["--allow-anonymous"], env, grm_args) as base:
-        rlmec("data", "signals", "--input", str(samples), "--output", str(partial),
-              "--reward-url", base, "--batch-size", "64")  # fmt: skip
-    partial.rename(out)
-    return out
+    wanted = {m: (work / name, flags) for m, (name, flags) in SCORINGS.items() if m in methods}
+    todo = {m: v for m, v in wanted.items() if not v[0].is_file()}
+    if todo:
+        env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "64", "RLMEC_REWARD_GRM_TIMEOUT_S": "3600"}
+        grm_args = ("--dtype", "float32", "--max-model-len", "2048")
+        with grm_stack(grm, "vllm", ["--allow-anonymous"], env, grm_args) as base:
+            for out, flags in todo.values():
+                partial = out.with_suffix(".partial.jsonl")
+                rlmec("data", "signals", "--input", str(samples), "--output", str(partial),
+                      "--reward-url", base, "--batch-size", "64", *flags)  # fmt: skip
+                partial.rename(out)
+    return {m: out for m, (out, _) in wanted.items()}
 
 
 def scored_counts(path: Path) -> dict[str, int]:

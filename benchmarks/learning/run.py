@@ -46,7 +46,9 @@ METHODS: dict[str, list[str]] = {
     "sft": ["loss.objective=sft"],
     "rlmec_no_im": ["loss.objective=rlmec", "loss.imitation_coef=0"],
     "rlmec_grm": ["loss.objective=rlmec"],  # on the records the platform's GRM scored
+    "rlmec_grm_edits": ["loss.objective=rlmec"],  # the same, scored with edit_penalty
 }
+GRM_METHODS = ("rlmec_grm", "rlmec_grm_edits")
 BOOTSTRAP_ROUNDS = 2000
 
 
@@ -77,7 +79,8 @@ def parse_args() -> argparse.Namespace:
         "--methods",
         default=",".join(METHODS),
         help="comma-separated; rlmec_grm trains on the sample set as the arith GRM scored it "
-        "through the services (needs --grm-steps > 0; without it the GRM is made and judged "
+        "through the services, rlmec_grm_edits the same with the reward service's "
+        "edit_penalty (both need --grm-steps > 0; without them the GRM is made and judged "
         "but does not score)",
     )
     p.add_argument("--curve-every", type=int, default=24, help="curve checkpoint period")
@@ -218,27 +221,27 @@ def teach_and_score(args: argparse.Namespace, samples: Path, start: Path) -> Pat
 
 
 def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
-             samples: Path) -> tuple[dict[str, Any], Path | None]:  # fmt: skip
+             samples: Path) -> tuple[dict[str, Any], dict[str, Path]]:  # fmt: skip
     """The arith GRM (:mod:`benchmarks.learning.grm`): its held-out judgement and the shared
-    sample set scored by it through the services."""
+    sample set scored by it through the services (a file per GRM method asked for)."""
     from benchmarks.learning import grm
 
+    methods = args.methods.split(",")
     if args.grm == "shipped":
-        if "rlmec_grm" not in args.methods.split(","):
-            return {"shipped": True, "scored": None}, None
-        scored = grm.score_with_grm(args.work, grm.shipped_grm(Path(args.model)), samples)
-        return {"shipped": True, "scored": grm.scored_counts(scored)}, scored
+        model = grm.shipped_grm(Path(args.model))
+        files = grm.score_with_grm(args.work, model, samples, methods)
+        counts = {m: grm.scored_counts(f) for m, f in files.items()}
+        return {"shipped": True, "scored": counts or None}, files
     sft, val = grm.grm_data(args.work, start, WARM.PROBLEMS, args.grm_problems, 2)
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
-    if "rlmec_grm" not in args.methods.split(","):
-        return grm_summary(args, judged, None), None
-    scored = grm.score_with_grm(args.work, model, samples)
-    return grm_summary(args, judged, grm.scored_counts(scored)), scored
+    files = grm.score_with_grm(args.work, model, samples, methods)
+    counts = {m: grm.scored_counts(f) for m, f in files.items()}
+    return grm_summary(args, judged, counts or None), files
 
 
 def grm_summary(args: argparse.Namespace, judged: dict[str, Any],
-                scored: dict[str, int] | None) -> dict[str, Any]:  # fmt: skip
+                scored: dict[str, dict[str, int]] | None) -> dict[str, Any]:  # fmt: skip
     """What the report says of the GRM: its judgement, data, curve and training time."""
     from collections import Counter
 
@@ -407,6 +410,16 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         v = versus(finals["rlmec_grm"], finals["rlmec"])
         lines.append(f"- `GRM vs exact teacher: {_pts(v)}` (target: within 3 points: "
                      f"{_verdict(abs(v['diff']) <= 0.03)})")  # fmt: skip
+    if "rlmec_grm_edits" in finals:
+        lines += [
+            "",
+            "The same GRM, its rewards scored with `edit_penalty` (the floor also on "
+            "every token its rewrite does not keep; `rlmec data signals --edit-penalty`):",
+        ]
+        for other in ("start", "rlmec_grm", "rlmec", "sequence", "rft"):
+            if other == "start" or other in finals:
+                v = versus(finals["rlmec_grm_edits"], start if other == "start" else finals[other])
+                lines.append(f"- `RLMEC (edit_penalty) vs {other}: {_pts(v)}`")
     if gsm8k is not None:
         seed = args.seeds.split(",")[0]
         lines += ["", f"Nothing else broke? GSM8K, its first {args.gsm8k_limit} test problems, "
@@ -415,11 +428,13 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
                   f"{gsm8k['p']:.3g})."]  # fmt: skip
     if grm is not None:
         lines += ["", *grm_lines(args, grm)]
-    exact, scored = args.work / "train_exact.jsonl", args.work / "train_grm.jsonl"
-    if exact.is_file() and scored.is_file():
-        from benchmarks.learning.agreement import agreement, agreement_line
+    exact = args.work / "train_exact.jsonl"
+    for name, label in (("train_grm.jsonl", "§3.1"), ("train_grm_edits.jsonl", "edit_penalty")):
+        scored = args.work / name
+        if exact.is_file() and scored.is_file():
+            from benchmarks.learning.agreement import agreement, agreement_line
 
-        lines += ["", agreement_line(agreement(exact, scored))]
+            lines += ["", f"Rewards ({label}): " + agreement_line(agreement(exact, scored))]
     lines += ["", "![learning curves](benchmarks/learning/learning.png)"]
     return "\n".join(lines)
 
@@ -475,7 +490,7 @@ def grm_lines(args: argparse.Namespace, grm: dict[str, Any]) -> list[str]:
         + (
             f"{grm['scored']}."
             if grm.get("scored")
-            else "not run (it runs when --methods has rlmec_grm)."
+            else "not run (it runs when --methods has rlmec_grm or rlmec_grm_edits)."
         ),
     ]
 
@@ -499,13 +514,13 @@ def main() -> None:
     samples = sample_set(args, start)
     data = teach_and_score(args, samples, start)
     seeds = [int(s) for s in args.seeds.split(",")]
-    grm_result, grm_file = None, None
+    grm_result, grm_files = None, {}
     if args.grm_steps:
-        grm_result, grm_file = make_grm(args, start, start_rows, samples)
+        grm_result, grm_files = make_grm(args, start, start_rows, samples)
         print(json.dumps({"grm": grm_result}, indent=1))
-    # Trained in --methods order (rlmec_grm only when the GRM scored the sample set).
-    files = {name: grm_file if name == "rlmec_grm" else data
-             for name in args.methods.split(",") if name != "rlmec_grm" or grm_file}  # fmt: skip
+    # Trained in --methods order (the GRM's methods only when the GRM scored the sample set).
+    files = {name: grm_files.get(name, data) for name in args.methods.split(",")
+             if name not in GRM_METHODS or name in grm_files}  # fmt: skip
     if args.stage == "grm":
         if grm_result is not None:
             print("\n".join(grm_lines(args, grm_result)))

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlmec.services.reward.policy_tokenizers import PolicyTokenizer
-from rlmec.shared.alignment import KEPT, imitation_weights
+from rlmec.shared.alignment import KEPT, imitation_weights, not_kept
 from rlmec.shared.answers import AnswerCheck, extract_answer
 from rlmec.shared.grm_schemas import ScoreResult, TokenizeResult
-from rlmec.shared.rewards import token_rewards
+from rlmec.shared.rewards import penalise_edits, token_rewards
 from rlmec.shared.schemas import (
     GrmInfo,
     PolicyProjection,
@@ -132,6 +132,9 @@ def finish(
         weights = [KEPT] * len(pred.token_ids)
     else:
         weights = imitation_weights(pred.token_ids, regular.token_ids)
+        if params.edit_penalty:
+            dropped = not_kept(pred.token_ids, regular.token_ids)
+            rewards = penalise_edits(rewards, dropped, params.floor)
     reward_spans = to_spans(pred.offsets, rewards)
     edit_spans = to_spans(regular.offsets, weights)
     policy = _projection(tokenizer, item, reward_spans, edit_spans) if tokenizer else None

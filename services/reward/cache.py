@@ -63,7 +63,10 @@ def cache_key(
     material: dict[str, object] = {
         "v": CACHE_VERSION,
         "grm": [grm.model_id, grm.revision],
-        "params": params.model_dump(mode="json"),
+        # edit_penalty is left out while off, so the keys made before it existed still hit.
+        "params": params.model_dump(
+            mode="json", exclude=None if params.edit_penalty else {"edit_penalty"}
+        ),
         "task": sample.task,
         "question": sample.question,
         "reference_solution": sample.reference_solution,

@@ -85,3 +85,38 @@ def test_signals_errors_name_the_fix(
     assert read_rows(out) == []  # nothing half-written
     assert main([*base, reward_url, "--batch-size", "0"]) == 2
     assert "--batch-size (0)" in capsys.readouterr().err
+    assert main([*base, reward_url, "--threshold", "2"]) == 2
+    assert "--threshold 2.0: Input should be less than or equal to 1" in capsys.readouterr().err
+
+
+def test_edit_penalty_floors_what_the_rewrite_changes(
+    reward_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--edit-penalty`` through the real service: each wrong sample's reward is the floor
+    on the prediction tokens its rewrite does not keep, and the §3.1 value elsewhere."""
+    from rlmec.shared.alignment import not_kept
+
+    monkeypatch.setenv("RLMEC_API_KEY", KEY)
+    made = [r for p in load_task("gsm8k_train", limit=8) if (r := corrupt(p)) is not None][:3]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(r.model_dump_json() + "\n" for r in made))
+    runs = {}
+    for name, extra in (("paper", []), ("edits", ["--edit-penalty"])):
+        out = tmp_path / f"{name}.jsonl"
+        args = ["data", "signals", "--input", str(inp), "--output", str(out), "--reward-url",
+                reward_url, "--use-rewrites", *extra]  # fmt: skip
+        assert main(args) == 0
+        runs[name] = [ScoredSample.model_validate(r) for r in read_rows(out)]
+    scored = 0
+    for paper, edits in zip(runs["paper"], runs["edits"], strict=True):
+        if edits.status != "scored" or paper.status != "scored":
+            continue
+        assert edits.params.edit_penalty and not paper.params.edit_penalty
+        assert paper.rewards is not None and edits.rewards is not None
+        assert edits.imitation_weights is not None
+        dropped = not_kept(edits.rewards.token_ids, edits.imitation_weights.token_ids)
+        assert any(dropped), "a synthetic corruption changes some token"
+        want = [-0.1 if d else v for v, d in zip(paper.rewards.values, dropped, strict=True)]
+        assert edits.rewards.values == pytest.approx(want)
+        scored += 1
+    assert scored, [r.reason for r in runs["edits"]]

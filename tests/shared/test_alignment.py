@@ -8,7 +8,14 @@ import Levenshtein
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlmec.shared.alignment import EDITED, KEPT, edit_distance, edit_flags, imitation_weights
+from rlmec.shared.alignment import (
+    EDITED,
+    KEPT,
+    edit_distance,
+    edit_flags,
+    imitation_weights,
+    not_kept,
+)
 
 PREDICTION = (
     "Natalia sold 48/2 = 24 clips in May.\n"
@@ -157,3 +164,12 @@ def test_inserted_and_substituted_tokens_weigh_one(
             assert weights[j1:j2] == [EDITED] * (j2 - j1)
         elif tag == "delete" and rewrite:
             assert weights[max(j1 - 1, 0)] == EDITED
+
+
+def test_a_token_before_what_the_rewrite_deletes_is_not_kept() -> None:
+    """Read from the prediction's side, the rewrite's added ``1`` of ``17`` (a deletion from
+    the rewrite to ``7``) flags the prediction token before it, as §3.3 flags the token before
+    a deletion; with a word-piece tokenizer ``7`` and ``17`` are one token each (a
+    replacement)."""
+    pred, rewrite = [ord(c) for c in "= 7."], [ord(c) for c in "= 17."]
+    assert not_kept(pred, rewrite) == [False, True, False, False]

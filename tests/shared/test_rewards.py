@@ -7,7 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from rlmec.shared.rewards import token_rewards
+from rlmec.shared.rewards import penalise_edits, token_rewards
 from rlmec.shared.schemas import RewardParams
 
 # p_t = 0.9, 0.55, 0.3, 0.45, 1.0 (the last one is EOS)
@@ -56,3 +56,11 @@ def test_one_reward_per_logprob_and_signs() -> None:
 def test_reward_params_bounds(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         RewardParams.model_validate(bad)
+
+
+def test_edit_penalty_puts_the_floor_on_dropped_tokens_only() -> None:
+    rewards = token_rewards(LOGPROBS, correct=False)  # [0, 0, -0.1, -0.05, 0]
+    dropped = [False, True, False, True, False]
+    assert penalise_edits(rewards, dropped, -0.1) == pytest.approx([0, -0.1, -0.1, -0.1, 0])
+    with pytest.raises(ValueError, match="5 rewards but 4 edit flags"):
+        penalise_edits(rewards, dropped[:4], -0.1)

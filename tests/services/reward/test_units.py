@@ -83,6 +83,9 @@ def test_renamed_queue_bounds_still_read_with_a_deprecation_warning() -> None:
 # --- cache --------------------------------------------------------------------------------
 
 
+LEGACY_KEY = "p:{cache}:cdec1905e8f2d51d0c04d2701c194221b053e9b36c001da87347f82eedc7a7ee"
+
+
 def test_cache_key_covers_every_input() -> None:
     base = Sample(**sample(CORRECT))  # type: ignore[arg-type]
     params = RewardParams()
@@ -99,12 +102,15 @@ def test_cache_key_covers_every_input() -> None:
     ]
     variants += [
         cache_key(base, RewardParams(cap=0.4), GRM, None, prefix="p"),
+        cache_key(base, RewardParams(edit_penalty=True), GRM, None, prefix="p"),
         cache_key(base, params, GrmInfo(model_id="m", revision="r2"), None, prefix="p"),
         cache_key(base, params, GRM, "tiny", prefix="p"),
     ]
     assert len({key, *variants}) == len(variants) + 1
     same = base.model_copy(update={"id": "other", "metadata": {"a": 1}})
     assert cache_key(same, params, GRM, None, prefix="p") == key
+    # edit_penalty off leaves the key as it was before the option existed (made at 0c4353d).
+    assert key == LEGACY_KEY
 
 
 def _result(i: int) -> ScoredSample:

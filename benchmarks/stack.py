@@ -36,7 +36,7 @@ def grm_stack(
     """Redis, ``rlmec grm serve --model MODEL --engine ENGINE`` and the reward service, each its
     own process; yield the reward service's base URL once both are ready, stop all on exit.
     ``reward_args`` are extra ``rlmec reward serve`` flags, ``reward_env`` its settings."""
-    from rlmec.shared.redis_server import LocalRedis, free_port
+    from rlmec.loop.redis_server import LocalRedis, free_port
 
     redis = LocalRedis().start()
     grm_port, reward_port = free_port(), free_port()

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from rlmec.shared.redis_server import LocalRedis, free_port
+from rlmec.loop.redis_server import LocalRedis, free_port
 
 RLMEC = [sys.executable, "-m", "rlmec"]
 

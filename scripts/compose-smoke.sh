@@ -112,7 +112,7 @@ make_bases() {
   fi
   "$ENGINE" import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' "$tarball" "$PYTHON_BASE" >/dev/null
   local valkey
-  valkey=$("$PY" -c 'from rlmec.shared.redis_server import find_server_binary; print(find_server_binary())')
+  valkey=$("$PY" -c 'from rlmec.loop.redis_server import find_server_binary; print(find_server_binary())')
   local ctx=$WORK/redis-base
   mkdir -p "$ctx" && cp "$valkey" "$ctx/redis-server"
   printf 'FROM %s\nCOPY redis-server /usr/local/bin/redis-server\nWORKDIR /data\nCMD ["redis-server"]\n' \

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
-from rlmec.shared.redis_server import free_port
+from rlmec.loop.redis_server import free_port
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rlmec.demo import build_arith_samples, build_samples
+from rlmec.loop.demo import build_arith_samples, build_samples
 from rlmec.loop.stack import group_alive
 from rlmec.shared.answers import check_prediction, reference_answer
 
@@ -69,7 +69,7 @@ def test_demo_starts_redis_empty_and_up_keeps_its_data(
 ) -> None:
     import argparse
 
-    from rlmec.demo import start_services
+    from rlmec.loop.services import start_services
 
     (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)  # an earlier up's data
     args = argparse.Namespace(workdir=tmp_path, engine="hf", startup_timeout=1.0)
@@ -82,7 +82,7 @@ def test_up_keeps_the_key_and_prints_the_export_line_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from rlmec.cli import main
-    from rlmec.up import STATE_FILE, team_key
+    from rlmec.loop.up import STATE_FILE, team_key
 
     first = team_key(tmp_path, rotate=False)
     assert team_key(tmp_path, rotate=False) == first != team_key(tmp_path, rotate=True)
@@ -175,7 +175,7 @@ def test_up_leaves_the_services_running_and_down_stops_them(
     import httpx
 
     from rlmec.loop.stack import port_or_free
-    from rlmec.up import REWARD_PORT
+    from rlmec.loop.up import REWARD_PORT
 
     base = [sys.executable, "-m", "rlmec"]
     stable = port_or_free(REWARD_PORT)[1]  # 8002 unless something here listens on it

@@ -17,7 +17,7 @@ FOLDERS = (
     "shared", "inference", "data", "evaluation", "services", "trainer", "clients", "rollout",
     "loop",
 )  # fmt: skip
-# folder -> the rlmec areas it may import (besides itself)
+# folder -> the rlmec areas (or single modules) it may import, besides itself
 ALLOWED = {
     "shared": set(),
     "inference": {"shared"},
@@ -26,12 +26,19 @@ ALLOWED = {
     "trainer": {"shared"},
     "clients": {"shared"},
     "rollout": {"shared", "inference", "data", "clients"},
-    "loop": {"shared", "evaluation"},
-}
+    # The one-machine stack (demo, up/down, Redis launcher): the light parts it composes; the
+    # services, trainer and actor run as processes, never imported (test below).
+    "loop": {"shared", "evaluation", "data", "clients", "services.grm.model_files",
+             "warm_start"},
+}  # fmt: skip
+# The package's root modules (src/rlmec/*.py): the CLI, which imports each area by name only
+# for the command being run, and the arith start policy.
+ROOT_ALLOWED = {"data", "warm_start"}
 
 
 def _rlmec_imports(path: Path) -> set[str]:
-    areas = set()
+    """The rlmec modules ``path`` imports, without the ``rlmec.`` prefix."""
+    modules = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -41,15 +48,45 @@ def _rlmec_imports(path: Path) -> set[str]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "rlmec" and len(parts) > 1:
-                areas.add(parts[1])
-    return areas
+                modules.add(".".join(parts[1:]))
+    return modules
+
+
+def _forbidden(path: Path, allowed: set[str]) -> list[str]:
+    return sorted(
+        m for m in _rlmec_imports(path) if not any(m == a or m.startswith(a + ".") for a in allowed)
+    )
 
 
 @pytest.mark.parametrize("folder", sorted(ALLOWED))
 def test_import_rules(folder: str) -> None:
     for path in (ROOT / folder).rglob("*.py"):
-        extra = _rlmec_imports(path) - ALLOWED[folder] - {folder}
-        assert not extra, f"{path.relative_to(ROOT)} imports rlmec.{sorted(extra)}"
+        extra = _forbidden(path, ALLOWED[folder] | {folder})
+        assert not extra, f"{path.relative_to(ROOT)} imports rlmec.{extra}"
+
+
+def test_the_root_modules_are_only_the_cli_and_the_start_policy() -> None:
+    root = ROOT / "src" / "rlmec"
+    modules = {p.name for p in root.glob("*.py")}
+    assert modules == {"__init__.py", "__main__.py", "cli.py", "warm_start.py"}, modules
+    for path in root.glob("*.py"):
+        extra = _forbidden(path, ROOT_ALLOWED | {"cli"})
+        assert not extra, f"{path.relative_to(ROOT)} imports rlmec.{extra}"
+
+
+def test_the_loop_imports_no_heavy_runtime() -> None:
+    """``rlmec up``/``demo`` compose the services as processes: importing the loop must not load
+    torch, vLLM, DeepSpeed or a web framework."""
+    import subprocess
+
+    code = (
+        "import sys, rlmec.loop.demo, rlmec.loop.up, rlmec.loop.down, rlmec.loop.services, "
+        "rlmec.loop.stack, rlmec.loop.redis_server; "
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'deepspeed', 'fastapi') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_services_never_import_each_other() -> None:

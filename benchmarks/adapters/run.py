@@ -134,7 +134,7 @@ async def mixed_load(routes: list[tuple[str, str | None]], args: argparse.Namesp
 def servers(model: Path, count: int, extra: list[str], env: dict[str, str]) -> Iterator[
         list[tuple[str, subprocess.Popen[bytes]]]]:  # fmt: skip
     """``count`` GRM servers of ``model``, started at once; stopped on exit."""
-    from rlmec.shared.redis_server import free_port
+    from rlmec.loop.redis_server import free_port
 
     started = []
     try:

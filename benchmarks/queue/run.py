@@ -27,8 +27,8 @@ from pathlib import Path
 import redis
 
 from benchmarks.report import machine, replace_section, today
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.shared.queue import QueueLimits, RolloutQueue, ScoredBatchReader, keys_for
-from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def report(args: argparse.Namespace, server: str, e2e: dict[str, float], raw: fl
     ]  # fmt: skip
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     return f"""Machine: {machine()}. Date: {today()}. Server: {server} on loopback
-(`rlmec.shared.redis_server.LocalRedis`, AOF off); all processes share the same cores.
+(`rlmec.loop.redis_server.LocalRedis`, AOF off); all processes share the same cores.
 
 Command: `{command}`
 

@@ -129,11 +129,11 @@ def cache_hits(base: str, samples: list[dict[str, Any]]) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rlmec.loop.redis_server import LocalRedis, free_port
     from rlmec.services.grm.model_files import convert_smollm2
     from rlmec.services.reward.app import create_app
     from rlmec.services.reward.settings import RewardSettings, TeamConfig
     from rlmec.services.reward.teams import hash_key
-    from rlmec.shared.redis_server import LocalRedis, free_port
     from tests.servers import serve_app
 
     load_before = os.getloadavg()[0]  # the report states it: is the machine quiet?

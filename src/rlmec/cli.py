@@ -17,9 +17,9 @@ AREAS: dict[str, tuple[str, str]] = {
     "eval": ("rlmec.evaluation.cli", "accuracy of a policy on the eight test sets (compare two)"),
     "rollout": ("rlmec.rollout.cli", "the rollout actor: the policy's rollouts into the queue"),
     "client": ("rlmec.clients.cli", "call a running service (score, push rollouts)"),
-    "demo": ("rlmec.demo", "the embedded default: the whole online loop on CPU (SmolLM2-135M)"),
-    "up": ("rlmec.up", "start the services on loopback and leave them running"),
-    "down": ("rlmec.down", "stop what `rlmec up` started"),
+    "demo": ("rlmec.loop.demo", "the whole online loop on CPU (SmolLM2-135M)"),
+    "up": ("rlmec.loop.up", "start the services on loopback and leave them running"),
+    "down": ("rlmec.loop.down", "stop what `rlmec up` started"),
 }
 
 

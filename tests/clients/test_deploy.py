@@ -256,7 +256,7 @@ def test_compose_secrets_made_as_documented_start_redis_and_the_service(
 
     import redis
 
-    from rlmec.shared.redis_server import LocalRedis
+    from rlmec.loop.redis_server import LocalRedis
 
     secrets = tmp_path / "secrets"
     secrets.mkdir()

@@ -20,7 +20,7 @@ from rlmec.clients import (
     RateLimitError,
 )
 from rlmec.clients.adapters import openrlhf, trl, verl
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 from tests.servers import serve_app
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from skyrl.train.dataset.preprocess import convert_prompts_responses_to_batch_te
 from transformers import AutoTokenizer
 
 from rlmec.clients.adapters.skyrl import add_token_rewards
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 from tests.clients.conftest import team_service
 
 pytestmark = pytest.mark.integration

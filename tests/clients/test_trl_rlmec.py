@@ -18,7 +18,7 @@ import datasets
 from rlmec.clients import Client
 from rlmec.clients.adapters.trl import make_reward_func
 from rlmec.clients.adapters.trl_trainer import RlmecGRPOTrainer, rlmec_batch
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.trainer.loss import rlmec_loss
 from tests.clients.conftest import team_service
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlmec.clients.adapters import trl as rlmec_trl
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 from tests.clients.conftest import team_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rlmec.clients import Client
-from rlmec.shared.redis_server import LocalRedis
+from rlmec.loop.redis_server import LocalRedis
 from tests.clients.conftest import team_service
 
 verl = pytest.importorskip("verl")

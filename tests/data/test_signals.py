@@ -12,8 +12,8 @@ import pytest
 from rlmec.cli import main
 from rlmec.data.synth import corrupt
 from rlmec.data.tasks import load_task
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.shared.jsonl import read_rows
-from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import ScoredSample
 from tests.servers import serve_app
 

@@ -14,9 +14,9 @@ import pytest
 from rlmec.cli import main
 from rlmec.data.tasks import load_task
 from rlmec.evaluation.compare import compare, mcnemar_p, paired_bootstrap
+from rlmec.loop.redis_server import free_port
 from rlmec.shared.jsonl import read_rows
 from rlmec.shared.prompts import policy_prompt
-from rlmec.shared.redis_server import free_port
 from tests.servers import VLLM_ENV
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from rlmec.loop.redis_server import free_port
 from rlmec.loop.stack import Stack, group_alive, port_or_free, stop_detached
-from rlmec.shared.redis_server import free_port
 
 
 def test_redis_data_dir_and_aof_are_private(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rlmec.loop.redis_server import LocalRedis, free_port
 from rlmec.services.reward.teams import hash_key
-from rlmec.shared.redis_server import LocalRedis, free_port
 from rlmec.shared.schemas import MAX_TEXT_CHARS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

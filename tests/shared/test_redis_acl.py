@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import redis
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.shared import redis_acl
 from rlmec.shared.policy_version import PolicyVersion, read_version, write_version
 from rlmec.shared.queue import RolloutQueue, ScoredBatchReader, keys_for
-from rlmec.shared.redis_server import LocalRedis
 from tests.shared.test_queue import samples
 
 pytestmark = pytest.mark.integration

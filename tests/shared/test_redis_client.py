@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.shared.redis_client import connect, connect_async
-from rlmec.shared.redis_server import LocalRedis
 
 
 def test_pooled_async_connections_reconnect_after_a_restart() -> None:

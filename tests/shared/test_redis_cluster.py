@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import redis
 
+from rlmec.loop.redis_server import LocalRedisCluster
 from rlmec.services.reward.cache import RewardCache
 from rlmec.services.reward.worker import instant_scorer
 from rlmec.shared import redis_acl
 from rlmec.shared.policy_version import PolicyVersion, read_version, write_version
 from rlmec.shared.queue import RolloutConsumer, RolloutQueue, ScoredBatchReader, keys_for
 from rlmec.shared.redis_client import cluster_seeds, cluster_url, connect, connect_async, is_cluster
-from rlmec.shared.redis_server import LocalRedisCluster
 from rlmec.shared.schemas import ScoredSample
 from tests.shared.test_queue import samples, score_all
 from tests.shared.test_redis_acl import rlmec

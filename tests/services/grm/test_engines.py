@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from rlmec.inference.remote_engine import RemoteEngine
+from rlmec.loop.redis_server import free_port
 from rlmec.services.grm.app import create_app
 from rlmec.services.grm.settings import GrmSettings
-from rlmec.shared.redis_server import free_port
 from tests.servers import VLLM_ENV, serve_app, vllm_openai_server, wait_healthy
 from tests.services.grm.conftest import SAMPLE
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.services.grm.app import create_app as create_grm_app
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.settings import RewardSettings, TeamConfig
 from rlmec.services.reward.teams import hash_key
-from rlmec.shared.redis_server import LocalRedis
 from tests.servers import serve_app
 
 KEYS = {

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
+from rlmec.loop.redis_server import LocalRedis, free_port
 from rlmec.services.grm.app import create_app as create_grm_app
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.services.reward.app import create_app
-from rlmec.shared.redis_server import LocalRedis, free_port
 from tests.servers import serve_app
 from tests.services.reward.conftest import (
     CORRECT,

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.services.grm.app import create_app as create_grm_app
 from rlmec.services.grm.settings import GrmSettings
 from rlmec.services.reward.app import create_app
-from rlmec.shared.redis_server import LocalRedis
 from tests.inference.test_adapters import make_adapter
 from tests.servers import serve_app
 from tests.services.reward.conftest import WRONG, auth, reward_settings, sample, teams

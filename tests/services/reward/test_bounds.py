@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from rlmec.loop.redis_server import LocalRedis, free_port
 from rlmec.services.reward.app import create_app
-from rlmec.shared.redis_server import LocalRedis, free_port
 from tests.servers import serve_app
 from tests.services.reward.conftest import CORRECT, auth, reward_settings, sample
 

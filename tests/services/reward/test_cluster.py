@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from rlmec.loop.redis_server import LocalRedisCluster
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.worker import RewardWorker, WorkerConfig, pipeline_scorer
 from rlmec.shared.queue import keys_for
 from rlmec.shared.redis_client import connect_async
-from rlmec.shared.redis_server import LocalRedisCluster
 from tests.servers import serve_app
 from tests.services.reward.conftest import CORRECT, WRONG, auth, reward_settings, sample
 

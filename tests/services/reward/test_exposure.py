@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.services.reward.app import PUBLIC_PATHS, create_app
-from rlmec.shared.redis_server import LocalRedis
 from tests.servers import serve_app
 from tests.services.reward.conftest import auth, reward_settings
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.grm_backend import GrmBackend
-from rlmec.shared.redis_server import LocalRedis
 from tests.servers import serve_app
 from tests.services.reward.conftest import WRONG, auth, reward_settings, sample
 

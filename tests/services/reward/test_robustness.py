@@ -18,10 +18,10 @@ import pytest
 import redis
 from fastapi import FastAPI, Request, Response
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.worker import RewardWorker, WorkerConfig, pipeline_scorer
 from rlmec.shared.queue import RolloutQueue, ScoredBatch, keys_for
-from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import Sample
 from tests.servers import serve_app
 from tests.services.reward.conftest import CORRECT, WRONG, auth, reward_settings, sample

@@ -13,12 +13,12 @@ import pytest
 import redis
 import redis.asyncio
 
+from rlmec.loop.redis_server import free_port
 from rlmec.services.reward.app import create_app
 from rlmec.services.reward.settings import TeamConfig
 from rlmec.services.reward.teams import hash_key
 from rlmec.services.reward.worker import RewardWorker, WorkerConfig, pipeline_scorer
 from rlmec.shared.queue import ScoredBatchReader
-from rlmec.shared.redis_server import free_port
 from tests.servers import serve_app
 from tests.services.reward.conftest import (
     CORRECT,

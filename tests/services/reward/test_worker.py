@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from rlmec.loop.redis_server import LocalRedis
 from rlmec.shared.queue import RolloutQueue, ScoredBatchReader, dead_letters
-from rlmec.shared.redis_server import LocalRedis
 from rlmec.shared.schemas import Sample
 
 pytestmark = pytest.mark.integration

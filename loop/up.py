@@ -96,7 +96,7 @@ def team_key(workdir: Path, rotate: bool) -> str:
 
 
 def up(args: argparse.Namespace) -> int:
-    from rlmec.demo import DEMO_TEAM, resolve_models, say, start_services
+    from rlmec.loop.services import DEMO_TEAM, resolve_models, say, start_services
     from rlmec.loop.stack import Stack, group_alive, process_env
     from rlmec.shared.secret_files import write_secret_file
 
@@ -141,7 +141,7 @@ def up(args: argparse.Namespace) -> int:
 
 def _ports(args: argparse.Namespace) -> tuple[int, int]:
     """(GRM, reward) ports: the asked ones, or free ones where they are taken (said)."""
-    from rlmec.demo import say
+    from rlmec.loop.services import say
     from rlmec.loop.stack import port_or_free
 
     out = []

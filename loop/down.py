@@ -1,10 +1,10 @@
-"""``rlmec down``: stop what ``rlmec up`` started (see :mod:`rlmec.up`)."""
+"""``rlmec down``: stop what ``rlmec up`` started (see :mod:`rlmec.loop.up`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from rlmec.up import add_down_commands
+from rlmec.loop.up import add_down_commands
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

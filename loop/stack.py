@@ -43,6 +43,33 @@ def process_env() -> dict[str, str]:
     return env
 
 
+class NotReady(RuntimeError):
+    """A server's process exited, or its URL did not answer 200 in time."""
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float, *, path: str = "/ready",
+              heartbeat: Callable[[float], None] | None = None,
+              every_s: float = 15.0) -> None:  # fmt: skip
+    """Poll ``url + path`` until it answers 200 (the one readiness wait of the demo, ``rlmec
+    up``, the benchmarks and the tests). :class:`NotReady` when ``proc`` exits or after
+    ``timeout`` s; ``heartbeat`` gets the seconds waited every ``every_s``."""
+    started = time.monotonic()
+    deadline, beat = started + timeout, started + every_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise NotReady(f"exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if heartbeat is not None and time.monotonic() >= beat:
+            beat += every_s
+            heartbeat(time.monotonic() - started)
+        time.sleep(0.5)
+    raise NotReady(f"was not ready at {url} after {timeout:.0f} s")
+
+
 class Stack:
     """Processes started in order, stopped in reverse order (a context manager)."""
 
@@ -95,23 +122,14 @@ class Stack:
         """Poll ``url``/ready until 200; an exited process or the timeout is a SystemExit
         with the end of its log. ``heartbeat`` gets a line every ``every_s`` seconds while it
         waits (a GRM takes minutes to load: silence looks like a hang)."""
-        started = time.monotonic()
-        deadline, beat = started + timeout, started + every_s
-        while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                raise SystemExit(f"{name} exited with {self.procs[name].returncode}; "
-                                 f"its log:\n{self.tail(name)}")  # fmt: skip
-            try:
-                if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if heartbeat is not None and time.monotonic() >= beat:
-                beat += every_s
-                heartbeat(self._still_starting(name, time.monotonic() - started, timeout))
-            time.sleep(1.0)
-        raise SystemExit(f"{name} was not ready at {url} after {timeout:.0f} s; its log:\n"
-                         f"{self.tail(name)}")  # fmt: skip
+        def beat(waited: float) -> None:
+            if heartbeat is not None:
+                heartbeat(self._still_starting(name, waited, timeout))
+
+        try:
+            wait_http(url, self.procs[name], timeout, heartbeat=beat, every_s=every_s)
+        except NotReady as exc:
+            raise SystemExit(f"{name} {exc}; its log:\n{self.tail(name)}") from None
 
     def _still_starting(self, name: str, waited: float, timeout: float) -> str:
         last = self.tail(name, lines=1).strip()

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
 from rlmec.loop.redis_server import free_port
+from rlmec.loop.stack import NotReady, wait_http
 
 
 @contextmanager
@@ -74,15 +74,9 @@ def vllm_openai_server(model: Path, *extra: str) -> Iterator[tuple[str, subproce
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            pytest.fail(f"vLLM OpenAI server exited with {proc.returncode}: {err}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"vLLM OpenAI server did not become healthy within {timeout} s")
+    """vLLM's server answers ``/health``, or the test fails with the end of its stderr."""
+    try:
+        wait_http(url, proc, timeout, path="/health")
+    except NotReady as exc:
+        err = proc.stderr.read().decode()[-3000:] if proc.stderr and proc.poll() is not None else ""
+        pytest.fail(f"vLLM OpenAI server {exc}: {err}")

@@ -77,17 +77,10 @@ def start_grm(model: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the GRM server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"the GRM at {url} was not ready in {timeout} s")
+    """A benchmark's server is ready, or the run stops (:func:`rlmec.loop.stack.wait_http`)."""
+    from rlmec.loop.stack import wait_http
+
+    wait_http(url, proc, timeout)
 
 
 async def score_all(

@@ -13,7 +13,14 @@ import pytest
 import redis
 
 from rlmec.loop.redis_server import free_port
-from rlmec.loop.stack import Stack, group_alive, port_or_free, stop_detached
+from rlmec.loop.stack import (
+    NotReady,
+    Stack,
+    group_alive,
+    port_or_free,
+    stop_detached,
+    wait_http,
+)
 
 
 def test_redis_data_dir_and_aof_are_private(tmp_path: Path) -> None:
@@ -45,6 +52,30 @@ def test_waiting_for_a_slow_service_says_how_long_and_what_its_log_says(tmp_path
     assert len(beats) >= 2, beats
     assert beats[-1].startswith("grm: still starting (")
     assert beats[-1].endswith("its log says: loading weights")
+
+
+def test_wait_http_stops_at_an_exited_process_and_at_a_ready_url(tmp_path: Path) -> None:
+    """The one readiness wait: an exit is reported at once (not after the timeout), and a
+    server answering 200 on the path ends the wait."""
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    started = time.monotonic()
+    with pytest.raises(NotReady, match="exited with 3"):
+        wait_http(f"http://127.0.0.1:{free_port()}", dead, timeout=60)
+    assert time.monotonic() - started < 30
+    port = free_port()
+    (tmp_path / "health").write_text("ok")
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(tmp_path)],
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}", server, timeout=30, path="/health")
+        with pytest.raises(NotReady, match="was not ready"):
+            wait_http(f"http://127.0.0.1:{port}", server, timeout=1.5, path="/ready")  # a 404
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def test_a_taken_port_falls_back_to_a_free_one() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rlmec.shared.schemas import Sample
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class InputFileError(ValueError):
@@ -24,6 +27,11 @@ def _describe(exc: ValidationError) -> str:
 def read_samples(path: Path) -> list[Sample]:
     """All samples of a JSONL file, validated; blank lines are skipped. Raises
     :class:`InputFileError` on the first bad line, before anything is sent."""
+    return read_models(path, Sample, "question, reference_solution and prediction")
+
+
+def read_models(path: Path, model: type[M], fields: str) -> list[M]:
+    """Every line of a JSONL file as ``model`` (``fields`` names what a line must hold)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -32,7 +40,7 @@ def read_samples(path: Path) -> list[Sample]:
         raise InputFileError(
             f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
         ) from None
-    samples: list[Sample] = []
+    samples: list[M] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -46,14 +54,14 @@ def read_samples(path: Path) -> list[Sample]:
         if not isinstance(data, dict):
             raise InputFileError(
                 f"{path} line {number}: a JSON {type(data).__name__}, expected an object with "
-                "question, reference_solution and prediction"
+                f"{fields}"
             )
         try:
-            samples.append(Sample.model_validate(data))
+            samples.append(model.model_validate(data))
         except ValidationError as exc:
             raise InputFileError(f"{path} line {number}: {_describe(exc)}") from None
     if not samples:
-        raise InputFileError(f"{path} holds no samples; write one JSON object per line")
+        raise InputFileError(f"{path} holds no rows; write one JSON object per line")
     return samples
 
 

@@ -22,7 +22,7 @@ from rlmec.clients._jsonl import InputFileError, count_lines, read_samples
 from rlmec.clients.errors import RlmecClientError
 from rlmec.clients.sync import Client, GrmClient
 from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample
-from rlmec.shared.settings_cli import deprecated_alias
+from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias, model_from_flags
 
 URL_ENV = "RLMEC_URL"
 GRM_URL_ENV = "RLMEC_GRM_URL"
@@ -89,15 +89,14 @@ def _add_scoring(p: argparse.ArgumentParser, default_batch: int) -> None:
     p.add_argument(
         "--policy-tokenizer", default=None, help="registered policy tokenizer to project onto"
     )
-    p.add_argument("--threshold", type=float, default=None, help="§3.1 threshold (0.5)")
-    p.add_argument("--floor", type=float, default=None, help="§3.1 floor of wrong answers (-0.1)")
-    p.add_argument("--cap", type=float, default=None, help="§3.1 cap of correct answers (0.5)")
+    add_setting_flags(p, RewardParams, RewardParams.model_fields)  # §3.1 shaping
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Register ``score``, ``push``, ``status``, ``result``, ``grm-models``,
-    ``grm-adapter-load``/``-unload`` and ``health`` under the ``client`` parser of ``rlmec.cli``."""
+    ``grm-adapter-load``/``-unload``, ``show`` and ``health`` under the ``client`` parser of
+    ``rlmec.cli``."""
     sub = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
 
     score = sub.add_parser(
@@ -184,6 +183,24 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         )
         adapter.set_defaults(func=_run_grm_adapter)
 
+    show = sub.add_parser(
+        "show",
+        help="scored results in the terminal: penalised tokens, the rewrite's diff, reasons",
+        description="Reads the JSONL of `rlmec client score`, `client result` or `data "
+        "signals` (no service needed). Each prediction's tokens are coloured by reward (red: "
+        "the GRM would not keep them), the GRM's rewrite is a word diff with the located step "
+        "marked (>), an unscored sample shows its reason.",
+    )
+    show.add_argument("--input", required=True, type=Path, help="JSONL of results")
+    show.add_argument("--only", default="wrong,correct,unscored",
+                      help="comma-separated kinds to show: wrong, correct, unscored")  # fmt: skip
+    show.add_argument("--reason", default=None, help="only unscored results with this reason")
+    show.add_argument("--id", action="append", default=[], help="only this sample id (repeat)")
+    show.add_argument("--limit", type=int, default=20, help="results shown at most (0: all)")
+    show.add_argument("--policy", action="store_true",
+                      help="colour the policy tokenizer's projection, not the GRM's")  # fmt: skip
+    show.set_defaults(func=_run_show)
+
     health = sub.add_parser("health", help="GET /health of a service")
     _add_connection(health)
     health.set_defaults(func=_run_health)
@@ -236,8 +253,7 @@ def _client(args: argparse.Namespace, cls: type[Client] | type[GrmClient] = Clie
 
 
 def _params(args: argparse.Namespace) -> RewardParams:
-    given = {k: getattr(args, k) for k in ("threshold", "floor", "cap")}
-    return RewardParams(**{k: v for k, v in given.items() if v is not None})
+    return model_from_flags(RewardParams, args)
 
 
 def _progress(total: int, initial: int, quiet: bool, unit: str) -> Any:
@@ -353,6 +369,27 @@ def _run_grm_adapter(args: argparse.Namespace) -> int:
         else:
             done = client.unload_adapter(args.name)
     print(done.model_dump_json(exclude_none=True))
+    return 0
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rlmec.clients._jsonl import read_models
+    from rlmec.clients.show import KINDS, select, show
+    from rlmec.shared.schemas import ScoredSample
+
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    if not only or any(k not in KINDS for k in only):
+        return _fail(f"--only {args.only!r}: choose among {', '.join(KINDS)}", 2)
+    if args.limit < 0:
+        return _fail(f"--limit {args.limit}: must be 0 (all) or more", 2)
+    try:
+        results = read_models(args.input, ScoredSample, "a ScoredSample (status, prediction, ...)")
+    except InputFileError as exc:
+        return _fail(str(exc), 2)
+    shown = select(results, only=only, reason=args.reason, ids=args.id)
+    show(Console(), results, shown[: args.limit or None], policy=args.policy)
     return 0
 
 

@@ -30,7 +30,7 @@ from rlmec.inference.settings import (
     engine_settings_from,
 )
 from rlmec.shared.schemas import RewardParams
-from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias
+from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias, model_from_flags
 
 SYNTH_KINDS = ("number", "operation", "arithmetic")
 
@@ -379,15 +379,12 @@ def signals_command(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size ({args.batch_size}) must lie in 1..1024")
     if args.policy and not (Path(args.policy).expanduser() / "config.json").is_file():
         return _fail(f"--policy {args.policy!r} is not a model directory (no config.json)")
-    from pydantic import ValidationError
-
     from rlmec.clients.errors import RlmecClientError
 
     try:
-        args.params = RewardParams(**{f: getattr(args, f) for f in RewardParams.model_fields})
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        return _fail(f"--{str(e['loc'][0]).replace('_', '-')} {e['input']}: {e['msg']}")
+        args.params = model_from_flags(RewardParams, args)
+    except ValueError as exc:
+        return _fail(str(exc))
 
     try:
         counts = asyncio.run(_signals(args))

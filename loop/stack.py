@@ -122,6 +122,7 @@ class Stack:
         """Poll ``url``/ready until 200; an exited process or the timeout is a SystemExit
         with the end of its log. ``heartbeat`` gets a line every ``every_s`` seconds while it
         waits (a GRM takes minutes to load: silence looks like a hang)."""
+
         def beat(waited: float) -> None:
             if heartbeat is not None:
                 heartbeat(self._still_starting(name, waited, timeout))

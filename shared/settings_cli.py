@@ -12,9 +12,11 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 # A list field takes one value per flag, repeated: its flag is the singular (both are URLs).
 _SINGULAR = {"upstreams": "upstream", "grm_urls": "grm_url"}
@@ -65,6 +67,17 @@ def add_setting_flags(
             if many:
                 kwargs["action"] = "append"
         parser.add_argument(flag_of(name), **kwargs)
+
+
+def model_from_flags(model: type[M], args: argparse.Namespace) -> M:
+    """``model`` from the flags :func:`add_setting_flags` made for all its fields; a bad value
+    is a ValueError naming the flag and the rule (no pydantic dump)."""
+    try:
+        return model(**{name: getattr(args, name) for name in model.model_fields})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = flag_of(str(error["loc"][0])) if error["loc"] else model.__name__
+        raise ValueError(f"{flag} {error['input']!r}: {error['msg']}") from None
 
 
 def _kind(annotation: Any) -> tuple[Any, list[Any] | None, bool]:

@@ -50,6 +50,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     cmp.add_argument("a", type=Path, help="results.json (or its directory) of model A")
     cmp.add_argument("b", type=Path, help="results.json (or its directory) of model B")
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                     help="also draw each task's accuracies and B's interval into PNG")  # fmt: skip
     cmp.set_defaults(func=compare_command)
 
 
@@ -142,4 +144,8 @@ def compare_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(format_comparison(rows, "A", "B"))
     print(f"\nA = {args.a}\nB = {args.b}")
+    if args.plot is not None:
+        from rlmec.plots.compare import plot_comparison
+
+        print(f"plot: {plot_comparison(rows, args.plot)}")
     return 0

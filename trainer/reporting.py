@@ -1,4 +1,5 @@
-"""Progress of a training recipe on rank 0: a console bar, TensorBoard and ``metrics.jsonl``."""
+"""Progress of a training recipe on rank 0: a console bar, TensorBoard, ``metrics.jsonl`` and, at
+the end, ``curves.png`` (:mod:`rlmec.plots.curves`)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ class Reporter:
         self.bar.write(line)
 
     def close(self) -> None:
+        """Close the bar and TensorBoard, and draw the run's curves (``curves.png``)."""
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+        if self.on:
+            from rlmec.plots.curves import plot_quietly
+
+            # A plot never fails the run it describes (which may be ending on an error).
+            try:
+                plot_quietly(self.path.parent)
+            except Exception as exc:
+                self.bar.write(f"curves.png not written: {exc!r}")

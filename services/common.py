@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -324,3 +325,20 @@ def _replay(body: bytes | None, receive: Any) -> Any:
         return result
 
     return replay
+
+
+# Swagger UI and ReDoc from the assets fastapi-offline ships, not a CDN: /docs and /redoc work
+# on an air-gapped cluster.
+DOCS_ASSETS = "/docs-assets"
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def service_app(**kwargs: Any) -> FastAPI:
+    """A FastAPI app whose ``/docs`` and ``/redoc`` load their scripts from this service
+    (``DOCS_ASSETS``), never from the internet."""
+    return FastAPIOffline(static_url=DOCS_ASSETS, **kwargs)
+
+
+def is_docs_path(path: str) -> bool:
+    """The documentation pages and their assets (public on every service)."""
+    return path in DOCS_PATHS or path.startswith(DOCS_ASSETS + "/")

@@ -24,6 +24,7 @@ from rlmec.services.common import (
     Scope,
     add_metrics_route,
     install_error_handlers,
+    service_app,
 )
 from rlmec.services.grm.admin import add_admin_routes
 from rlmec.services.grm.admission import Admission
@@ -66,7 +67,7 @@ def create_app(settings: GrmSettings, *, engine: Engine | None = None) -> FastAP
             app.state.service = None
             await runtime.close()
 
-    app = FastAPI(
+    app = service_app(
         title="rlmec GRM service",
         version="1",
         summary="Locate, rewrite and score with a generative reward model (RLMEC).",

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Match
 
 from rlmec.services.common import (
+    DOCS_PATHS,
     ASGIApp,
     BodyGuard,
     Precheck,
@@ -21,6 +22,8 @@ from rlmec.services.common import (
     declare_bearer_auth,
     error_response,
     install_error_handlers,
+    is_docs_path,
+    service_app,
 )
 from rlmec.services.reward import rollouts
 from rlmec.services.reward.deps import CALLER, team_for
@@ -89,7 +92,7 @@ class _RequestMetrics(RequestObserver):
 
 
 # Routes anyone may call; every other one needs a team's key before its body is read.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"}) | DOCS_PATHS
 
 
 def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
@@ -97,7 +100,8 @@ def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
     found is handed to the route's dependency (request state), so the key is hashed once."""
 
     def precheck(scope: Scope) -> JSONResponse | None:
-        if scope.get("path") in PUBLIC_PATHS:
+        path = scope.get("path") or ""
+        if path in PUBLIC_PATHS or is_docs_path(path):
             return None
         header = dict(scope.get("headers") or []).get(b"authorization")
         try:
@@ -119,7 +123,7 @@ def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
 def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = None) -> FastAPI:
     """The app; pass ``pipeline`` to reuse one (tests, embedding), else the lifespan opens
     one from ``settings``."""
-    app = FastAPI(
+    app = service_app(
         title="rlmec token-reward service",
         version="1",
         description="RLMEC token rewards from a generative reward model, per team.",

@@ -117,12 +117,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def add_metrics_route(
-    app: FastAPI, registry: CollectorRegistry, token_file: Path | None = None
-) -> None:
+    app: FastAPI, registry: CollectorRegistry, token_file: Path | None = None,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> None:  # fmt: skip
     """``GET /metrics`` in Prometheus text format. Each app owns its registry, so several
     apps in one process (tests) never clash on metric names. With ``token_file`` (a secret;
     Prometheus sends it with ``authorization: {credentials_file: ...}``) the route needs
-    ``Authorization: Bearer <token>``: the metrics name every team and its activity."""
+    ``Authorization: Bearer <token>``: the metrics name every team and its activity.
+    ``refresh`` sets the gauges read at scrape time (e.g. from Redis) before they are sent."""
     token = read_secret_file(token_file, "metrics token file") if token_file else None
 
     @app.get("/metrics", include_in_schema=False)
@@ -134,6 +136,8 @@ def add_metrics_route(
                     401, "auth", "/metrics needs the metrics token: Authorization: Bearer TOKEN",
                     code="invalid_metrics_token", headers={"WWW-Authenticate": "Bearer"},
                 )  # fmt: skip
+        if refresh is not None:
+            await refresh()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -4,11 +4,14 @@ opens Redis and the scoring pipeline (GRM client, cache, policy tokenizers) onto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.routing import Match
 
 from rlmec.services.common import (
@@ -35,6 +38,9 @@ from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
 from rlmec.shared.errors import AuthenticationError
+from rlmec.shared.queue import AsyncRolloutQueue, keys_for
+
+logger = logging.getLogger(__name__)
 
 _ERROR_TYPES = {
     401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
@@ -59,6 +65,7 @@ def _lifespan(
                 prefix=settings.redis_prefix,
                 lease_ttl_s=settings.lease_ttl_s,
                 admission_wait_s=settings.admission_wait_s,
+                wait_seconds=app.state.metrics.admission_wait,
             )
             app.state.pipeline = pipeline or await stack.enter_async_context(
                 open_pipeline(settings)
@@ -89,6 +96,26 @@ class _RequestMetrics(RequestObserver):
         if status >= 400:
             kind = _ERROR_TYPES.get(status, "server" if status >= 500 else "client")
             self.metrics.errors.labels(team, route, kind).inc()
+
+
+async def _stream_gauges(app: FastAPI, settings: RewardSettings, metrics: RewardMetrics) -> None:
+    """Each configured team's queued, scored-unacknowledged and dead-lettered samples, read at
+    scrape time (two small reads per team; one key slot each, so Redis Cluster too). With Redis
+    down the last values stay: a scrape never fails on it (``/ready`` says Redis is down)."""
+    redis = getattr(app.state, "redis", None)
+    teams = [t.name for t in settings.teams]
+    if redis is None or not teams:
+        return
+    queue = AsyncRolloutQueue(redis)
+    try:
+        for team in teams:
+            depth = await queue.depth(team)
+            dead = await redis.xlen(keys_for(team).dead)
+            metrics.queue_samples.labels(team, "queued").set(depth.queued_samples)
+            metrics.queue_samples.labels(team, "scored").set(depth.scored_samples)
+            metrics.queue_samples.labels(team, "dead").set(int(dead))
+    except (RedisError, OSError) as exc:
+        logger.warning("metrics: the team streams could not be read: %s", exc)
 
 
 # Routes anyone may call; every other one needs a team's key before its body is read.
@@ -134,7 +161,8 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.state.teams = TeamDirectory(settings)
     app.state.metrics = metrics
     install_error_handlers(app)
-    add_metrics_route(app, metrics.registry, settings.metrics_token_file)
+    add_metrics_route(app, metrics.registry, settings.metrics_token_file,
+                      refresh=partial(_stream_gauges, app, settings, metrics))  # fmt: skip
     app.add_middleware(
         BodyGuard,
         max_body_bytes=settings.max_body_bytes,

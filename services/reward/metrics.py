@@ -1,11 +1,13 @@
 """Prometheus metrics of one app instance (own registry, so apps in one process never clash).
-Labelled by team: samples scored, cache hits, latency, errors."""
+Labelled by team: samples scored, cache hits, latency, errors, admission waits, and the team's
+streams (queued, scored-but-unacknowledged, dead-lettered), read from Redis at each scrape.
+``deploy/monitoring`` charts and alerts on them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rlmec.shared.schemas import ScoredSample
 
@@ -42,6 +44,17 @@ class RewardMetrics:
         self.latency = Histogram(
             "rlmec_reward_request_seconds", "Request latency by team and route.",
             ["team", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.admission_wait = Histogram(
+            "rlmec_reward_admission_wait_seconds",
+            "Time a request waited for one of its team's concurrency slots.",
+            ["team"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.queue_samples = Gauge(
+            "rlmec_reward_queue_samples",
+            "Samples in a team's streams: queued (pushed, not yet scored), scored (not yet "
+            "acknowledged by the team's trainer: its lag), dead (dead-lettered entries).",
+            ["team", "stream"], registry=self.registry,
         )  # fmt: skip
 
     def record_results(self, team: str, results: Sequence[ScoredSample]) -> None:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
+from prometheus_client import Histogram
 from redis.asyncio import Redis
 
 from rlmec.services.reward.admission import SlotWaiters
@@ -72,9 +74,11 @@ return redis.call('DECRBY', KEYS[1], math.min(used, tonumber(ARGV[1])))
 
 class QuotaGate:
     def __init__(
-        self, redis: Redis, *, prefix: str, lease_ttl_s: int, admission_wait_s: float = 0.0
-    ) -> None:
+        self, redis: Redis, *, prefix: str, lease_ttl_s: int, admission_wait_s: float = 0.0,
+        wait_seconds: Histogram | None = None,
+    ) -> None:  # fmt: skip
         self.redis = redis
+        self.wait_seconds = wait_seconds  # observed per team on every granted slot
         self.prefix = prefix
         self.lease_ttl_s = lease_ttl_s
         self.waiters = SlotWaiters(max_wait_s=admission_wait_s)
@@ -123,12 +127,16 @@ class QuotaGate:
 
     async def acquire(self, team: Team) -> str:
         """A concurrency slot, after waiting in the team's queue if need be; else 429."""
-        return await self.waiters.acquire(
+        started = time.monotonic()
+        lease = await self.waiters.acquire(
             team.name,
             lambda: self.try_acquire(team),
             max_waiting=team.max_waiting_requests,
             limit=team.max_concurrency,
         )
+        if self.wait_seconds is not None:
+            self.wait_seconds.labels(team.name).observe(time.monotonic() - started)
+        return lease
 
     async def release(self, team: Team, lease: str) -> None:
         try:

@@ -48,7 +48,10 @@ def start_services(
     stack.start("reward", [*RLMEC, "reward", "serve", "--port", str(port_of(reward_url))], renv)
     stack.start("worker", [*RLMEC, "reward", "worker", "--consumer", "demo-worker"], renv)
     stack.wait_ready("reward", reward_url, args.startup_timeout, heartbeat=say)
-    say(f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs), worker started")
+    say(
+        f"reward service at {reward_url} (OpenAPI docs: {reward_url}/docs; token-reward "
+        f"inspector: {reward_url}/inspect), worker started"
+    )
     return {"redis": redis_url, "grm": grm_url, "reward": reward_url}
 
 

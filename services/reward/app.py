@@ -29,6 +29,7 @@ from rlmec.services.common import (
     service_app,
 )
 from rlmec.services.reward import inspector, rollouts
+from rlmec.services.reward.coalesce import Coalescer
 from rlmec.services.reward.deps import CALLER, team_for
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline, open_pipeline
@@ -70,10 +71,16 @@ def _lifespan(
             app.state.pipeline = pipeline or await stack.enter_async_context(
                 open_pipeline(settings)
             )
+            app.state.coalescer = Coalescer(
+                app.state.pipeline.score,
+                window_s=settings.coalesce_window_ms / 1000,
+                max_samples=settings.grm_batch_size,
+            )
             try:
                 yield
             finally:
                 app.state.pipeline = app.state.quotas = app.state.redis = None
+                app.state.coalescer = None
                 app.state.pull_redis = app.state.waiting_pulls = None
 
     return lifespan

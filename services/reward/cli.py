@@ -10,7 +10,7 @@ from typing import Any
 # The settings `rlmec reward serve` takes as flags (generated from RewardSettings: the flag is
 # the field's name); a flag overrides its RLMEC_REWARD_* variable.
 SERVE_FIELDS = ("grm_urls", "redis_url", "teams_file", "host", "port", "cache_ttl_s",
-                "cache_max_entries", "allow_anonymous")  # fmt: skip
+                "cache_max_entries", "allow_anonymous", "coalesce_window_ms")  # fmt: skip
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from rlmec.services.reward.coalesce import Coalescer
 from rlmec.services.reward.metrics import RewardMetrics
 from rlmec.services.reward.pipeline import RewardPipeline
 from rlmec.services.reward.pulls import WaitingPulls
@@ -18,6 +19,7 @@ from rlmec.services.reward.teams import Team, TeamDirectory
 from rlmec.shared.errors import AuthenticationError, ServiceUnavailableError
 
 __all__ = [
+    "CoalescerDep",
     "MetricsDep",
     "PipelineDep",
     "PullRedisDep",
@@ -70,6 +72,12 @@ def get_pipeline(request: Request) -> RewardPipeline:
     pipeline = _state(request, "pipeline")
     assert isinstance(pipeline, RewardPipeline)
     return pipeline
+
+
+def get_coalescer(request: Request) -> Coalescer:
+    coalescer = _state(request, "coalescer")
+    assert isinstance(coalescer, Coalescer)
+    return coalescer
 
 
 def get_quotas(request: Request) -> QuotaGate:
@@ -133,5 +141,6 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 PullRedisDep = Annotated[Redis, Depends(get_pull_redis)]
 WaitingPullsDep = Annotated[WaitingPulls, Depends(get_waiting_pulls)]
 PipelineDep = Annotated[RewardPipeline, Depends(get_pipeline)]
+CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
 QuotaDep = Annotated[QuotaGate, Depends(get_quotas)]
 MetricsDep = Annotated[RewardMetrics, Depends(get_metrics)]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from rlmec.services.common import ERROR_RESPONSES, error_response, run_until_disconnect
 from rlmec.services.reward import openrlhf
 from rlmec.services.reward.deps import (
+    CoalescerDep,
     MetricsDep,
     PipelineDep,
     QuotaDep,
@@ -51,13 +52,14 @@ async def token_rewards(
     request: Request,
     team: TeamDep,
     pipeline: PipelineDep,
+    coalescer: CoalescerDep,
     quotas: QuotaDep,
     metrics: MetricsDep,
 ) -> TokenRewardsResponse:
     """Score a batch: token rewards (§3.1), imitation weights (§3.3), spans and, with
     ``policy_tokenizer``, the projection onto the policy's tokens (§6)."""
     async with admit(quotas, team, len(body.samples)):
-        work = pipeline.score(
+        work = coalescer.score(
             body.samples, body.params, policy_tokenizer=body.policy_tokenizer, team=team.name
         )
         results = await run_until_disconnect(request, work)
@@ -72,6 +74,7 @@ async def get_reward(
     request: Request,
     team: TeamDep,
     pipeline: PipelineDep,
+    coalescer: CoalescerDep,
     quotas: QuotaDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -97,7 +100,7 @@ async def get_reward(
     scored: list[ScoredSample] = []
     async with admit(quotas, team, len(body.query)):
         for start in range(0, len(todo), MAX_BATCH):
-            work = pipeline.score(
+            work = coalescer.score(
                 todo[start : start + MAX_BATCH],
                 settings.reward_params,
                 team=team.name,

@@ -184,6 +184,14 @@ class RewardSettings(BaseSettings, HttpBounds):
     )
     grm_timeout_s: float = Field(300.0, gt=0, description="Timeout of one GRM call.")
     grm_batch_size: int = Field(64, ge=1, le=1024, description="Samples per GRM call.")
+    coalesce_window_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="Concurrent requests of one team smaller than grm_batch_size that arrive "
+        "within this window are scored as one batch (OpenRLHF posts one sample per request); "
+        "0 = each request alone.",
+    )
     grm_max_concurrency: int = Field(8, ge=1, le=256, description="GRM calls in flight.")
     grm_max_new_tokens: int = Field(512, ge=1, le=8192, description="Rewrite budget.")
     grm_info_ttl_s: float = Field(

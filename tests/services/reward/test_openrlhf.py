@@ -216,3 +216,31 @@ def test_2025_openrlhf_batch_posted_as_its_code_posts_it(anonymous_service: str)
         {"query": queries, "prompts": [PROMPT] * 8, "labels": ["72"] * 8},
     )
     assert answer is not None and answer["rewards"] == [float(i % 2) for i in range(8)]
+
+
+def _grm_score_calls(grm_url: str) -> float:
+    text = httpx.get(f"{grm_url}/metrics", timeout=30).text
+    score = [ln for ln in text.splitlines() if ln.startswith("rlmec_grm_requests_total{")]
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in score if 'endpoint="score"' in ln)
+
+
+def test_per_sample_requests_in_flight_share_grm_calls(grm_url: str, redis_url: str) -> None:
+    """OpenRLHF's one sample per request, 16 in flight: the service scores them in a few GRM
+    batches (coalesce_window_ms), not 16 calls, and each request gets its own reward."""
+    settings = reward_settings(grm_url, redis_url, allow_anonymous=True, coalesce_window_ms=200,
+                               redis_prefix="rlmec:coalesce-test", cache_enabled=False)  # fmt: skip
+    predictions = [f"Try {i}.\n" + (CORRECT if i % 2 else WRONG) for i in range(16)]
+    with serve_app(create_app(settings)) as url:
+        before = _grm_score_calls(grm_url)
+
+        async def step() -> list[Any]:
+            return await asyncio.gather(
+                *(openrlhf_post(url + "/get_reward", {"query": [PROMPT + p], "prompts": [PROMPT],
+                                                      "labels": ["72"]})
+                  for p in predictions)
+            )  # fmt: skip
+
+        answers = asyncio.run(step())
+        calls = _grm_score_calls(grm_url) - before
+    assert [a["rewards"][0] if a else None for a in answers] == [float(i % 2) for i in range(16)]
+    assert 1 <= calls <= 4, f"{calls} GRM score calls for 16 one-sample requests"

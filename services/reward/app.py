@@ -4,14 +4,11 @@ opens Redis and the scoring pipeline (GRM client, cache, policy tokenizers) onto
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 from starlette.routing import Match
 
 from rlmec.services.common import (
@@ -39,9 +36,6 @@ from rlmec.services.reward.routes import router
 from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.teams import TeamDirectory
 from rlmec.shared.errors import AuthenticationError
-from rlmec.shared.queue import AsyncRolloutQueue, keys_for
-
-logger = logging.getLogger(__name__)
 
 _ERROR_TYPES = {
     401: "auth", 403: "forbidden", 413: "too_large", 422: "invalid", 429: "rate_limited",
@@ -105,26 +99,6 @@ class _RequestMetrics(RequestObserver):
             self.metrics.errors.labels(team, route, kind).inc()
 
 
-async def _stream_gauges(app: FastAPI, settings: RewardSettings, metrics: RewardMetrics) -> None:
-    """Each configured team's queued, scored-unacknowledged and dead-lettered samples, read at
-    scrape time (two small reads per team; one key slot each, so Redis Cluster too). With Redis
-    down the last values stay: a scrape never fails on it (``/ready`` says Redis is down)."""
-    redis = getattr(app.state, "redis", None)
-    teams = [t.name for t in settings.teams]
-    if redis is None or not teams:
-        return
-    queue = AsyncRolloutQueue(redis)
-    try:
-        for team in teams:
-            depth = await queue.depth(team)
-            dead = await redis.xlen(keys_for(team).dead)
-            metrics.queue_samples.labels(team, "queued").set(depth.queued_samples)
-            metrics.queue_samples.labels(team, "scored").set(depth.scored_samples)
-            metrics.queue_samples.labels(team, "dead").set(int(dead))
-    except (RedisError, OSError) as exc:
-        logger.warning("metrics: the team streams could not be read: %s", exc)
-
-
 # Routes anyone may call; every other one needs a team's key before its body is read.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"}) | DOCS_PATHS | inspector.PAGE_PATHS
 
@@ -168,8 +142,12 @@ def create_app(settings: RewardSettings, *, pipeline: RewardPipeline | None = No
     app.state.teams = TeamDirectory(settings)
     app.state.metrics = metrics
     install_error_handlers(app)
-    add_metrics_route(app, metrics.registry, settings.metrics_token_file,
-                      refresh=partial(_stream_gauges, app, settings, metrics))  # fmt: skip
+    teams = [t.name for t in settings.teams]
+
+    async def read_streams() -> None:  # the team streams' gauges, at each scrape
+        await metrics.read_streams(getattr(app.state, "redis", None), teams)
+
+    add_metrics_route(app, metrics.registry, settings.metrics_token_file, refresh=read_streams)
     app.add_middleware(
         BodyGuard,
         max_body_bytes=settings.max_body_bytes,

@@ -5,11 +5,17 @@ streams (queued, scored-but-unacknowledged, dead-lettered), read from Redis at e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from rlmec.shared.queue import AsyncRolloutQueue, keys_for
 from rlmec.shared.schemas import ScoredSample
+
+logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -68,3 +74,20 @@ class RewardMetrics:
         hits = sum(r.cached for r in results)
         if hits:
             self.cache_hits.labels(team).inc(hits)
+
+    async def read_streams(self, redis: Redis | None, teams: Sequence[str]) -> None:
+        """Each team's queued, scored-unacknowledged and dead-lettered samples, read at scrape
+        time (two small reads per team, one key slot each: Redis Cluster too). With Redis down
+        the last values stay: a scrape never fails on it (``/ready`` says Redis is down)."""
+        if redis is None:
+            return
+        queue = AsyncRolloutQueue(redis)
+        try:
+            for team in teams:
+                depth = await queue.depth(team)
+                dead = await redis.xlen(keys_for(team).dead)
+                self.queue_samples.labels(team, "queued").set(depth.queued_samples)
+                self.queue_samples.labels(team, "scored").set(depth.scored_samples)
+                self.queue_samples.labels(team, "dead").set(int(dead))
+        except (RedisError, OSError) as exc:
+            logger.warning("metrics: the team streams could not be read: %s", exc)

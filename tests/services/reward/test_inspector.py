@@ -2,7 +2,7 @@
 a real reward worker): open a pushed batch with the team's key, the coloured tokens carry the
 API's values, the rewrite diff marks the located step, filters, 1,000 results stay paged, and a
 prediction holding HTML or script renders as text. Set RLMEC_INSPECTOR_SCREENSHOT=PATH to keep
-the screenshot (docs/inspector.png is one)."""
+the screenshot."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from rlmec.data.tasks import Problem
 from rlmec.inference.engine import ReloadableEngine, Sampling, generate_in_context
 from rlmec.shared.policy_version import PolicyVersion
 from rlmec.shared.prompts import POLICY_STOP, policy_prompt
-from rlmec.shared.schemas import Sample, replace_bad_chars
+from rlmec.shared.schemas import RewardParams, Sample, replace_bad_chars
 from rlmec.shared.tokenization import encode_output
 
 log = logging.getLogger("rlmec.rollout")
@@ -66,6 +66,9 @@ class RolloutConfig:
     # GRM then scores but does not rewrite (for a GRM that cannot yet rewrite this policy's
     # solutions into correct ones; the paper's teacher-made rewrites play this part offline).
     reference_rewrite: bool = False
+    # §3.1 shaping the batches are scored with (edit_penalty: the floor on every token the
+    # GRM's rewrite does not keep, BENCHMARKS.md ``learning``).
+    params: RewardParams = field(default_factory=RewardParams)
 
 
 @dataclass
@@ -271,7 +274,7 @@ class RolloutActor:
             try:
                 return await self.client.push_rollouts(
                     samples, batch_id=batch_id, policy_tokenizer=self.cfg.policy_tokenizer,
-                    policy_version=version,
+                    policy_version=version, params=self.cfg.params,
                 )  # fmt: skip
             except (QueueFullError, ServiceUnavailableError) as exc:
                 wait = max(self.cfg.backpressure_wait_s, getattr(exc, "retry_after", None) or 0)

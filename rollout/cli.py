@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.inference.settings import add_engine_arguments, engine_settings_from
-from rlmec.shared.settings_cli import deprecated_alias
+from rlmec.shared.schemas import RewardParams
+from rlmec.shared.settings_cli import add_setting_flags, deprecated_alias, model_from_flags
 
 log = logging.getLogger("rlmec.rollout")
 
@@ -70,6 +71,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         help="send each problem's reference solution as the rewrite (the GRM "
         "then only scores): for a GRM that cannot rewrite this policy yet",
     )
+    add_setting_flags(parser, RewardParams, RewardParams.model_fields)  # §3.1 shaping
     parser.add_argument("--redis-url", default=None,
                         help="Redis holding the trainer's version record; without it the "
                         "weights never change")  # fmt: skip
@@ -185,7 +187,7 @@ async def _run(args: argparse.Namespace, problems: list[Any]) -> list[Any]:
         team=args.team, run_id=args.run_id, n=args.n, problems_per_batch=args.problems_per_batch,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         seed=args.seed, max_batches=args.max_batches, policy_tokenizer=args.policy_tokenizer,
-        reference_rewrite=args.reference_rewrite,
+        reference_rewrite=args.reference_rewrite, params=model_from_flags(RewardParams, args),
     )  # fmt: skip
     key = args.api_key_file.read_text().strip() if args.api_key_file else None
     stop = asyncio.Event()

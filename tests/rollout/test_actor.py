@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from rlmec.shared.schemas import RewardParams
 from tests.servers import serve_app
 
 TEAM, KEY = "team-r", "rollout-key"
@@ -118,7 +119,8 @@ def test_batches_carry_versions_and_behaviour_logprobs_and_follow_new_weights(
         await engine.start()
         try:
             async with AsyncClient(url, api_key=KEY) as http:
-                actor = make_actor(engine, http, tmp_path / "work", redis_url, max_batches=2)
+                actor = make_actor(engine, http, tmp_path / "work", redis_url, max_batches=2,
+                                   params=RewardParams(edit_penalty=True))  # fmt: skip
                 return await actor.run(on_batch=publish_after_first)
         finally:
             await engine.close()
@@ -131,6 +133,7 @@ def test_batches_carry_versions_and_behaviour_logprobs_and_follow_new_weights(
     batches = queued_batches(redis_url)
     assert [b.batch_id for b in batches] == ["t-00000000", "t-00000001"]
     assert [b.policy_version for b in batches] == [0, 1]
+    assert all(b.params.edit_penalty for b in batches)  # the actor's reward shaping
     tol = 1e-4 if kind == "hf" else 2e-3
     for batch, model in zip(batches, [tiny_model_dir, v1], strict=True):
         assert len(batch.samples) == 4

@@ -28,6 +28,7 @@ def _rollout(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[
         (["--engine", "remote", "--upstream", "http://x"], "cannot take new weights"),
         (["--n", "0"], "--n (0) must be at least 1"),
         (["--input", "/nope.jsonl"], "--input /nope.jsonl does not exist"),
+        (["--threshold", "2"], "--threshold 2.0: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_flags_name_the_value_and_the_fix(

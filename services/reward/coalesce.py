@@ -30,9 +30,9 @@ _Key = tuple[str | None, str, str | None, bool]
 @dataclass
 class _Batch:
     key: _Key
+    done: asyncio.Future[list[ScoredSample]]  # the batch's results, for every caller
     samples: list[Sample] = field(default_factory=list)
     waiters: int = 0
-    done: asyncio.Future[list[ScoredSample]] | None = None
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
 
@@ -68,7 +68,6 @@ class Coalescer:
         batch.samples.extend(samples)
         if len(batch.samples) >= self.max_samples:
             self._flush(batch, params, kwargs)
-        assert batch.done is not None
         batch.waiters += 1
         try:
             results = await asyncio.shield(batch.done)
@@ -87,7 +86,7 @@ class Coalescer:
         batch = self._open.get(key)
         if batch is None:
             loop = asyncio.get_running_loop()
-            batch = _Batch(key, done=loop.create_future())
+            batch = _Batch(key, loop.create_future())
             batch.timer = loop.call_later(self.window_s, self._flush, batch, params, kwargs)
             self._open[key] = batch
         return batch
@@ -102,7 +101,6 @@ class Coalescer:
             batch.task = asyncio.get_running_loop().create_task(self._run(batch, params, kwargs))
 
     async def _run(self, batch: _Batch, params: RewardParams, kwargs: dict[str, object]) -> None:
-        assert batch.done is not None
         try:
             results = await self._score(list(batch.samples), params, **kwargs)
         except BaseException as exc:

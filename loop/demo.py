@@ -382,7 +382,9 @@ def _run_loop(
     config_path = args.workdir / "train.json"
     config_path.write_text(json.dumps(config, indent=2))
     stack.start("trainer", [*RLMEC, "train", "--config", str(config_path)], env)
-    rewrite = ["--reference-rewrite"] if args.reference_rewrite else []
+    # The GRM's own rewrites are scored with edit_penalty: its §3.1 rewards alone miss the
+    # later copies of a slip (BENCHMARKS.md, learning); reference rewrites are not minimal.
+    rewrite = ["--reference-rewrite"] if args.reference_rewrite else ["--edit-penalty"]
     stack.start("actor", [
         *RLMEC, "rollout", "--model", str(model), "--engine", args.engine,
         "--reward-url", urls["reward"], "--team", DEMO_TEAM, "--tasks", TASKS[args.task]["train"],

@@ -44,15 +44,16 @@ def test_one_team_flooding_its_adapter_leaves_another_teams_adapter_working(
     settings = reward_settings(adapter_grm, redis_server.url, teams=configs,
                                cache_enabled=False)  # fmt: skip
 
-    done = [0]  # the flood's requests answered so far
+    done, scored = [0], [0]  # the flood's requests answered so far, and scored (200)
 
     async def flood(url: str) -> None:
         async with httpx.AsyncClient(base_url=url, headers=auth("alpha"), timeout=120) as c:
 
             async def burst(i: int) -> None:
                 samples = [sample(f"{WRONG} flood {i}-{j}") for j in range(8)]
-                await c.post("/v1/token-rewards", json={"samples": samples})
+                resp = await c.post("/v1/token-rewards", json={"samples": samples})
                 done[0] += 1
+                scored[0] += resp.status_code == 200
 
             k = 0
             while True:
@@ -73,6 +74,11 @@ def test_one_team_flooding_its_adapter_leaves_another_teams_adapter_working(
                 if i == 0:
                     ahead = done[0]
                 models.append(resp.json()["grm"]["model_id"])
+            # The flood's requests are coalesced into batches of 64: let one finish, so its
+            # usage is counted, before stopping it.
+            deadline = asyncio.get_running_loop().time() + 120
+            while not scored[0] and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
             task.cancel()
         async with httpx.AsyncClient(base_url=url, headers=auth("alpha"), timeout=BOUND_S) as c:
             resp = await c.post("/v1/token-rewards", json={"samples": [sample(f"{WRONG} a")]})

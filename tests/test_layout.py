@@ -25,6 +25,8 @@ ALLOWED = {
     "evaluation": {"shared", "inference", "data", "plots"},
     "trainer": {"shared", "plots"},
     "plots": set(),
+    # model_files finds the shipped adapters where the data sets live (data.tasks.data_dir).
+    "services": {"shared", "inference", "data.tasks"},
     "clients": {"shared"},
     "rollout": {"shared", "inference", "data", "clients"},
     # The one-machine stack (demo, up/down, Redis launcher): the light parts it composes; the

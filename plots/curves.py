@@ -4,9 +4,10 @@ example kind, ``rlmec grm train``), drawn as one PNG with a panel per quantity."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from rlmec.shared.jsonl import read_rows
 
 PNG = "curves.png"
 # (panel title, metrics.jsonl keys): a panel is drawn when its run logged one of its keys.
@@ -25,10 +26,8 @@ class NoMetrics(ValueError):
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if isinstance(r, dict) and "step" in r]
+    """The step rows of a run's file; a live run's torn last line is skipped (read_rows)."""
+    return [r for r in read_rows(path) if isinstance(r, dict) and "step" in r]
 
 
 def _by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ ALLOWED = {
     "data": {"shared", "inference", "clients"},
     "evaluation": {"shared", "inference", "data", "plots"},
     "trainer": {"shared", "plots"},
-    "plots": set(),
+    "plots": {"shared"},
     # model_files finds the shipped adapters where the data sets live (data.tasks.data_dir).
     "services": {"shared", "inference", "data.tasks"},
     "clients": {"shared"},

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from rlmec.trainer.loss import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, Normalization
+from rlmec.trainer.loss import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, Normalization, RlTokens
 from rlmec.trainer.objectives import ObjectiveName
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -58,6 +58,12 @@ class LossConfig(_Section):
     epsilon: float = Field(DEFAULT_EPSILON, gt=0.0, lt=1.0, description="Ratio clip range ε.")
     imitation_coef: float = Field(
         DEFAULT_IMITATION_COEF, ge=0.0, description="λ, weight of the imitation term L_IM."
+    )
+    rl_tokens: RlTokens = Field(
+        "rewarded",
+        description="N_r of the RL term: 'rewarded' (§5: response tokens with a non-zero "
+        "reward) or 'response' (every response token, so a step whose only non-zero rewards "
+        "are a few penalised tokens does not weigh each of them up to 1/N_r).",
     )
     normalization: Normalization = Field(
         "step",

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 Normalization = Literal["step", "micro_batch"]
+RlTokens = Literal["rewarded", "response"]  # which response tokens N_r counts
 
 DEFAULT_EPSILON = 0.3
 DEFAULT_IMITATION_COEF = 1.0

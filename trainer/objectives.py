@@ -182,8 +182,11 @@ def _rlmec(
     rewards: torch.Tensor | None = None,
 ) -> RlmecLossOutput:
     p, r = batch.prediction, batch.regular
+    rewards = p.values if rewards is None else rewards
+    if counts is None and cfg.rl_tokens == "response":  # per micro-batch: this one's counts
+        counts = (_num_reward_tokens(batch, cfg, rewards), batch.counts()[1])
     return rlmec_loss(
-        pred_lp, batch.ref_logprobs, p.values if rewards is None else rewards, p.loss_mask,
+        pred_lp, batch.ref_logprobs, rewards, p.loss_mask,
         reg_lp, r.values, r.loss_mask, epsilon=cfg.epsilon, imitation_coef=cfg.imitation_coef,
         num_reward_tokens=None if counts is None else counts[0],
         num_imitation_tokens=None if counts is None else counts[1],
@@ -203,14 +206,18 @@ def _sequence(
     return _rlmec(pred_lp, reg_lp, batch, cfg, counts, _sequence_rewards(batch, cfg))
 
 
+def _num_reward_tokens(batch: RlmecBatch, cfg: LossConfig, rewards: torch.Tensor) -> float:
+    """``N_r`` of ``cfg.rl_tokens``: response tokens with a non-zero reward (§5), or all."""
+    mask = batch.prediction.loss_mask.bool()
+    return float((mask if cfg.rl_tokens == "response" else mask & (rewards != 0)).sum())
+
+
 def _rlmec_counts(batch: RlmecBatch, cfg: LossConfig) -> tuple[float, float]:
-    return batch.counts()
+    return _num_reward_tokens(batch, cfg, batch.prediction.values), batch.counts()[1]
 
 
 def _sequence_counts(batch: RlmecBatch, cfg: LossConfig) -> tuple[float, float]:
-    r = batch.regular
-    n_r = (batch.prediction.loss_mask & (_sequence_rewards(batch, cfg) != 0)).sum()
-    return _counts_of(n_r, (r.loss_mask & (r.values != 0)).sum())
+    return _num_reward_tokens(batch, cfg, _sequence_rewards(batch, cfg)), batch.counts()[1]
 
 
 def _nll_on_prediction(

@@ -34,21 +34,39 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks.report import cpu_flags, machine, replace_section, set_line, today
 from rlmec import warm_start as WARM
 
-METHODS: dict[str, list[str]] = {
-    "rlmec": ["loss.objective=rlmec"],
-    "sequence": ["loss.objective=sequence"],
-    "rft": ["loss.objective=rft"],
-    "sft": ["loss.objective=sft"],
-    "rlmec_no_im": ["loss.objective=rlmec", "loss.imitation_coef=0"],
-    "rlmec_grm": ["loss.objective=rlmec"],  # on the records the platform's GRM scored
-    "rlmec_grm_edits": ["loss.objective=rlmec"],  # the same, scored with edit_penalty
+
+class Method(NamedTuple):
+    overrides: list[str]  # `rlmec train` settings
+    data: str  # "teacher" (the exact teacher's records) or a grm.SCORINGS key (the GRM's)
+
+
+RESPONSE = "loss.rl_tokens=response"
+METHODS: dict[str, Method] = {
+    "rlmec": Method(["loss.objective=rlmec"], "teacher"),
+    "sequence": Method(["loss.objective=sequence"], "teacher"),
+    "rft": Method(["loss.objective=rft"], "teacher"),
+    "sft": Method(["loss.objective=sft"], "teacher"),
+    "rlmec_no_im": Method(["loss.objective=rlmec", "loss.imitation_coef=0"], "teacher"),
+    "rlmec_grm": Method(["loss.objective=rlmec"], "rlmec_grm"),  # the platform's GRM scored
+    "rlmec_grm_edits": Method(["loss.objective=rlmec"], "rlmec_grm_edits"),  # with edit_penalty
+    "rlmec_resp": Method(["loss.objective=rlmec", RESPONSE], "teacher"),
+    "rlmec_grm_edits_resp": Method(["loss.objective=rlmec", RESPONSE], "rlmec_grm_edits"),
 }
-GRM_METHODS = ("rlmec_grm", "rlmec_grm_edits")
+# A method that differs from another by one setting: the report compares the two.
+VARIANTS = {
+    "rlmec_grm_edits": ("rlmec_grm", "The same GRM, its rewards scored with `edit_penalty` "
+                        "(the floor also on every token its rewrite does not keep; "
+                        "`rlmec data signals --edit-penalty`)"),
+    "rlmec_resp": ("rlmec", "The exact teacher's rewards, `N_r` = every response token "
+                   "(`loss.rl_tokens: response`) instead of the rewarded ones (§5)"),
+    "rlmec_grm_edits_resp": ("rlmec_grm_edits", "The GRM's `edit_penalty` rewards, `N_r` = "
+                             "every response token (`loss.rl_tokens: response`)"),
+}  # fmt: skip
 BOOTSTRAP_ROUNDS = 2000
 
 
@@ -81,7 +99,8 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated; rlmec_grm trains on the sample set as the arith GRM scored it "
         "through the services, rlmec_grm_edits the same with the reward service's "
         "edit_penalty (both need --grm-steps > 0; without them the GRM is made and judged "
-        "but does not score)",
+        "but does not score); a *_resp method divides the RL term by every response token "
+        "(loss.rl_tokens=response)",
     )
     p.add_argument("--curve-every", type=int, default=24, help="curve checkpoint period")
     p.add_argument("--curve-problems", type=int, default=200, help="test problems per point")
@@ -100,7 +119,11 @@ def parse_args() -> argparse.Namespace:
                    help="GSM8K test problems scored before and after RLMEC (0: skip)")  # fmt: skip
     p.add_argument("--no-write", action="store_true",
                    help="print, leave BENCHMARKS.md and learning.png")  # fmt: skip
-    return p.parse_args()
+    args = p.parse_args()
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        p.error(f"--methods {','.join(unknown)}: unknown; choose from {', '.join(METHODS)}")
+    return args
 
 
 # --- stages -------------------------------------------------------------------------------
@@ -226,16 +249,16 @@ def make_grm(args: argparse.Namespace, start: Path, start_rows: dict[str, Any],
     sample set scored by it through the services (a file per GRM method asked for)."""
     from benchmarks.learning import grm
 
-    methods = args.methods.split(",")
+    scorings = [METHODS[m].data for m in args.methods.split(",")]
     if args.grm == "shipped":
         model = grm.shipped_grm(Path(args.model))
-        files = grm.score_with_grm(args.work, model, samples, methods)
+        files = grm.score_with_grm(args.work, model, samples, scorings)
         counts = {m: grm.scored_counts(f) for m, f in files.items()}
         return {"shipped": True, "scored": counts or None}, files
     sft, val = grm.grm_data(args.work, start, WARM.PROBLEMS, args.grm_problems, 2)
     model = grm.train_grm(args.work, args.model, sft, val, args.grm_steps)
     judged = grm.judge(args.work, model, grm.heldout_records(args.work, start_rows))
-    files = grm.score_with_grm(args.work, model, samples, methods)
+    files = grm.score_with_grm(args.work, model, samples, scorings)
     counts = {m: grm.scored_counts(f) for m, f in files.items()}
     return grm_summary(args, judged, counts or None), files
 
@@ -258,7 +281,7 @@ def run_method(args: argparse.Namespace, name: str, seed: int, start: Path,
     """Train one method for one seed in curve segments; the evaluation at each point."""
     run = f"{name}-s{seed}"
     config = train_config(args.work, run, str(start), data)
-    base = [*METHODS[name], f"seed={seed}", f"optim.lr={args.lr}",
+    base = [*METHODS[name].overrides, f"seed={seed}", f"optim.lr={args.lr}",
             f"optim.global_batch_size={args.batch}",
             f"optim.micro_batch_size={min(args.batch, 8)}",
             f"optim.warmup_steps={args.warmup}"]  # fmt: skip
@@ -410,16 +433,13 @@ def report(args: argparse.Namespace, cal: dict[str, Any], finals: dict[str, list
         v = versus(finals["rlmec_grm"], finals["rlmec"])
         lines.append(f"- `GRM vs exact teacher: {_pts(v)}` (target: within 3 points: "
                      f"{_verdict(abs(v['diff']) <= 0.03)})")  # fmt: skip
-    if "rlmec_grm_edits" in finals:
-        lines += [
-            "",
-            "The same GRM, its rewards scored with `edit_penalty` (the floor also on "
-            "every token its rewrite does not keep; `rlmec data signals --edit-penalty`):",
-        ]
-        for other in ("start", "rlmec_grm", "rlmec", "sequence", "rft"):
-            if other == "start" or other in finals:
-                v = versus(finals["rlmec_grm_edits"], start if other == "start" else finals[other])
-                lines.append(f"- `RLMEC (edit_penalty) vs {other}: {_pts(v)}`")
+    for variant, (twin, label) in VARIANTS.items():
+        if variant in finals:
+            lines += ["", f"{label}:"]
+            for other in ("start", twin, "rlmec", "sequence", "rft"):
+                if other != variant and (other == "start" or other in finals):
+                    v = versus(finals[variant], start if other == "start" else finals[other])
+                    lines.append(f"- `{variant} vs {other}: {_pts(v)}`")
     if gsm8k is not None:
         seed = args.seeds.split(",")[0]
         lines += ["", f"Nothing else broke? GSM8K, its first {args.gsm8k_limit} test problems, "
@@ -514,13 +534,15 @@ def main() -> None:
     samples = sample_set(args, start)
     data = teach_and_score(args, samples, start)
     seeds = [int(s) for s in args.seeds.split(",")]
-    grm_result, grm_files = None, {}
+    grm_result: dict[str, Any] | None = None
+    grm_files: dict[str, Path] = {}
     if args.grm_steps:
         grm_result, grm_files = make_grm(args, start, start_rows, samples)
         print(json.dumps({"grm": grm_result}, indent=1))
     # Trained in --methods order (the GRM's methods only when the GRM scored the sample set).
-    files = {name: grm_files.get(name, data) for name in args.methods.split(",")
-             if name not in GRM_METHODS or name in grm_files}  # fmt: skip
+    grm_files["teacher"] = data
+    files = {name: grm_files[METHODS[name].data] for name in args.methods.split(",")
+             if METHODS[name].data in grm_files}  # fmt: skip
     if args.stage == "grm":
         if grm_result is not None:
             print("\n".join(grm_lines(args, grm_result)))

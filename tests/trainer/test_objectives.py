@@ -86,10 +86,32 @@ def _logprobs(batch: RlmecBatch, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return lp(p.input_ids, p.attention_mask.bool()), lp(r.input_ids, r.attention_mask.bool())
 
 
-def _loss(name: str, batch: RlmecBatch, counts: tuple[float, float] | None = None) -> float:
-    spec, cfg = get_objective(name), LossConfig(objective=name)  # type: ignore[arg-type]
+def _loss(name: str, batch: RlmecBatch, counts: tuple[float, float] | None = None,
+          **loss: object) -> float:  # fmt: skip
+    spec, cfg = get_objective(name), LossConfig(objective=name, **loss)  # type: ignore[arg-type]
     pred_lp, reg_lp = _logprobs(batch, 0)
     return float(spec.loss(pred_lp, reg_lp, batch, cfg, counts).loss)
+
+
+def test_rl_tokens_response_divides_the_rl_term_by_every_response_token() -> None:
+    # Two wrong samples of 3 tokens, one penalised token each (-0.1 at j=1), ref lp -1.1 there.
+    batch = collate([_sample(0, correct=False), _sample(1, correct=False)], pad_id=0)
+    pred_lp, reg_lp = _logprobs(batch, 0)
+    p, r = batch.prediction, batch.regular
+    scored = p.loss_mask & (p.values != 0)
+    assert int(scored.sum()) == 2 and int(p.loss_mask.sum()) == 6
+    ratio = torch.exp(pred_lp[scored] - batch.ref_logprobs[scored])
+    w = torch.minimum(ratio * -0.1, ratio.clamp(0.7, 1.3) * -0.1)
+    rl_sum = float((-w * pred_lp[scored]).sum())
+    im = float((-r.values * reg_lp)[r.loss_mask].sum() / (r.loss_mask & (r.values != 0)).sum())
+    assert _loss("rlmec", batch) == pytest.approx(rl_sum / 2 + im, abs=1e-6)  # §5: N_r = 2
+    assert _loss("rlmec", batch, rl_tokens="response") == pytest.approx(rl_sum / 6 + im, abs=1e-6)
+    spec, cfg = get_objective("rlmec"), LossConfig(rl_tokens="response")
+    assert spec.counts(batch, cfg) == (6, batch.counts()[1])
+    # sequence rewards every response token already: the two counts agree
+    seq = prepare_samples([_sample(0, correct=True), _sample(1, correct=False)], "sequence")
+    both = collate(seq, pad_id=0)
+    assert _loss("sequence", both) == pytest.approx(_loss("sequence", both, rl_tokens="response"))
 
 
 def test_sequence_is_the_rlmec_loss_with_outcome_rewards() -> None:
@@ -138,20 +160,24 @@ def test_grpo_sets_group_advantages_from_the_outcomes() -> None:
     assert _loss("grpo", batch) == pytest.approx(float(expected), abs=1e-6)
 
 
+@pytest.mark.parametrize("rl_tokens", ["rewarded", "response"])
 @pytest.mark.parametrize("name", list(OBJECTIVES))
-def test_padding_changes_nothing_and_any_split_adds_up(name: str) -> None:
+def test_padding_changes_nothing_and_any_split_adds_up(name: str, rl_tokens: str) -> None:
     samples = prepare_samples([_sample(i, correct=i % 3 == 0, n=2 + i % 4) for i in range(8)], name)
-    spec, cfg = get_objective(name), LossConfig(objective=name)  # type: ignore[arg-type]
+    spec = get_objective(name)
+    cfg = LossConfig(objective=name, rl_tokens=rl_tokens)  # type: ignore[arg-type]
     whole = collate(samples, pad_id=0)
     left = collate(samples, pad_id=0, side="left")
-    assert _loss(name, whole) == pytest.approx(_loss(name, left), abs=1e-6)
+    assert _loss(name, whole, rl_tokens=rl_tokens) == pytest.approx(
+        _loss(name, left, rl_tokens=rl_tokens), abs=1e-6
+    )
     # 1 batch of 8 == 8 micro-batches of 1 with the step's counts (normalization="step")
     parts = [collate([s], pad_id=0) for s in samples]
     per = [spec.counts(b, cfg) for b in parts]
     counts = (sum(c[0] for c in per), sum(c[1] for c in per))
     assert counts == pytest.approx(spec.counts(whole, cfg))
-    split = sum(_loss(name, b, counts) for b in parts)
-    assert split == pytest.approx(_loss(name, whole, counts), abs=1e-5)
+    split = sum(_loss(name, b, counts, rl_tokens=rl_tokens) for b in parts)
+    assert split == pytest.approx(_loss(name, whole, counts, rl_tokens=rl_tokens), abs=1e-5)
 
 
 def test_unknown_objectives_and_missing_data_are_named() -> None:

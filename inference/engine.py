@@ -134,9 +134,11 @@ class ReloadableEngine(Engine, Protocol):
     follows the trainer's published versions with it. The tokenizer stays the one it
     started with (a policy version changes weights, not vocabulary)."""
 
-    async def reload_weights(self, model_dir: str | Path) -> None:
+    async def reload_weights(self, model_dir: str | Path, revision: str | None = None) -> None:
         """Load the weights of the ``save_pretrained`` directory ``model_dir`` in place; the
-        caller makes sure no request is in flight."""
+        caller makes sure no request is in flight. ``revision``: the name the engine reports
+        for them (e.g. the policy version); None hashes the files (:func:`model_revision`),
+        which for a large model costs more than the load itself."""
 
 
 async def generate_in_context(

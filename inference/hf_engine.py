@@ -189,13 +189,15 @@ class HfEngine(LoadedEngine):
     def queue_depth(self) -> int:
         return len(self._pending) + self._running
 
-    async def reload_weights(self, model_dir: str | Path) -> None:
+    async def reload_weights(self, model_dir: str | Path, revision: str | None = None) -> None:
         """Copy the weights of ``model_dir`` into the running model (same architecture)."""
         if self._model is None or self._info is None:
             raise ServiceUnavailableError("the hf engine is not started yet")
         path = check_model_dir(model_dir)
         await asyncio.to_thread(self._load_weights, path)
-        self._info = replace(self._info, revision=await asyncio.to_thread(model_revision, path))
+        if revision is None:
+            revision = await asyncio.to_thread(model_revision, path)
+        self._info = replace(self._info, revision=revision)
 
     def _load_weights(self, path: Path) -> None:
         import torch

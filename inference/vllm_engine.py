@@ -115,7 +115,7 @@ class VllmEngine(LoadedEngine):
     def queue_depth(self) -> int:
         return self._active
 
-    async def reload_weights(self, model_dir: str | Path) -> None:
+    async def reload_weights(self, model_dir: str | Path, revision: str | None = None) -> None:
         """vLLM's own in-place reload (``Worker.reload_weights`` with ``weights_path``, over
         ``collective_rpc``), then the prefix cache is dropped: its KV came from the old
         weights."""
@@ -126,7 +126,9 @@ class VllmEngine(LoadedEngine):
             "reload_weights", kwargs={"weights_path": str(path), "is_checkpoint_format": True}
         )
         await self._llm.reset_prefix_cache()
-        self._info = replace(self._info, revision=await asyncio.to_thread(model_revision, path))
+        if revision is None:
+            revision = await asyncio.to_thread(model_revision, path)
+        self._info = replace(self._info, revision=revision)
 
     # --- adapters (vLLM's multi-LoRA: each request names its LoRARequest) -------------------
 

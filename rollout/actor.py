@@ -172,17 +172,19 @@ class RolloutActor:
         latest = await self.versions.latest()
         if latest is None or latest.version == self.version:
             return None
-        if not (Path(latest.path) / "config.json").is_file():  # pruned, or another machine's
+        path = latest.readable_path()  # shared memory first, then disk
+        if path is None:  # pruned, or another machine's
             log.warning("policy version %d is not readable at %s; staying on version %d",
                         latest.version, latest.path, self.version)  # fmt: skip
             return None
         t0 = time.perf_counter()
         # A failure inside the reload leaves the weights unknown: it ends the actor, which
         # resumes on restart from a fresh engine (the same batch ids, deduplicated).
-        await self.engine.reload_weights(latest.path)
+        await self.engine.reload_weights(path, revision=f"policy-v{latest.version}")
         self.version = latest.version
         took = time.perf_counter() - t0
-        log.info("loaded policy version %d (step %d) in %.2f s", latest.version, latest.step, took)
+        log.info("loaded policy version %d (step %d) in %.2f s from %s", latest.version,
+                 latest.step, took, path)  # fmt: skip
         return took
 
     async def one_batch(

@@ -33,6 +33,9 @@ class PolicyVersion:
     path: str  # the save_pretrained directory, absolute
     step: int  # the optimizer step whose weights these are
     published_at: float
+    # The same directory in shared memory (tmpfs) on the trainer's machine, or None: an actor
+    # there loads it without a disk round trip; elsewhere (or once pruned) it reads ``path``.
+    memory_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -40,8 +43,18 @@ class PolicyVersion:
     @classmethod
     def from_json(cls, raw: str | bytes) -> PolicyVersion:
         data = json.loads(raw)
+        memory = data.get("memory_path")  # records written before it have none
         return cls(int(data["version"]), str(data["path"]), int(data["step"]),
-                   float(data["published_at"]))  # fmt: skip
+                   float(data["published_at"]),
+                   None if memory is None else str(memory))  # fmt: skip
+
+    def readable_path(self) -> Path | None:
+        """Where to load this version from here: the shared-memory copy when this machine has
+        it, else the disk copy, else None (pruned, or another machine's path)."""
+        for where in (self.memory_path, self.path):
+            if where and (Path(where) / "config.json").is_file():
+                return Path(where)
+        return None
 
 
 def policy_key(team: str) -> str:

@@ -112,6 +112,12 @@ class OnlineConfig(_Section):
     publish_dir: PathStr | None = Field(
         None, description="Where published versions go (default: <output_dir>/policy)."
     )
+    memory_dir: PathStr | None = Field(
+        "/dev/shm/rlmec",
+        description="Also publish each version here, in shared memory (tmpfs), for actors on "
+        "this machine: they load it without a disk round trip. The disk copy under publish_dir "
+        "stays, for actors elsewhere and for resume. None (or no /dev/shm): disk only.",
+    )
     keep_versions: int = Field(
         3, ge=2, description="Newest published versions kept (an actor may still be loading one)."
     )

@@ -2,7 +2,10 @@
 
 Every ``data.online.publish_every_steps`` optimizer steps, version ``step // K`` goes to
 ``<publish_dir>/v<NNNNNN>`` (written into a temporary directory, fsynced, renamed) and then to
-the team's version record in Redis (:mod:`rlmec.shared.policy_version`). At start the record is
+the team's version record in Redis (:mod:`rlmec.shared.policy_version`). With ``memory_dir``
+(default ``/dev/shm/rlmec``) the version is first written to shared memory and the record
+names that copy too: an actor on this machine loads it without a disk round trip (issue 32),
+while the disk copy serves actors elsewhere, resume, and the fallback. At start the record is
 set to the version the run resumes at (version 0: the initial model itself), so actors left
 over from another run come back to this one's weights.
 """
@@ -40,6 +43,7 @@ class PolicyPublisher:
         self.root = Path(
             (online.publish_dir if online else None) or Path(cfg.output_dir) / "policy"
         ).resolve()
+        self.memory = memory_root(cfg) if self.every else None
         self.client: Any = None
         if self.every and rank == 0:
             from rlmec.shared.redis_acl import credentials
@@ -72,16 +76,28 @@ class PolicyPublisher:
         version = self.version_at(step)
         final = version_dir(self.root, version)
         tmp = final.with_name(f"{final.name}.tmp")
+        memory = None if self.memory is None else version_dir(self.memory, version)
+        # Written once, to shared memory when there is one (then copied to disk: cheaper
+        # than gathering and serialising the weights twice).
+        first = tmp if memory is None else memory.with_name(f"{memory.name}.tmp")
         t0 = time.perf_counter()
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)  # a crash mid-publish left it half-written
-        save_final(engine, self.tokenizer, tmp, zero_stage=self.cfg.engine.zero_stage)
+            for stale in {tmp, first}:  # a crash mid-publish left it half-written
+                shutil.rmtree(stale, ignore_errors=True)
+        save_final(engine, self.tokenizer, first, zero_stage=self.cfg.engine.zero_stage)
         if self.rank == 0:
+            if memory is not None:
+                shutil.copytree(first, tmp)
+                commit_dir(first, memory)  # fsync is free on tmpfs; the rename is what counts
             commit_dir(tmp, final)
-            write_version(self.client, self.team, PolicyVersion(version, str(final), step,
-                                                                time.time()))  # fmt: skip
+            write_version(self.client, self.team, PolicyVersion(
+                version, str(final), step, time.time(), None if memory is None else str(memory)
+            ))  # fmt: skip
             assert self.cfg.data.online is not None
-            prune_versions(self.root, self.cfg.data.online.keep_versions)
+            keep = self.cfg.data.online.keep_versions
+            for root in (self.root, self.memory):
+                if root is not None:
+                    prune_versions(root, keep)
             log.info("published policy version %d (step %d) in %.1f s to %s", version, step,
                      time.perf_counter() - t0, final)  # fmt: skip
         dist.barrier()
@@ -90,3 +106,17 @@ class PolicyPublisher:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+def memory_root(cfg: TrainConfig) -> Path | None:
+    """``<memory_dir>/<team>``, or None when off or the machine has no such filesystem (the
+    parent of ``memory_dir``, e.g. ``/dev/shm``, must exist: it is never created)."""
+    online = cfg.data.online
+    if online is None or online.memory_dir is None:
+        return None
+    root = Path(online.memory_dir)
+    if not root.parent.is_dir():
+        log.warning("memory_dir %s: %s does not exist; publishing to disk only", root,
+                    root.parent)  # fmt: skip
+        return None
+    return root / online.team

@@ -107,12 +107,15 @@ def test_batches_carry_versions_and_behaviour_logprobs_and_follow_new_weights(
     from rlmec.clients import AsyncClient
     from rlmec.shared.policy_version import PolicyVersion, write_version
 
-    v1 = perturbed_copy(tiny_model_dir, tmp_path / "policy" / "v000001", seed=1)
+    # The trainer's shared-memory copy of version 1, which the actor prefers to the disk copy.
+    # The disk copy here holds other weights, so the log-probs below show which one it read.
+    v1 = perturbed_copy(tiny_model_dir, tmp_path / "shm" / "v000001", seed=1)
+    disk = perturbed_copy(tiny_model_dir, tmp_path / "policy" / "v000001", seed=2)
     client = redis.Redis.from_url(redis_url)
 
     def publish_after_first(report: Any) -> None:  # the trainer, between the actor's batches
         if report.batch == 0:
-            write_version(client, TEAM, PolicyVersion(1, str(v1), 1, 0.0))
+            write_version(client, TEAM, PolicyVersion(1, str(disk), 1, 0.0, str(v1)))
 
     async def run(url: str) -> list[Any]:
         engine = start_engine(kind, tiny_model_dir)

@@ -41,3 +41,21 @@ def test_lag_and_record_round_trip() -> None:
     assert policy_lag(1, 3) == 0  # a batch from a newer version (a restarted trainer) is fresh
     record = PolicyVersion(4, "/runs/policy/v000004", 8, 1.5)
     assert PolicyVersion.from_json(record.to_json()) == record
+    in_memory = PolicyVersion(4, "/runs/policy/v000004", 8, 1.5, "/dev/shm/rlmec/a/v000004")
+    assert PolicyVersion.from_json(in_memory.to_json()) == in_memory
+    # a record written before memory_path existed still reads
+    old = b'{"version": 4, "path": "/runs/policy/v000004", "step": 8, "published_at": 1.5}'
+    assert PolicyVersion.from_json(old) == record
+
+
+def test_readable_path_prefers_shared_memory_then_disk(tmp_path: Path) -> None:
+    disk, memory = tmp_path / "disk", tmp_path / "shm"
+    record = PolicyVersion(1, str(disk), 1, 0.0, str(memory))
+    assert record.readable_path() is None  # neither written (or both pruned)
+    for where in (disk, memory):
+        where.mkdir()
+        (where / "config.json").write_text("{}")
+    assert record.readable_path() == memory
+    (memory / "config.json").unlink()  # another machine, or pruned: the disk copy
+    assert record.readable_path() == disk
+    assert PolicyVersion(1, str(disk), 1, 0.0).readable_path() == disk

@@ -326,7 +326,9 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
     online = {
         "redis_url": redis_url, "team": "team-a", "block_ms": 100, "idle_timeout_s": 1.5,
         "publish_every_steps": 1, "keep_versions": 2, "max_policy_lag": 1,
+        "memory_dir": str(tmp_path / "shm" / "rlmec"),  # stands in for /dev/shm/rlmec
     }  # fmt: skip
+    (tmp_path / "shm").mkdir()
     sections: dict[str, Any] = {
         "data": {"mode": "online", "online": online},
         "optim": {"max_steps": 10, "global_batch_size": 2, "micro_batch_size": 2},
@@ -356,10 +358,18 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
     assert record is not None and (record.version, record.step) == (4, 4)
     publish_root = tmp_path / "run/policy"
     assert sorted(p.name for p in publish_root.iterdir()) == ["v000003", "v000004"]
-    published = load_file(str(Path(record.path) / "model.safetensors"))
     final = load_file(str(tmp_path / "run/final/model.safetensors"))
-    assert published.keys() == final.keys()
-    assert all(torch.equal(published[k], final[k]) for k in final)
+    # the same weights on disk and in shared memory, both pruned to the newest 2
+    memory_root = tmp_path / "shm/rlmec/team-a"
+    assert record.memory_path == str(memory_root / "v000004")
+    assert sorted(p.name for p in memory_root.iterdir()) == ["v000003", "v000004"]
+    assert record.readable_path() == Path(record.memory_path)
+    for where in (record.path, record.memory_path):
+        published = load_file(str(Path(where) / "model.safetensors"))
+        assert published.keys() == final.keys()
+        assert all(torch.equal(published[k], final[k]) for k in final)
+    shutil.rmtree(record.memory_path)  # a machine without the shared-memory copy reads disk
+    assert record.readable_path() == Path(record.path)
 
     # A new run from the start points the actors back at version 0: the initial model.
     from rlmec.trainer.publish import PolicyPublisher

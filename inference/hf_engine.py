@@ -256,8 +256,12 @@ class HfEngine(LoadedEngine):
         if not self._pending:
             return []
         waiting = dict.fromkeys(j.tenant.name for j in self._pending)
-        tenant = self._clock.next(waiting)
-        first = next(j for j in self._pending if j.tenant.name == tenant)
+        if self._settings.fair_tenants:
+            tenant = self._clock.next(waiting)
+            first = next(j for j in self._pending if j.tenant.name == tenant)
+        else:  # first come, first served: the oldest job leads, any tenant may join it
+            first, waiting = self._pending[0], {}
+            tenant = first.tenant.name
         alone = len(waiting) > 1
         batch: list[_Job] = []
         longest = 0

@@ -37,6 +37,12 @@ class EngineSettings(BaseSettings):
     batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="hf: how long the micro-batcher waits for more work."
     )
+    fair_tenants: bool = Field(
+        True,
+        description="Serve the tenants (teams) the reward service names by start-time fair "
+        "queuing (inference/tenants.py): vllm through its priority scheduler, hf by picking "
+        "whose batch is next. false: first come, first served (benchmarks.fairness's baseline).",
+    )
     speculative_tokens: int = Field(
         0,
         ge=0,

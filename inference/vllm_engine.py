@@ -78,7 +78,7 @@ class VllmEngine(LoadedEngine):
             gpu_memory_utilization=self._settings.gpu_memory_utilization,
             enforce_eager=not _has_cuda(),  # CPU: skip the ~30 s graph compile
             disable_log_stats=True,
-            scheduling_policy="priority",
+            scheduling_policy="priority" if self._settings.fair_tenants else "fcfs",
             served_model_name=self._settings.served_name,
             speculative_config=ngram_speculation(self._settings.speculative_tokens),
             **self._lora_args(),
@@ -183,6 +183,7 @@ class VllmEngine(LoadedEngine):
         final = None
         self._active += 1
         key, tag = self._fair.admit(current_tenant.get())
+        priority = FairPriorities.priority(tag) if self._settings.fair_tenants else 0
         try:
             request_id = uuid.uuid4().hex
             adapter = current_adapter.get()
@@ -191,7 +192,7 @@ class VllmEngine(LoadedEngine):
             async for output in self._llm.generate(
                 {"prompt_token_ids": prompt_ids}, params, request_id,
                 lora_request=self._loras.get(adapter) if adapter else None,
-                priority=FairPriorities.priority(tag),
+                priority=priority,
             ):  # fmt: skip
                 final = output
         finally:

@@ -44,6 +44,9 @@ class PolicyPublisher:
             (online.publish_dir if online else None) or Path(cfg.output_dir) / "policy"
         ).resolve()
         self.memory = memory_root(cfg) if self.every else None
+        # Room a version needs: twice the start model's weight files (fp32 saves of a bf16
+        # checkpoint double; a container's /dev/shm is often only 64 MiB).
+        self.memory_need = 2 * weight_bytes(Path(cfg.model)) if self.memory else 0
         self.client: Any = None
         if self.every and rank == 0:
             from rlmec.shared.redis_acl import credentials
@@ -76,7 +79,9 @@ class PolicyPublisher:
         version = self.version_at(step)
         final = version_dir(self.root, version)
         tmp = final.with_name(f"{final.name}.tmp")
-        memory = None if self.memory is None else version_dir(self.memory, version)
+        memory = None
+        if self.memory is not None and has_room(self.memory, self.memory_need):
+            memory = version_dir(self.memory, version)
         # Written once, to shared memory when there is one (then copied to disk: cheaper
         # than gathering and serialising the weights twice).
         first = tmp if memory is None else memory.with_name(f"{memory.name}.tmp")
@@ -120,3 +125,20 @@ def memory_root(cfg: TrainConfig) -> Path | None:
                     root.parent)  # fmt: skip
         return None
     return root / online.team
+
+
+def weight_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+
+
+def has_room(root: Path, need: int) -> bool:
+    """Whether the filesystem of ``root`` (or its nearest existing parent) has ``need`` bytes
+    free; when not, this version goes to disk only (and the actors read it there)."""
+    where = root
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < need:
+        log.warning("memory_dir %s has %d MiB free, a version needs about %d MiB: this one is "
+                    "published to disk only", root, free >> 20, need >> 20)  # fmt: skip
+    return free >= need

@@ -14,7 +14,7 @@ from rlmec.services.grm.model_files import SMOLLM2_DIR
 SERVE_FIELDS = (
     "model", "model_name", "engine", "dtype", "device", "max_model_len", "kv_cache_gib",
     "max_batch_tokens", "max_batch_size", "max_request_tokens", "max_concurrent_requests",
-    "max_queued_requests", "request_timeout_s", "speculative_tokens", "upstreams",
+    "max_queued_requests", "request_timeout_s", "fair_tenants", "speculative_tokens", "upstreams",
     "upstream_model", "host", "port",
 )  # fmt: skip
 

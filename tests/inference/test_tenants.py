@@ -5,6 +5,7 @@ when one waits; the GRM service takes the tenant from the reward service's heade
 from __future__ import annotations
 
 import asyncio
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,17 @@ async def test_a_light_tenant_gets_the_next_batch_alone(tiny_model_dir: Path) ->
     assert engine._take_batch() == light  # next, and without heavy work in its batch
     assert [len(engine._take_batch()) for _ in range(2)] == [8, 4]
     assert engine._take_batch() == []
+
+
+async def test_without_fair_tenants_the_oldest_job_leads(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir, max_batch_size=8, fair_tenants=False)  # the baseline
+    engine._pending.extend(_jobs(HEAVY, 12))
+    light = _jobs(LIGHT, 1)
+    engine._pending.extend(light)
+    first, second = engine._take_batch(), engine._take_batch()
+    assert len(first) == 8 and {j.tenant for j in first} == {HEAVY}  # first come, first served
+    assert second[-1] is light[0] and len(second) == 5  # last, behind the heavy backlog
+    assert engine._pending == collections.deque()
 
 
 async def test_weights_share_the_batches(tiny_model_dir: Path) -> None:

@@ -379,3 +379,10 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
     record = read_version(client, "team-a")
     assert record is not None and record.version == 0
     assert Path(record.path) == tiny_model_dir.resolve()
+
+
+def test_a_full_shared_memory_publishes_to_disk_only(tmp_path: Path) -> None:
+    from rlmec.trainer.publish import has_room
+
+    assert has_room(tmp_path / "shm" / "rlmec" / "team", 1)  # not made yet: its parent's room
+    assert not has_room(tmp_path, 1 << 62)  # e.g. a container's 64 MiB /dev/shm and a 7B model

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.get_reward.run import workload
+from benchmarks.get_reward.run import graded, workload
 from benchmarks.report import cpu_flags, machine, replace_section, today
 from benchmarks.stack import grm_stack
 
@@ -52,11 +52,11 @@ async def light_latencies(http: httpx.AsyncClient, n: int, tag: str) -> list[flo
 
 
 def scored(resp: httpx.Response) -> int:
-    """The samples the response scored; anything else stops the run (an unscored sample costs
-    no GRM time, and would make any latency look good)."""
+    """The samples the GRM graded; a refusal stops the run (it costs no GRM time, and would
+    make any latency look good)."""
     resp.raise_for_status()
     results = resp.json()["results"]
-    if bad := [r for r in results if r["status"] != "scored"]:
+    if bad := [r for r in results if not graded(r)]:
         raise RuntimeError(f"{len(bad)} unscored, e.g. {bad[0]}")
     return len(results)
 

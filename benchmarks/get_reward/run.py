@@ -76,6 +76,21 @@ async def per_sample(base: str, samples: list[dict[str, str]], in_flight: int) -
     }  # fmt: skip
 
 
+# What the tests' tiny, untrained GRM does with wrong samples: a step that is not in the
+# prediction, or a rewrite that fails the answer check or is not even text. The GRM did the
+# work either way.
+GRM_VERDICTS = ("rewrite_incorrect", "grm_out_of_range")
+
+
+def graded(result: dict[str, Any]) -> bool:
+    """Whether the GRM did the sample's work (scored, or one of :data:`GRM_VERDICTS`, or a
+    rewrite it wrote that is unusable); a refusal of the input or a GRM failure did none, and
+    would make any timing look good."""
+    reason = result.get("reason")
+    unusable = reason == "grm_error" and result.get("rewrite") is not None
+    return result["status"] == "scored" or reason in GRM_VERDICTS or unusable
+
+
 async def batched(base: str, samples: list[dict[str, str]]) -> dict[str, Any]:
     gate = asyncio.Semaphore(BATCH_CLIENTS)
     chunks = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
@@ -90,7 +105,7 @@ async def batched(base: str, samples: list[dict[str, str]]) -> dict[str, Any]:
             resp = await http.post("/v1/token-rewards", json=body)
         resp.raise_for_status()
         results = resp.json()["results"]
-        unscored = [r for r in results if r["status"] != "scored"]
+        unscored = [r for r in results if not graded(r)]
         if unscored:  # a baseline that did no work would make any ratio look good
             raise RuntimeError(f"batched baseline: {len(unscored)} unscored, e.g. {unscored[0]}")
         return len(results)

@@ -42,10 +42,12 @@ def publish(model: Path, disk: Path, memory: Path) -> None:
 
 async def measure(model: Path, disk: Path, memory: Path, rounds: int) -> dict[str, list[float]]:
     from rlmec.inference import create_engine
+    from rlmec.inference.engine import ReloadableEngine
     from rlmec.inference.settings import EngineSettings
 
     engine = create_engine(EngineSettings(model=str(model), engine="vllm", max_model_len=1024,
                                           kv_cache_gib=1.0))  # fmt: skip
+    assert isinstance(engine, ReloadableEngine)
     await engine.start()
     times: dict[str, list[float]] = {"disk": [], "memory": []}
     try:

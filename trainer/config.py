@@ -200,6 +200,11 @@ class EngineConfig(_Section):
         "autocast stays autocast. Elsewhere both are fp32.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+    packing: bool = Field(
+        True,
+        description="Pack each micro-batch's sequences into one row without padding (position "
+        "ids restart per sequence; transformers masks across them). false: pad to the longest.",
+    )
 
     reference_model: PathStr | None = Field(
         None, description="Frozen reference for samples without ref log-probs; default: model."

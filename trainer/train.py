@@ -30,6 +30,7 @@ from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
 from rlmec.trainer.loss import RlmecLossOutput, token_logprobs
+from rlmec.trainer.packing import packed_logprobs
 from rlmec.trainer.objectives import Passes, get_objective, prepare_samples, prepare_step
 from rlmec.trainer.publish import PolicyPublisher
 from rlmec.trainer.reporting import Reporter
@@ -182,8 +183,10 @@ class ReferencePolicy:
     """The frozen reference π_ref (§3.2) for samples without reference log-probs: the initial
     policy, loaded on first use, evaluated without gradients."""
 
-    def __init__(self, path: str, device: torch.device, dtype: torch.dtype) -> None:
-        self.path, self.device, self.dtype = path, device, dtype
+    def __init__(
+        self, path: str, device: torch.device, dtype: torch.dtype, *, packing: bool = False
+    ) -> None:
+        self.path, self.device, self.dtype, self.packing = path, device, dtype, packing
         self.model: Any = None
 
     def fill(self, batch: RlmecBatch) -> RlmecBatch:
@@ -197,32 +200,35 @@ class ReferencePolicy:
             self.model.to(self.device).eval().requires_grad_(False)
         p = batch.prediction
         with torch.no_grad():
-            logits = self.model(
-                input_ids=p.input_ids, attention_mask=p.attention_mask, position_ids=p.position_ids
-            ).logits
-            computed = token_logprobs(logits, p.input_ids)
+            if self.packing:
+                computed = packed_logprobs(self.model, p.input_ids, p.attention_mask,
+                                           p.position_ids)  # fmt: skip
+            else:
+                logits = self.model(input_ids=p.input_ids, attention_mask=p.attention_mask,
+                                    position_ids=p.position_ids).logits  # fmt: skip
+                computed = token_logprobs(logits, p.input_ids)
         known = batch.ref_known[:, None]
         ref = torch.where(known, batch.ref_logprobs, computed.to(batch.ref_logprobs.dtype))
         return replace(batch, ref_logprobs=ref, ref_known=torch.ones_like(batch.ref_known))
 
 
 def policy_logprobs(
-    model: Any, batch: RlmecBatch, passes: Passes = "both"
+    model: Any, batch: RlmecBatch, passes: Passes = "both", *, packing: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over predictions and regular sequences together (§5 uses two passes of
-    the same policy; stacking them is the same computation). Returns ``[batch, seq]`` each; an
-    objective that reads one side only (``passes``) skips the other, whose log-probs come back
-    as zeros (never read)."""
+    the same policy; stacking them is the same computation), packed into one row without
+    padding when ``packing``. Returns ``[batch, seq]`` each; an objective that reads one side
+    only (``passes``) skips the other, whose log-probs come back as zeros (never read)."""
     p, r = batch.prediction, batch.regular
     sides = {"both": [p, r], "prediction": [p], "regular": [r]}[passes]
     ids = torch.cat([s.input_ids for s in sides])
-    logits = model(
-        input_ids=ids,
-        attention_mask=torch.cat([s.attention_mask for s in sides]),
-        position_ids=torch.cat([s.position_ids for s in sides]),
-        use_cache=False,
-    ).logits
-    lp = token_logprobs(logits, ids)
+    mask = torch.cat([s.attention_mask for s in sides])
+    pos = torch.cat([s.position_ids for s in sides])
+    if packing:
+        lp = packed_logprobs(model, ids, mask, pos)
+    else:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
+        lp = token_logprobs(logits, ids)
     if passes == "prediction":
         return lp, torch.zeros_like(lp)
     if passes == "regular":
@@ -235,7 +241,8 @@ def micro_batch_loss(
 ) -> RlmecLossOutput:
     """The configured objective's loss (``loss.objective``; RLMEC by default)."""
     objective = get_objective(cfg.loss.objective)
-    pred_lp, reg_lp = policy_logprobs(model, batch, objective.passes)
+    pred_lp, reg_lp = policy_logprobs(model, batch, objective.passes,
+                                      packing=cfg.engine.packing)  # fmt: skip
     return objective.loss(pred_lp, reg_lp, batch, cfg.loss, counts)
 
 
@@ -405,7 +412,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     total = source.total_steps or cfg.optim.max_steps or 0
     engine = init_deepspeed(cfg, deepspeed_config(cfg, acc, world), total)
     dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
-    reference = ReferencePolicy(cfg.engine.reference_model or cfg.model, device, dtype)
+    reference = ReferencePolicy(cfg.engine.reference_model or cfg.model, device, dtype,
+                                packing=cfg.engine.packing)  # fmt: skip
     step = 0
     if cfg.resume and (state := load_checkpoint(engine, cfg.output_dir)) is not None:
         step = int(state["step"])

@@ -30,8 +30,8 @@ from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
 from rlmec.trainer.loss import RlmecLossOutput, token_logprobs
-from rlmec.trainer.packing import packed_logprobs
 from rlmec.trainer.objectives import Passes, get_objective, prepare_samples, prepare_step
+from rlmec.trainer.packing import packed_logprobs
 from rlmec.trainer.publish import PolicyPublisher
 from rlmec.trainer.reporting import Reporter
 from rlmec.trainer.sources import OfflineSource, StepSource, StreamSource

@@ -122,28 +122,37 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(samples: int, levels: list[int], concurrency: list[int]) -> dict[int, Any]:
-    """Per team quota (requests in flight), one stack: the batched baseline, then each level
-    of per-sample requests. The baseline is measured again on each stack (side by side)."""
+def run(samples: int, levels: list[int], concurrency: list[int], rounds: int) -> dict[int, Any]:
+    """Per team quota (requests in flight), one stack: ``rounds`` times the batched baseline
+    and then each level of per-sample requests, alternating, so that other load on the
+    machine falls on both alike; every sample unique across rounds (no cache hits)."""
     out: dict[int, Any] = {}
     for quota in concurrency:
         env = {"RLMEC_REWARD_GRM_MAX_NEW_TOKENS": "16",
                "RLMEC_REWARD_ANONYMOUS_MAX_CONCURRENCY": str(quota)}  # fmt: skip
+        part: dict[str, list[Any]] = {"batched": [], **{f"get_reward_{n}": [] for n in levels}}
         with tiny_stack(["--allow-anonymous"], env) as base:
-            part: dict[str, Any] = {"batched": asyncio.run(batched(base, workload(samples, "b")))}
-            for in_flight in levels:
-                n = max(samples, 2 * in_flight)
-                part[f"get_reward_{in_flight}"] = asyncio.run(
-                    per_sample(base, workload(n, f"p{in_flight}"), in_flight)
-                )
-                print(json.dumps({quota: part}), flush=True)
+            for r in range(rounds):
+                part["batched"].append(asyncio.run(batched(base, workload(samples, f"b{r}"))))
+                for in_flight in levels:
+                    n = max(samples, 2 * in_flight)
+                    part[f"get_reward_{in_flight}"].append(
+                        asyncio.run(per_sample(base, workload(n, f"p{in_flight}.{r}"), in_flight))
+                    )
+                print(json.dumps({quota: {k: v[-1] for k, v in part.items()}}), flush=True)
         out[quota] = part
     return out
 
 
-def report(samples: int, levels: list[int], runs: dict[int, Any]) -> str:
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time (its own p50/p99 and counts with it)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+
+
+def report(samples: int, levels: list[int], runs: dict[int, Any], rounds: int) -> str:
     rows, ratios = [], {}
-    for quota, out in runs.items():
+    for quota, per_round in runs.items():
+        out = {k: _median_run(v) for k, v in per_round.items()}
         base = out["batched"]["wall_s"] / out["batched"]["samples"]
         n = out["batched"]["samples"]
         rows.append(f"| {quota} | batched: {BATCH_CLIENTS} x {BATCH} | {n} | - | - "
@@ -151,11 +160,17 @@ def report(samples: int, levels: list[int], runs: dict[int, Any]) -> str:
         for in_flight in levels:
             r = out[f"get_reward_{in_flight}"]
             per = r["wall_s"] / r["samples"]
-            ratios[quota, in_flight] = per / base
+            ratios[quota, in_flight] = statistics.median(
+                (p["wall_s"] / p["samples"]) / (b["wall_s"] / b["samples"])
+                for p, b in zip(per_round[f"get_reward_{in_flight}"], per_round["batched"],
+                                strict=True)
+            )  # fmt: skip
+            lost = sum(p["lost"] for p in per_round[f"get_reward_{in_flight}"])
+            wrong = sum(p["wrong"] for p in per_round[f"get_reward_{in_flight}"])
             rows.append(
                 f"| {quota} | {in_flight} | {r['samples']} | {1000 * r['p50_s']:.0f} ms | "
                 f"{1000 * r['p99_s']:.0f} ms | {r['samples'] / r['wall_s']:.1f} | "
-                f"{1000 * per:.1f} ms | {per / base:.2f}x | lost: {r['lost']} | {r['wrong']} |"
+                f"{1000 * per:.1f} ms | {ratios[quota, in_flight]:.2f}x | lost: {lost} | {wrong} |"
             )
     default, level = next(iter(runs)), levels[0]
     ratio = ratios[default, level]
@@ -166,7 +181,7 @@ def report(samples: int, levels: list[int], runs: dict[int, Any]) -> str:
     command = (
         ".venv/bin/python -m benchmarks.get_reward.run "
         f"--samples {samples} --in-flight {','.join(map(str, levels))} "
-        f"--team-concurrency {','.join(map(str, runs))}"
+        f"--team-concurrency {','.join(map(str, runs))} --rounds {rounds}"
     )
     return f"""`POST /get_reward` posted exactly as OpenRLHF's current client posts it (one sample
 per request, all of a step at once, a new aiohttp session per try, 5 tries 1 s apart), against
@@ -175,7 +190,9 @@ column, the rest wait in the admission queue, up to 120 s), real Redis, and a fa
 grm serve --engine hf` on the tests' tiny 2-layer model, 16-token rewrites), each in its own
 process. GSM8K test problems, half correct, half wrong, all unique (no cache hits). Baseline,
 same stack: `/v1/token-rewards` in batches of {BATCH}, {BATCH_CLIENTS} in flight, {samples}
-samples.
+samples. {rounds} rounds per stack, baseline and per-sample alternating; each row is the round
+of median wall time, and "vs batched" the median over rounds of the ratio within a round; lost
+and wrong are summed over rounds.
 
 - machine: {machine()}, no GPU; CPU flags: {cpu_flags()}
 - date: {today()}
@@ -202,11 +219,13 @@ def main() -> None:
     parser.add_argument("--team-concurrency", default="16,64",
                         help="the team's quotas of requests in flight, a stack each (the "
                         "service's default, 16, first: the headline)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="alternations per stack")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     levels = [int(x) for x in args.in_flight.split(",")]
-    out = run(args.samples, levels, [int(x) for x in args.team_concurrency.split(",")])
-    text = report(args.samples, levels, out)
+    quotas = [int(x) for x in args.team_concurrency.split(",")]
+    out = run(args.samples, levels, quotas, args.rounds)
+    text = report(args.samples, levels, out, args.rounds)
     print(text)
     if not args.no_write:
         replace_section("get_reward", text)

@@ -109,6 +109,10 @@ class PolicyPublisher:
         return version
 
     def close(self) -> None:
+        """The shared-memory copies go with the trainer (they hold RAM); actors then read the
+        disk copies. A killed trainer leaves them: the next run of the team prunes them."""
+        if self.memory is not None and self.rank == 0:
+            shutil.rmtree(self.memory, ignore_errors=True)
         if self.client is not None:
             self.client.close()
 

@@ -312,10 +312,16 @@ def test_two_ranks_match_one_rank_with_twice_the_accumulation(
 
 @pytest.mark.integration
 def test_online_trainer_publishes_versions_and_skips_stale_batches(
-    tiny_model_dir: Path, redis_url: str, tmp_path: Path
+    tiny_model_dir: Path, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
     from safetensors.torch import load_file
+
+    from rlmec.trainer.publish import PolicyPublisher
+
+    # Keep the shared-memory copies past the end of training, to look at them (close() below).
+    close = PolicyPublisher.close
+    monkeypatch.setattr(PolicyPublisher, "close", lambda self: self.client and self.client.close())
     from transformers import AutoTokenizer
 
     from rlmec.shared.policy_version import read_version
@@ -368,12 +374,12 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
         published = load_file(str(Path(where) / "model.safetensors"))
         assert published.keys() == final.keys()
         assert all(torch.equal(published[k], final[k]) for k in final)
-    shutil.rmtree(record.memory_path)  # a machine without the shared-memory copy reads disk
+    # The shared-memory copies go with the trainer: then actors read the disk copy.
+    close(PolicyPublisher(cfg, tokenizer, rank=0))
+    assert not memory_root.exists()
     assert record.readable_path() == Path(record.path)
 
     # A new run from the start points the actors back at version 0: the initial model.
-    from rlmec.trainer.publish import PolicyPublisher
-
     fresh = make_config(tiny_model_dir, tmp_path / "run2", None, **sections)
     PolicyPublisher(fresh, tokenizer, rank=0).start(0)
     record = read_version(client, "team-a")

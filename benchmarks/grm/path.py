@@ -1,10 +1,11 @@
 """Cost per scored sample: the platform's whole locate → rewrite → score path against bare
 vLLM doing the same generations and prefills (issue 32, item 5).
 
-Wrong ``arith`` solutions (the test problems' references with one step's result slipped,
-``rlmec.data.synth.corrupt``), scored by the arith GRM (the shipped adapter merged into
-SmolLM2-135M-Instruct), vllm engine, float32, the same engine arguments on both sides (prefix
-caching on, vLLM's default; the GRM service's default n-gram speculation):
+Wrong ``arith`` solutions (the test problems' references with one step's result slipped and
+the later steps computed on from it, as the start policy's errors go), scored by the arith GRM
+(the shipped adapter merged into SmolLM2-135M-Instruct), vllm engine, float32, the same engine
+arguments on both sides (prefix caching on, vLLM's default; the GRM service's default n-gram
+speculation):
 
 - **service**: ``rlmec grm serve`` + ``rlmec reward serve`` + Redis, separate processes;
   ``POST /v1/token-rewards`` in batches of 64, 8 in flight (as ``rlmec data signals``).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
@@ -40,19 +42,39 @@ LOCATE_MAX_NEW = 32  # RewriteInput's default, which the reward service sends
 GRM_ARGS = ("--dtype", "float32", "--max-model-len", "2048")
 
 
+_STEP = re.compile(r"(-?\d+) ([-+*]) (-?\d+) = (-?\d+)")
+
+
+def slipped(reference: str, i: int) -> str | None:
+    """The reference chain with one step's result off by a few (step ``i`` mod the steps),
+    the later steps computed on from the wrong value, as the start policy's slips go."""
+    *lines, answer = reference.split("\n")
+    steps = [_STEP.fullmatch(line) for line in lines]
+    if not steps or any(m is None for m in steps) or not answer.startswith("The answer is:"):
+        return None
+    k, out, value = i % len(steps), [], 0
+    for j, m in enumerate(steps):
+        assert m is not None
+        a, op, b = int(m[1]) if j == 0 else value, m[2], int(m[3])
+        value = {"+": a + b, "-": a - b, "*": a * b}[op] + (1 + i % 9 if j == k else 0)
+        out.append(f"{a} {op} {b} = {value}")
+    return "\n".join([*out, f"The answer is: {value}"])
+
+
 def wrong_samples(n: int, skip: int = 0) -> list[dict[str, str]]:
-    from rlmec.data.synth import corrupt
     from rlmec.data.tasks import load_task
 
     out = []
-    for problem in load_task("arith"):
-        record = corrupt(problem, seed=1)
-        if record is not None:
-            out.append({"question": record.question, "reference_solution":
-                        record.reference_solution, "reference_answer": record.reference_answer,
-                        "prediction": record.prediction})  # fmt: skip
+    for i, problem in enumerate(load_task("arith")):
+        prediction = slipped(problem.reference_solution, i)
+        if prediction is not None:
+            out.append({"question": problem.question, "reference_solution":
+                        problem.reference_solution, "reference_answer": problem.reference_answer,
+                        "prediction": prediction})  # fmt: skip
         if len(out) == skip + n:
             break
+    if len(out) < skip + n:  # a timing over nothing would be no figure at all
+        raise SystemExit(f"only {len(out)} arith problems could be slipped; need {skip + n}")
     return out[skip:]
 
 

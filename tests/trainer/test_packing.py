@@ -12,6 +12,7 @@ import torch
 from rlmec.trainer.config import LossConfig
 from rlmec.trainer.data import TrainSample, collate
 from rlmec.trainer.objectives import get_objective
+from rlmec.trainer.packing import bins
 from rlmec.trainer.train import policy_logprobs
 
 
@@ -37,11 +38,22 @@ def _model(tiny_model_dir: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
 
 
+def test_bins_keep_the_rows_in_order_within_the_width() -> None:
+    assert bins([5, 5, 5, 12, 3, 3], 10) == [[0, 1], [2], [3], [4, 5]]
+    assert bins([4, 4], 100) == [[0, 1]]
+
+
+@pytest.mark.parametrize("pack_tokens", [2048, 1])  # one packed row; as many as rows allow
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_packed_log_probs_and_gradients_equal_padded(tiny_model_dir: Path, side: str) -> None:
+def test_packed_log_probs_and_gradients_equal_padded(
+    tiny_model_dir: Path, side: str, pack_tokens: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlmec.trainer import packing as packing_module
+
     model = _model(tiny_model_dir)
     batch = collate(_samples(), pad_id=0, side=side)  # type: ignore[arg-type]
     spec, cfg = get_objective("rlmec"), LossConfig()
+    monkeypatch.setattr(packing_module, "PACK_TOKENS", pack_tokens)
     results = []
     for packing in (False, True):
         model.zero_grad()

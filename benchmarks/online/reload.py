@@ -75,8 +75,8 @@ def line(times: dict[str, list[float]], command: str) -> str:
         f"{PREFIX} (SmolLM2-135M, fp32 version, vllm engine, {len(times['disk'])} rounds "
         f"interleaved; {machine()}; CPU flags: {cpu_flags()}; {today()}; `{command}`): from "
         f"disk with hashing {old:.2f} s ({spread['disk']}), from shared memory {new:.2f} s "
-        f"({spread['memory']}): **{old / new:.1f}x** faster. `weight reload: {new:.1f} s` "
-        "(median, the actor's path now)."
+        f"({spread['memory']}): disk / memory **{old / new:.2f}x**. `weight reload: "
+        f"{new:.1f} s` (median, the actor's path now)."
     )
 
 

@@ -60,5 +60,10 @@ def cpu_flags() -> str:
     return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
 
 
+def stamp(command: str) -> str:
+    """Machine, CPU flags, date and command, for a benchmark's one-line figure."""
+    return f"{machine()}; CPU flags: {cpu_flags()}; {today()}; `{command}`"
+
+
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

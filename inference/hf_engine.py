@@ -259,10 +259,10 @@ class HfEngine(LoadedEngine):
         if self._settings.fair_tenants:
             tenant = self._clock.next(waiting)
             first = next(j for j in self._pending if j.tenant.name == tenant)
+            alone = len(waiting) > 1
         else:  # first come, first served: the oldest job leads, any tenant may join it
-            first, waiting = self._pending[0], {}
+            first, alone = self._pending[0], False
             tenant = first.tenant.name
-        alone = len(waiting) > 1
         batch: list[_Job] = []
         longest = 0
         keep: collections.deque[_Job] = collections.deque()

@@ -183,13 +183,12 @@ def _rlmec(
 ) -> RlmecLossOutput:
     p, r = batch.prediction, batch.regular
     rewards = p.values if rewards is None else rewards
-    if counts is None and cfg.rl_tokens == "response":  # per micro-batch: this one's counts
-        counts = (_num_reward_tokens(batch, cfg, rewards), batch.counts()[1])
+    # Per micro-batch (no step counts): this micro-batch's own N_r and N_c.
+    n_r, n_c = counts or (_num_reward_tokens(batch, cfg, rewards), batch.counts()[1])
     return rlmec_loss(
         pred_lp, batch.ref_logprobs, rewards, p.loss_mask,
         reg_lp, r.values, r.loss_mask, epsilon=cfg.epsilon, imitation_coef=cfg.imitation_coef,
-        num_reward_tokens=None if counts is None else counts[0],
-        num_imitation_tokens=None if counts is None else counts[1],
+        num_reward_tokens=n_r, num_imitation_tokens=n_c,
     )  # fmt: skip
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.report import cpu_flags, machine, set_line, today
+from benchmarks.report import set_line, stamp
 
 PREFIX = "Cost per scored sample"
 BATCH, IN_FLIGHT, MAX_NEW = 64, 8, 64
@@ -188,8 +188,8 @@ def line(n: int, rounds: list[dict[str, Any]], command: str) -> str:
     verdict = "met" if ratio <= 1.05 else "NOT met"
     return (
         f"{PREFIX} ({n} wrong `arith` solutions, the arith GRM, vllm, float32, "
-        f"{len(rounds)} rounds alternating, median wall; {machine()}; CPU flags: {cpu_flags()}; "
-        f"{today()}; `{command}`): the service's locate → rewrite → score path "
+        f"{len(rounds)} rounds alternating, median wall; {stamp(command)}): the service's "
+        "locate → rewrite → score path "
         f"{1000 * service / n:.0f} ms per sample ({service:.1f} s), bare vLLM doing the same "
         f"generations and prefills {1000 * bare / n:.0f} ms ({bare:.1f} s); the same rewrite "
         f"on {same} of {n}; {last['service']['scored']} scored by the service. "

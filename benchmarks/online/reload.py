@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from benchmarks.report import cpu_flags, machine, set_line, today
+from benchmarks.report import set_line, stamp
 
 MODEL = Path.home() / ".cache/rlmec/models/smollm2-135m"
 PREFIX = "Weight reload side by side"
@@ -73,7 +73,7 @@ def line(times: dict[str, list[float]], command: str) -> str:
     spread = {w: f"min {min(v):.2f}, max {max(v):.2f}" for w, v in times.items()}
     return (
         f"{PREFIX} (SmolLM2-135M, fp32 version, vllm engine, {len(times['disk'])} rounds "
-        f"interleaved; {machine()}; CPU flags: {cpu_flags()}; {today()}; `{command}`): from "
+        f"interleaved; {stamp(command)}): from "
         f"disk with hashing {old:.2f} s ({spread['disk']}), from shared memory {new:.2f} s "
         f"({spread['memory']}): disk / memory **{old / new:.2f}x**. `weight reload: "
         f"{new:.1f} s` (median, the actor's path now)."

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.report import cpu_flags, machine, set_line, today
+from benchmarks.report import set_line, stamp
 from benchmarks.trainer.run import SMOLLM2_DIR, gsm8k_records
 
 PREFIX = "Trainer paths side by side"
@@ -124,7 +124,7 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
     command = (f".venv/bin/python -m benchmarks.trainer.paths --batch {args.batch} "
                f"--steps {args.steps} --warmup {args.warmup}")  # fmt: skip
     return [
-        f"{PREFIX} ({machine()}; CPU flags: {cpu_flags()}; {today()}; `{command}`): "
+        f"{PREFIX} ({stamp(command)}): "
         f"{steps} steps of {args.batch} GSM8K records each, alternating; old = fp32, padded: "
         f"{args.batch * steps / old:.3f} samples/s, {flops / old / 1e9:.1f} GFLOP/s "
         f"({flops / old / r['ceiling_fp32']:.0%} of the fp32 matmul ceiling, "

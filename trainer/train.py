@@ -163,7 +163,7 @@ def init_deepspeed(
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
-        lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
+        lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, fused=o.fused,
     )  # fmt: skip
     warmup = o.warmup(total_steps)
 
@@ -176,6 +176,10 @@ def init_deepspeed(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
     del keep_alive
+    if cfg.engine.zero_stage == 0 and engine.dp_world_size == 1:
+        # One rank: the all-reduce is an identity, but DeepSpeed would still flatten every
+        # gradient into a bucket and back (0.8 s of a 5 s step, 135M parameters, 2 CPU cores).
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -2,9 +2,12 @@
 optimizer steps interleaved in one run, and the achieved FLOP/s against the machine's measured
 matmul ceiling.
 
-- **old**: fp32 everywhere, each micro-batch padded to its longest sequence (both passes);
-- **new**: ``engine.precision: autocast`` (bf16 matmuls where the CPU computes bf16 natively:
-  AVX-512 BF16 or AMX; fp32 where bf16 would be emulated) and ``engine.packing: true``.
+- **old**: the online loop's trainer before issue 32: fp32 everywhere, each micro-batch padded
+  to its longest sequence (both passes), ZeRO-2, torch's foreach AdamW;
+- **new**: the online loop's trainer now: ``engine.precision: autocast`` (bf16 matmuls where the
+  CPU computes bf16 natively: AVX-512 BF16 or AMX; fp32 where bf16 would be emulated),
+  ``engine.packing: true``, ZeRO-0 (one rank: nothing to partition, and no gradient all-reduce),
+  ``optim.fused: true`` (torch's fused AdamW).
 
 Both are the trainer's own ``train_step`` on a DeepSpeed ZeRO-2 engine (one rank, CPU) with
 SmolLM2-135M-Instruct, the RLMEC objective, steps of ``--batch`` GSM8K records (the same
@@ -25,6 +28,7 @@ from typing import Any
 
 from benchmarks.report import set_line, stamp
 from benchmarks.trainer.run import SMOLLM2_DIR, gsm8k_records
+from rlmec.loop.demo import TRAINER_ENGINE
 
 PREFIX = "Trainer paths side by side"
 
@@ -43,7 +47,11 @@ def matmul_ceiling(dtype: Any, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def make_path(model_dir: str, batch: int, precision: str, packing: bool) -> tuple[Any, Any]:
+OLD = {"engine": {"zero_stage": 2, "precision": "fp32", "packing": False}, "fused": False}
+NEW = {"engine": TRAINER_ENGINE, "fused": True}  # the demo's and benchmarks.online's trainer
+
+
+def make_path(model_dir: str, batch: int, path: dict[str, Any]) -> tuple[Any, Any]:
     from rlmec.trainer.config import TrainConfig
     from rlmec.trainer.train import deepspeed_config, init_deepspeed
 
@@ -51,8 +59,8 @@ def make_path(model_dir: str, batch: int, precision: str, packing: bool) -> tupl
         "model": model_dir, "output_dir": "/tmp/rlmec-bench-trainer-paths",
         "data": {"train_file": "unused.jsonl", "max_length": 1024},
         "optim": {"global_batch_size": batch, "micro_batch_size": batch, "epochs": 1,
-                  "warmup_ratio": 0.0, "lr": 1e-6},
-        "engine": {"zero_stage": 2, "precision": precision, "packing": packing},
+                  "warmup_ratio": 0.0, "lr": 1e-6, "fused": path["fused"]},
+        "engine": path["engine"],
     })  # fmt: skip
     return cfg, init_deepspeed(cfg, deepspeed_config(cfg, 1, 1), total_steps=1000)
 
@@ -69,8 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _, world, device = init_process_group()
     tokenizer = load_policy_tokenizer(model_dir)
     n = args.batch * (args.warmup + args.steps)
-    paths = {"old": make_path(model_dir, args.batch, "fp32", False),
-             "new": make_path(model_dir, args.batch, "autocast", True)}  # fmt: skip
+    paths = {"old": make_path(model_dir, args.batch, OLD),
+             "new": make_path(model_dir, args.batch, NEW)}  # fmt: skip
     cfg_old = paths["old"][0]
     tok = PolicyEncoder(tokenizer, cfg_old.data.max_length)
     records = [TokenRecord.model_validate(r) for r in gsm8k_records(tokenizer, n)]
@@ -125,10 +133,12 @@ def lines(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
                f"--steps {args.steps} --warmup {args.warmup}")  # fmt: skip
     return [
         f"{PREFIX} ({stamp(command)}): "
-        f"{steps} steps of {args.batch} GSM8K records each, alternating; old = fp32, padded: "
+        f"{steps} steps of {args.batch} GSM8K records each, alternating; "
+        "old = fp32, padded, ZeRO-2, foreach AdamW: "
         f"{args.batch * steps / old:.3f} samples/s, {flops / old / 1e9:.1f} GFLOP/s "
         f"({flops / old / r['ceiling_fp32']:.0%} of the fp32 matmul ceiling, "
-        f"{r['ceiling_fp32'] / 1e9:.0f} GFLOP/s); new = {r['new_precision']}, packed: "
+        f"{r['ceiling_fp32'] / 1e9:.0f} GFLOP/s); new = {r['new_precision']}, packed, ZeRO-0, "
+        "fused AdamW: "
         f"{args.batch * steps / new:.3f} samples/s, {flops / new / 1e9:.1f} GFLOP/s "
         f"({flops / new / ceiling_new:.0%} of the {'bf16' if bf16 else 'fp32'} ceiling, "
         f"{ceiling_new / 1e9:.0f} GFLOP/s).",

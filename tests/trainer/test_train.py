@@ -392,3 +392,36 @@ def test_a_full_shared_memory_publishes_to_disk_only(tmp_path: Path) -> None:
 
     assert has_room(tmp_path / "shm" / "rlmec" / "team", 1)  # not made yet: its parent's room
     assert not has_room(tmp_path, 1 << 62)  # e.g. a container's 64 MiB /dev/shm and a 7B model
+
+
+def test_one_rank_fast_path_takes_the_same_step_as_zero2_foreach(tiny_model_dir: Path) -> None:
+    """ZeRO-0 without the one-rank all-reduce and torch's fused AdamW (the demo's trainer) move
+    the weights exactly as ZeRO-2 with the foreach AdamW does, gradient clipping included."""
+    from rlmec.trainer.distributed import init_process_group
+    from rlmec.trainer.train import ReferencePolicy, deepspeed_config, init_deepspeed, train_step
+    from tests.trainer.test_packing import _samples
+
+    _, world, device = init_process_group()
+    samples, after = _samples(), []
+    for zero, fused in ((2, False), (0, True)):
+        cfg = make_config(tiny_model_dir, Path("/unused"), Path("unused.jsonl"),
+                          optim={"fused": fused, "global_batch_size": 3, "micro_batch_size": 3,
+                                 "max_grad_norm": 0.05},
+                          engine={"zero_stage": zero})  # fmt: skip
+        torch.manual_seed(0)
+        engine = init_deepspeed(cfg, deepspeed_config(cfg, 1, world), total_steps=10)
+        assert engine.enable_backward_allreduce is (zero != 0)
+        reference = ReferencePolicy(str(tiny_model_dir), device, torch.float32)
+        train_step(engine, [samples], cfg, reference=reference, pad_id=0, world=world)
+        after.append([p.detach().clone() for p in engine.module.parameters()])
+    start = [p.detach() for p in _load(tiny_model_dir).parameters()]
+    moved = [not torch.equal(a, s) for a, s in zip(after[0], start, strict=True)]
+    assert sum(moved) > len(moved) // 2  # the step did something to compare
+    for old, new in zip(*after, strict=True):
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-5)
+
+
+def _load(model_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -40,6 +40,11 @@ def process_env() -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The stack's processes share the cores, each with OpenMP threads on all of them. OpenMP's
+    # default spins at every barrier for a core another process needs: with one vLLM engine
+    # generating beside it, a trainer step took 2x as long spinning as sleeping (BENCHMARKS
+    # ``online``), and the generation no longer.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

@@ -18,6 +18,7 @@ from rlmec.loop.stack import (
     Stack,
     group_alive,
     port_or_free,
+    process_env,
     stop_detached,
     wait_http,
 )
@@ -99,3 +100,12 @@ def test_down_stops_every_group_and_waits_until_it_is_gone(tmp_path: Path) -> No
     stopped, alive = stop_detached(pids, grace_s=1.0)
     assert sorted(stopped) == ["plain", "stubborn"] and alive == []
     assert not any(group_alive(pid) for pid in pids.values())
+
+
+def test_stack_processes_sleep_at_openmp_barriers_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert process_env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice stands
+    assert process_env()["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -95,9 +95,10 @@ a new policy version every 4 steps, `max_policy_lag` 2), all sharing the cores, 
 | trained (optimizer steps) | {r["trained_per_s"]:.3f} |
 
 **trainer idle: {idle:.0%}** (time waiting for scored batches over the trainer's wall time in the
-warm window; target < 20%{", met" if idle < 0.2 else ", **not met**"}). The trainer is the
-slowest stage (median step {r["step_s"]:.1f} s); the actor spent {r["actor_blocked_share"]:.0%}
-of the window waiting on the team's full queue (429), which is what keeps the lag bounded.
+warm window; target < 20%{", met" if idle < 0.2 else ", **not met**"}); median step
+{r["step_s"]:.1f} s. The actor spent {r["actor_blocked_share"]:.0%} of the window waiting on the
+team's full queue (429), which is what keeps the lag bounded: the more it waits, the more the
+trainer is the slowest stage.
 
 Policy lag of the batches trained on: {lag_text}; stale batches skipped: {r["stale_batches"]}.
 

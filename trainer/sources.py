@@ -29,6 +29,18 @@ MicroBatches = list[list[TrainSample]]
 class StepSource(Protocol):
     total_steps: int | None
 
+    def _done_untrained(self, pending: _Pending) -> None:
+        """A batch with nothing (left) to train on: stale, no sample usable, or all of it
+        applied in steps the checkpoint we resumed from holds. It is acknowledged now, in
+        either ``ack_after`` mode: no step of this run depends on it. Held for a next step, it
+        would keep its samples in the team's scored bound, and a bound full of such batches
+        stops the actor from pushing the fresh batch that step waits for (a deadlock, seen in
+        the demo once the trainer outran the actor)."""
+        batch_id = pending.delivery.batch.batch_id
+        self.partial.pop(batch_id, None)
+        self.applied[batch_id] = None
+        self.reader.ack([pending.delivery])
+
     def next_step(self, step: int) -> MicroBatches | None:
         """This rank's micro-batches for optimizer step ``step``; ``None`` ends training."""
 
@@ -81,6 +93,18 @@ class OfflineSource:
         self.seed, self.rank, self.world = seed, rank, world
         self._epoch: tuple[int, list[TrainSample]] | None = None
 
+    def _done_untrained(self, pending: _Pending) -> None:
+        """A batch with nothing (left) to train on: stale, no sample usable, or all of it
+        applied in steps the checkpoint we resumed from holds. It is acknowledged now, in
+        either ``ack_after`` mode: no step of this run depends on it. Held for a next step, it
+        would keep its samples in the team's scored bound, and a bound full of such batches
+        stops the actor from pushing the fresh batch that step waits for (a deadlock, seen in
+        the demo once the trainer outran the actor)."""
+        batch_id = pending.delivery.batch.batch_id
+        self.partial.pop(batch_id, None)
+        self.applied[batch_id] = None
+        self.reader.ack([pending.delivery])
+
     def next_step(self, step: int) -> MicroBatches | None:
         if self.total_steps is not None and step >= self.total_steps:
             return None
@@ -130,7 +154,7 @@ class StreamSource:
 
     ``policy_version`` is the trainer's newest published version (the online loop, see
     :mod:`rlmec.shared.policy_version`): a batch generated more than ``max_policy_lag`` versions
-    before it is skipped, counted in :meth:`counters` and acknowledged like an applied one.
+    before it is skipped, counted in :meth:`counters` and acknowledged at once.
     """
 
     MAX_REMEMBERED = 100_000
@@ -183,7 +207,7 @@ class StreamSource:
             )  # fmt: skip
             self.stale["stale_batches"] += 1
             self.stale["stale_samples"] += len(batch.results)
-            self.finished.append(_Pending(delivery, 0))  # acknowledged with the next step
+            self._done_untrained(_Pending(delivery, 0))
             return
         self.lags["lag_3plus" if lag >= 3 else f"lag_{lag}"] += 1
         for result in batch.results:
@@ -197,9 +221,21 @@ class StreamSource:
         skip = self.partial.get(batch.batch_id, 0)
         pending = _Pending(delivery, len(samples) - skip, skip)
         if pending.remaining <= 0:
-            self.finished.append(pending)  # nothing (left) to train on: done with the next step
+            self._done_untrained(pending)  # nothing (left) to train on
         for sample in samples[skip:]:
             self.buffer.append((sample, pending))
+
+    def _done_untrained(self, pending: _Pending) -> None:
+        """A batch with nothing (left) to train on: stale, no sample usable, or all of it
+        applied in steps the checkpoint we resumed from holds. It is acknowledged now, in
+        either ``ack_after`` mode: no step of this run depends on it. Held for a next step, it
+        would keep its samples in the team's scored bound, and a bound full of such batches
+        stops the actor from pushing the fresh batch that step waits for (a deadlock, seen in
+        the demo once the trainer outran the actor)."""
+        batch_id = pending.delivery.batch.batch_id
+        self.partial.pop(batch_id, None)
+        self.applied[batch_id] = None
+        self.reader.ack([pending.delivery])
 
     def next_step(self, step: int) -> MicroBatches | None:
         deadline = time.monotonic() + self.cfg.idle_timeout_s

@@ -379,6 +379,13 @@ def test_online_trainer_publishes_versions_and_skips_stale_batches(
     assert not memory_root.exists()
     assert record.readable_path() == Path(record.path)
 
+    # A stale batch alone is acknowledged when skipped, not with a next step that may never
+    # come: held, it would fill the team's scored bound and the actor could not push.
+    _push_scored(client, "team-a", "late-v1", [scored_sample(tokenizer, 0)], policy_version=1)
+    assert train(cfg).steps == 4  # no step more
+    assert client.xpending(keys.scored, "trainer")["pending"] == 0
+    assert client.hexists(keys.status("late-v1"), "acked_by:trainer")
+
     # A new run from the start points the actors back at version 0: the initial model.
     fresh = make_config(tiny_model_dir, tmp_path / "run2", None, **sections)
     PolicyPublisher(fresh, tokenizer, rank=0).start(0)

@@ -29,18 +29,6 @@ MicroBatches = list[list[TrainSample]]
 class StepSource(Protocol):
     total_steps: int | None
 
-    def _done_untrained(self, pending: _Pending) -> None:
-        """A batch with nothing (left) to train on: stale, no sample usable, or all of it
-        applied in steps the checkpoint we resumed from holds. It is acknowledged now, in
-        either ``ack_after`` mode: no step of this run depends on it. Held for a next step, it
-        would keep its samples in the team's scored bound, and a bound full of such batches
-        stops the actor from pushing the fresh batch that step waits for (a deadlock, seen in
-        the demo once the trainer outran the actor)."""
-        batch_id = pending.delivery.batch.batch_id
-        self.partial.pop(batch_id, None)
-        self.applied[batch_id] = None
-        self.reader.ack([pending.delivery])
-
     def next_step(self, step: int) -> MicroBatches | None:
         """This rank's micro-batches for optimizer step ``step``; ``None`` ends training."""
 
@@ -92,18 +80,6 @@ class OfflineSource:
         self.samples, self.global_batch, self.micro = samples, global_batch, micro_batch
         self.seed, self.rank, self.world = seed, rank, world
         self._epoch: tuple[int, list[TrainSample]] | None = None
-
-    def _done_untrained(self, pending: _Pending) -> None:
-        """A batch with nothing (left) to train on: stale, no sample usable, or all of it
-        applied in steps the checkpoint we resumed from holds. It is acknowledged now, in
-        either ``ack_after`` mode: no step of this run depends on it. Held for a next step, it
-        would keep its samples in the team's scored bound, and a bound full of such batches
-        stops the actor from pushing the fresh batch that step waits for (a deadlock, seen in
-        the demo once the trainer outran the actor)."""
-        batch_id = pending.delivery.batch.batch_id
-        self.partial.pop(batch_id, None)
-        self.applied[batch_id] = None
-        self.reader.ack([pending.delivery])
 
     def next_step(self, step: int) -> MicroBatches | None:
         if self.total_steps is not None and step >= self.total_steps:

@@ -9,7 +9,7 @@ matmul ceiling.
   ``engine.packing: true``, ZeRO-0 (one rank: nothing to partition, and no gradient all-reduce),
   ``optim.fused: true`` (torch's fused AdamW).
 
-Both are the trainer's own ``train_step`` on a DeepSpeed ZeRO-2 engine (one rank, CPU) with
+Both are the trainer's own ``train_step`` on a DeepSpeed engine (one rank, CPU) with
 SmolLM2-135M-Instruct, the RLMEC objective, steps of ``--batch`` GSM8K records (the same
 records in the same order for both, the reference log-probs in the records: the online loop's
 case, where the actor sends them). FLOPs per step = 6 x parameters x non-pad tokens (forward

@@ -406,7 +406,7 @@ def test_one_rank_fast_path_takes_the_same_step_as_zero2_foreach(tiny_model_dir:
     the weights exactly as ZeRO-2 with the foreach AdamW does, gradient clipping included."""
     from rlmec.trainer.distributed import init_process_group
     from rlmec.trainer.train import ReferencePolicy, deepspeed_config, init_deepspeed, train_step
-    from tests.trainer.test_packing import _samples
+    from tests.trainer.test_packing import _model, _samples
 
     _, world, device = init_process_group()
     samples, after = _samples(), []
@@ -421,14 +421,8 @@ def test_one_rank_fast_path_takes_the_same_step_as_zero2_foreach(tiny_model_dir:
         reference = ReferencePolicy(str(tiny_model_dir), device, torch.float32)
         train_step(engine, [samples], cfg, reference=reference, pad_id=0, world=world)
         after.append([p.detach().clone() for p in engine.module.parameters()])
-    start = [p.detach() for p in _load(tiny_model_dir).parameters()]
+    start = [p.detach() for p in _model(tiny_model_dir).parameters()]
     moved = [not torch.equal(a, s) for a, s in zip(after[0], start, strict=True)]
     assert sum(moved) > len(moved) // 2  # the step did something to compare
     for old, new in zip(*after, strict=True):
         torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-5)
-
-
-def _load(model_dir: Path) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -53,8 +53,9 @@ class SlotWaiters:
         try_acquire: Callable[[], Awaitable[str | None]],
         *,
         max_waiting: int,
-        limit: int,
+        limit: str,
     ) -> str:
+        """``limit`` names the team's limits in the 429's message."""
         queue = self._queues.setdefault(team, deque())
         if not queue:  # nobody of this team waits: no queue to jump
             lease = await try_acquire()
@@ -62,8 +63,9 @@ class SlotWaiters:
                 return lease
         if len(queue) >= max_waiting or self.max_wait_s <= 0:
             raise RateLimitError(
-                f"team {team!r} has {limit} requests in flight and {len(queue)} waiting (its "
-                f"limits); send bigger batches or ask the operator for a higher max_concurrency",
+                f"team {team!r} has {limit} in flight and {len(queue)} requests waiting (its "
+                f"limits); retry later, or ask the operator for a higher max_concurrency or "
+                f"max_samples_in_flight",
                 retry_after=max(1.0, self.max_wait_s),
                 code="admission_queue_full",
             )
@@ -80,8 +82,8 @@ class SlotWaiters:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise RateLimitError(
-                        f"team {team!r} waited {self.max_wait_s:g} s for one of its "
-                        f"{limit} concurrency slots; retry, or send bigger batches",
+                        f"team {team!r} waited {self.max_wait_s:g} s for room in its "
+                        f"limit of {limit} in flight; retry later",
                         retry_after=max(1.0, min(self.max_wait_s, 5.0)),
                         code="concurrency_limit",
                     )

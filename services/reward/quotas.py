@@ -5,10 +5,14 @@ is refused whole (nothing is counted) with the seconds left in the window as ``R
 A batch bigger than the whole limit can never pass: 413, not a 429 to retry. Quota is charged
 for work done: a request that fails transiently (GRM or Redis down, 5xx, client gone) gets its
 samples back.
-Concurrency: a sorted set of lease ids scored by their expiry time; a request takes a lease if
-fewer than ``max_concurrency`` unexpired leases exist and gives it back when done. A replica
-that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. A request that finds
-no free slot waits for one in its team's queue (:class:`~.admission.SlotWaiters`, up to
+Concurrency: a sorted set of leases scored by their expiry time, each lease named
+``<id>:<samples>``; a request takes a lease if the unexpired leases are fewer than
+``max_concurrency`` and their samples plus its own fit ``max_samples_in_flight`` (a request
+bigger than that counts as exactly that, so it runs alone), and gives it back when done.
+Counting samples, not only requests, is what lets one-sample traffic (OpenRLHF) put as much
+work in flight as a batching client, so that coalescing can fill GRM batches (issue 32). A
+replica that dies mid-request cannot leak a slot for longer than ``lease_ttl_s``. A request
+that finds no free slot waits for one in its team's queue (:class:`~.admission.SlotWaiters`, up to
 ``admission_wait_s``, at most ``max_waiting_requests``) before it gets a 429. Both checks are Lua
 scripts, atomic on the server, and use the server clock so replicas need no synced clocks.
 """
@@ -56,13 +60,21 @@ _LEASE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local held = redis.call('ZCARD', KEYS[1])
-if held >= tonumber(ARGV[2]) then
-  return {0, held}
+local leases = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #leases >= tonumber(ARGV[3]) then
+  return {0, #leases}
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]) * 1000, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 1000)
-return {1, held + 1}
+local samples = 0
+for _, lease in ipairs(leases) do
+  -- a lease without its samples (written by an older replica) counts as one
+  samples = samples + (tonumber(string.match(lease, ':(%d+)$')) or 1)
+end
+if samples + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
+  return {0, #leases}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]) * 1000, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) * 1000)
+return {1, #leases + 1}
 """
 
 _REFUND_LUA = """
@@ -117,22 +129,26 @@ class QuotaGate:
         """Give back ``samples`` charged for work that was not done (never below 0)."""
         await self._refund(keys=[self._rate_key(team)], args=[samples])
 
-    async def try_acquire(self, team: Team) -> str | None:
-        """One of the team's concurrency slots (a lease id), or None when all are taken."""
-        lease = uuid.uuid4().hex
+    async def try_acquire(self, team: Team, samples: int = 1) -> str | None:
+        """A lease on the team's concurrency for a request of ``samples`` samples, or None
+        when its requests or samples in flight are at their limits."""
+        weight = max(1, min(samples, team.max_samples_in_flight))
+        lease = f"{uuid.uuid4().hex}:{weight}"
         ok, _ = await self._lease(
-            keys=[self._slots_key(team)], args=[lease, team.max_concurrency, self.lease_ttl_s]
-        )
+            keys=[self._slots_key(team)],
+            args=[lease, weight, team.max_concurrency, team.max_samples_in_flight,
+                  self.lease_ttl_s],
+        )  # fmt: skip
         return lease if ok else None
 
-    async def acquire(self, team: Team) -> str:
-        """A concurrency slot, after waiting in the team's queue if need be; else 429."""
+    async def acquire(self, team: Team, samples: int = 1) -> str:
+        """A concurrency lease, after waiting in the team's queue if need be; else 429."""
         started = time.monotonic()
         lease = await self.waiters.acquire(
             team.name,
-            lambda: self.try_acquire(team),
+            lambda: self.try_acquire(team, samples),
             max_waiting=team.max_waiting_requests,
-            limit=team.max_concurrency,
+            limit=f"{team.max_concurrency} requests or {team.max_samples_in_flight} samples",
         )
         if self.wait_seconds is not None:
             self.wait_seconds.labels(team.name).observe(time.monotonic() - started)
@@ -175,7 +191,7 @@ async def admit(gate: QuotaGate, team: Team, samples: int) -> AsyncIterator[None
 async def _admit(gate: QuotaGate, team: Team, samples: int) -> str:
     lease: str | None = None
     try:
-        lease = await gate.acquire(team)
+        lease = await gate.acquire(team, samples)
         await gate.charge(team, samples)
     except (RateLimitError, PayloadTooLargeError):
         if lease is not None:

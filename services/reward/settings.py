@@ -45,10 +45,20 @@ class TeamConfig(BaseModel):
     rate_limit: int = Field(10_000, ge=1, description="Samples per rate window.")
     rate_window_s: int = Field(60, ge=1, le=86_400, description="Rate window in seconds.")
     max_concurrency: int = Field(
-        16,
+        1024,
         ge=1,
-        le=1024,
-        description="Requests in flight at once; more wait in the team's queue (below).",
+        le=4096,
+        description="Requests in flight at once; more wait in the team's queue (below). "
+        "max_samples_in_flight usually binds first.",
+    )
+    max_samples_in_flight: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Samples of the team's requests in flight at once (a request counts its "
+        "samples; one bigger than this runs alone); more wait in the team's queue. Bounds the "
+        "team's share of the GRM's work whatever its batch size: 1024 one-sample requests "
+        "(OpenRLHF) or 16 batches of 64.",
     )
     max_waiting_requests: int = Field(
         1024,
@@ -232,7 +242,12 @@ class RewardSettings(BaseSettings, HttpBounds):
         description="Serve requests without a key as team 'anonymous' (private networks only).",
     )
     anonymous_rate_limit: int = Field(10_000, ge=1, description="Samples/window, anonymous.")
-    anonymous_max_concurrency: int = Field(16, ge=1, description="In flight, anonymous.")
+    anonymous_max_concurrency: int = Field(
+        1024, ge=1, le=4096, description="Requests in flight, anonymous."
+    )
+    anonymous_max_samples_in_flight: int = Field(
+        1024, ge=1, le=1_000_000, description="Samples in flight, anonymous."
+    )
     cache_enabled: bool = True
     cache_ttl_s: int = Field(7 * 86_400, ge=1, description="Lifetime of a cached result.")
     cache_max_entries: int = Field(
@@ -355,6 +370,7 @@ class RewardSettings(BaseSettings, HttpBounds):
             name=ANONYMOUS,
             rate_limit=self.anonymous_rate_limit,
             max_concurrency=self.anonymous_max_concurrency,
+            max_samples_in_flight=self.anonymous_max_samples_in_flight,
         )
 
 

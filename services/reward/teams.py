@@ -22,6 +22,7 @@ class Team:
     rate_limit: int
     rate_window_s: int
     max_concurrency: int
+    max_samples_in_flight: int
     max_waiting_requests: int
     max_queued_samples: int
     max_scored_samples: int
@@ -39,6 +40,7 @@ class Team:
             rate_limit=config.rate_limit,
             rate_window_s=config.rate_window_s,
             max_concurrency=config.max_concurrency,
+            max_samples_in_flight=config.max_samples_in_flight,
             max_waiting_requests=config.max_waiting_requests,
             max_queued_samples=config.max_queued_samples,
             max_scored_samples=config.max_scored_samples,

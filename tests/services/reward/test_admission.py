@@ -11,6 +11,8 @@ import pytest
 from rlmec.services.reward.admission import FairSlots, SlotWaiters, current_team
 from rlmec.shared.errors import RateLimitError
 
+ONE = "1 request"  # the limits named in a 429
+
 
 class Leases:
     """A fake Redis lease set with ``limit`` slots (the real one is a Lua script)."""
@@ -31,11 +33,11 @@ class Leases:
 async def test_waiters_are_served_in_arrival_order() -> None:
     waiters = SlotWaiters(max_wait_s=5, poll_s=5)  # wake-ups only: no polling luck
     leases = Leases(1)
-    first = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=1)
+    first = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=ONE)
     order: list[int] = []
 
     async def request(i: int) -> None:
-        lease = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=1)
+        lease = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=ONE)
         order.append(i)
         await asyncio.sleep(0.01)
         leases.held.discard(lease)
@@ -54,11 +56,13 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 async def test_a_full_queue_or_a_long_wait_is_a_429() -> None:
     waiters = SlotWaiters(max_wait_s=0.2, poll_s=0.05)
     leases = Leases(1)
-    await waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=1)
-    waiting = asyncio.create_task(waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=1))
+    await waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=ONE)
+    waiting = asyncio.create_task(
+        waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=ONE)
+    )
     await asyncio.sleep(0.01)
     with pytest.raises(RateLimitError) as full:
-        await waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=1)
+        await waiters.acquire("a", leases.try_acquire, max_waiting=1, limit=ONE)
     assert full.value.code == "admission_queue_full" and full.value.retry_after >= 1
     with pytest.raises(RateLimitError) as late:
         await waiting
@@ -69,13 +73,13 @@ async def test_a_full_queue_or_a_long_wait_is_a_429() -> None:
 async def test_teams_do_not_queue_behind_each_other() -> None:
     waiters = SlotWaiters(max_wait_s=5, poll_s=5)
     busy, quiet = Leases(1), Leases(1)
-    await waiters.acquire("busy", busy.try_acquire, max_waiting=100, limit=1)
+    await waiters.acquire("busy", busy.try_acquire, max_waiting=100, limit=ONE)
     backlog = [
-        asyncio.create_task(waiters.acquire("busy", busy.try_acquire, max_waiting=100, limit=1))
+        asyncio.create_task(waiters.acquire("busy", busy.try_acquire, max_waiting=100, limit=ONE))
         for _ in range(50)
     ]
     await asyncio.sleep(0.01)
-    assert await waiters.acquire("quiet", quiet.try_acquire, max_waiting=100, limit=1)
+    assert await waiters.acquire("quiet", quiet.try_acquire, max_waiting=100, limit=ONE)
     for task in backlog:
         task.cancel()
     await asyncio.gather(*backlog, return_exceptions=True)
@@ -85,9 +89,11 @@ async def test_teams_do_not_queue_behind_each_other() -> None:
 async def test_a_cancelled_head_hands_its_turn_on() -> None:
     waiters = SlotWaiters(max_wait_s=5, poll_s=5)
     leases = Leases(1)
-    first = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=1)
-    head = asyncio.create_task(waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=1))
-    second = asyncio.create_task(waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=1))
+    first = await waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=ONE)
+    head = asyncio.create_task(waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=ONE))
+    second = asyncio.create_task(
+        waiters.acquire("a", leases.try_acquire, max_waiting=10, limit=ONE)
+    )
     await asyncio.sleep(0.01)
     head.cancel()  # the client went away
     leases.held.discard(first)

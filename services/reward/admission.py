@@ -7,8 +7,8 @@
   one team's burst never delays another team's admission.
 - :class:`FairSlots`: the GRM calls in flight, shared by every team, handed out by weighted
   fair queuing over the teams that wait (FIFO within a team; each call charged its samples
-  over the team's ``grm_weight``), so a team with a thousand queued GRM calls delays a quiet
-  team by about one call, not by its whole backlog.
+  over the team's ``grm_weight``), so a team with a thousand queued GRM calls does not delay a
+  quiet team by its backlog; a team with no call in flight starts one at once.
 
 Both are per replica (in-process, no extra Redis round-trips); the leases they wait for are the
 Redis ones of :mod:`rlmec.services.reward.quotas`, so the quota still holds across replicas.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
@@ -115,14 +115,26 @@ class FairSlots:
     sending batches of 64 is charged 64 times what a one-sample call is). A freed slot goes to
     the waiting team with the smallest pass. A team that was idle starts at the pass of the
     most recent grant, so idle time is not banked as credit to burst with later.
+
+    With ``quiet_teams_first``, a team that holds no slot and has none waiting gets one at once,
+    past ``capacity`` if need be: it would be next in turn anyway, and without this it waits for
+    one of a busy team's calls to finish (seconds of GRM time for a call of 64 samples), at
+    every call. The excess is at most one slot per team; the GRM queues it and vLLM's priority
+    scheduler (fed the same fair order) runs it first. Off where the slots are processes (the
+    answer checker's workers).
     """
 
-    def __init__(self, capacity: int, weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, capacity: int, weights: Mapping[str, float] | None = None, *,
+        quiet_teams_first: bool = False,
+    ) -> None:  # fmt: skip
         self.capacity = capacity
+        self.quiet_teams_first = quiet_teams_first
         self.in_use = 0
         self.weights = dict(weights or {})
         # team -> its waiting (future, cost); dict order breaks ties (earliest waiter first).
         self._waiting: dict[str, deque[tuple[asyncio.Future[None], float]]] = {}
+        self._held: Counter[str] = Counter()  # team -> slots it holds
         self._clock = StrideClock()  # each team's service over its weight
 
     def queued(self) -> int:
@@ -130,19 +142,24 @@ class FairSlots:
 
     @asynccontextmanager
     async def slot(self, cost: float = 1.0) -> AsyncIterator[None]:
-        await self._acquire(current_team.get(), max(cost, 1e-9))
+        team = current_team.get()
+        await self._acquire(team, max(cost, 1e-9))
         try:
             yield
         finally:
-            self._release()
+            self._release(team)
 
-    def _charge(self, team: str, cost: float) -> None:
+    def _grant(self, team: str, cost: float) -> None:
+        self._held[team] += 1
         self._clock.charge(Tenant(team, self.weights.get(team, 1.0)), cost)
 
+    def _quiet(self, team: str) -> bool:
+        return self.quiet_teams_first and not self._held[team] and team not in self._waiting
+
     async def _acquire(self, team: str, cost: float) -> None:
-        if self.in_use < self.capacity and not self._waiting:
+        if (self.in_use < self.capacity and not self._waiting) or self._quiet(team):
             self.in_use += 1
-            self._charge(team, cost)
+            self._grant(team, cost)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(team, deque()).append((future, cost))
@@ -150,7 +167,7 @@ class FairSlots:
             await future
         except BaseException:
             if future.done() and not future.cancelled():
-                self._release()  # granted and cancelled at once: hand the slot on
+                self._release(team)  # granted and cancelled at once: hand the slot on
             else:
                 self._forget(team, future)
             raise
@@ -166,16 +183,20 @@ class FairSlots:
         if not queue:
             del self._waiting[team]
 
-    def _release(self) -> None:
-        """Give the freed slot to the waiting team with the smallest pass."""
-        while self._waiting:
+    def _release(self, holder: str) -> None:
+        """``holder`` gives a slot back: to the waiting team with the smallest pass, unless
+        quiet teams' slots still hold the slots past capacity."""
+        self._held[holder] -= 1
+        if not self._held[holder]:
+            del self._held[holder]
+        while self._waiting and self.in_use <= self.capacity:
             team = self._clock.next(self._waiting)
             queue = self._waiting[team]
             future, cost = queue.popleft()
             if not queue:
                 del self._waiting[team]
             if not future.done():
-                self._charge(team, cost)
+                self._grant(team, cost)
                 future.set_result(None)  # the slot passes on; in_use is unchanged
                 return
         self.in_use -= 1

@@ -4,7 +4,8 @@
 Batches are cut into chunks of ``batch_size`` and sent concurrently (at most
 ``max_concurrency`` calls in flight, round-robin over the GRM URLs). The calls in flight are
 shared fairly: a free slot goes to the next team in turn (:class:`~.admission.FairSlots`), so
-one team's backlog does not queue ahead of another team's call. Transient answers stay
+one team's backlog does not queue ahead of another team's call, and a team with no call in
+flight starts one at once. Transient answers stay
 transient: a GRM that cannot be reached, times out or answers 503/5xx raises
 :class:`ServiceUnavailableError`, a saturated one (429) :class:`RateLimitError`, each with the
 GRM's ``Retry-After``; the caller fails the whole request (nothing cached) and retries later.
@@ -84,7 +85,7 @@ class GrmBackend:
         self.urls = list(urls)
         self.batch_size = batch_size
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self.slots = FairSlots(max_concurrency, team_weights)
+        self.slots = FairSlots(max_concurrency, team_weights, quiet_teams_first=True)
         self._next_url = itertools.cycle(self.urls)
         self._in_flight = 0
         self._busy_since = 0.0

@@ -169,3 +169,29 @@ async def test_fair_slots_survive_cancellation() -> None:
     assert slots.in_use == 0 and slots.queued() == 0
     async with slots.slot():  # still usable
         assert slots.in_use == 1
+
+
+async def _held_call(slots: FairSlots, team: str, gate: asyncio.Event, log: list[str]) -> None:
+    current_team.set(team)
+    async with slots.slot(64):
+        log.append(team)
+        await gate.wait()
+
+
+@pytest.mark.parametrize("quiet_first", [True, False])
+async def test_a_quiet_team_starts_a_call_at_once(quiet_first: bool) -> None:
+    """One slot, held by a busy team with more calls waiting: a team with no call in flight
+    starts one at once (one past capacity), instead of waiting for the busy call to end; its
+    second call in flight waits its turn. Off, it waits."""
+    slots = FairSlots(1, quiet_teams_first=quiet_first)
+    gate, log = asyncio.Event(), []
+    busy = [asyncio.create_task(_held_call(slots, "busy", gate, log)) for _ in range(3)]
+    await asyncio.sleep(0)
+    quiet = [asyncio.create_task(_held_call(slots, "quiet", gate, log)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert log == (["busy", "quiet"] if quiet_first else ["busy"])
+    assert slots.in_use == (2 if quiet_first else 1)
+    gate.set()
+    await asyncio.gather(*busy, *quiet)
+    assert sorted(log) == ["busy"] * 3 + ["quiet"] * 2
+    assert slots.in_use == 0 and slots.queued() == 0

@@ -40,7 +40,6 @@ logger = logging.getLogger("rlmec.services")
 T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
-_DISCONNECT_POLL_S = 0.1
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": desc}
@@ -166,11 +165,15 @@ def declare_bearer_auth(app: FastAPI, public: frozenset[str]) -> None:
 
 
 async def _watch_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
+    # Waits on the client's next ASGI message instead of polling ``is_disconnected``: once the
+    # body is read the server sends only ``http.disconnect`` (the client went away, or the
+    # response is done), as Starlette's StreamingResponse listens for it. Polling every 0.1 s
+    # cost 44% of the reward service's CPU with 512 one-sample requests in flight (py-spy).
     while not task.done():
-        if await request.is_disconnected():
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
             task.cancel()
             return
-        await asyncio.sleep(_DISCONNECT_POLL_S)
 
 
 async def run_until_disconnect(

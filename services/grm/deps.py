@@ -15,18 +15,18 @@ from rlmec.shared.errors import ServiceUnavailableError
 __all__ = ["AdmissionDep", "ServiceDep", "SettingsDep"]
 
 
-def get_service(request: Request) -> GrmService:
+async def get_service(request: Request) -> GrmService:
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise ServiceUnavailableError("the GRM engine is not loaded yet; retry shortly")
     return service
 
 
-def get_admission(request: Request) -> Admission:
+async def get_admission(request: Request) -> Admission:
     return request.app.state.admission
 
 
-def get_settings_dep(request: Request) -> GrmSettings:
+async def get_settings_dep(request: Request) -> GrmSettings:
     return request.app.state.settings
 
 

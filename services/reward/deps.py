@@ -1,5 +1,7 @@
 """FastAPI dependencies: the caller's team (Bearer key), and the resources the lifespan put
-on ``app.state``. Routes declare them with the ``*Dep`` aliases."""
+on ``app.state``. Routes declare them with the ``*Dep`` aliases. They are ``async def`` though
+they never await: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+dependency per request (9% of the service's CPU under one-sample traffic, py-spy)."""
 
 from __future__ import annotations
 
@@ -42,51 +44,51 @@ def _state(request: Request, name: str) -> object:
     return value
 
 
-def get_settings_dep(request: Request) -> RewardSettings:
+async def get_settings_dep(request: Request) -> RewardSettings:
     settings = _state(request, "settings")
     assert isinstance(settings, RewardSettings)
     return settings
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis = _state(request, "redis")
     assert isinstance(redis, Redis | RedisCluster)
     # A cluster client answers the same commands (every key of one call in one slot).
     return cast(Redis, redis)
 
 
-def get_pull_redis(request: Request) -> Redis:
+async def get_pull_redis(request: Request) -> Redis:
     """The client of the long polls' own connection pool (:mod:`.pulls`)."""
     redis = _state(request, "pull_redis")
     assert isinstance(redis, Redis | RedisCluster)
     return cast(Redis, redis)
 
 
-def get_waiting_pulls(request: Request) -> WaitingPulls:
+async def get_waiting_pulls(request: Request) -> WaitingPulls:
     pulls = _state(request, "waiting_pulls")
     assert isinstance(pulls, WaitingPulls)
     return pulls
 
 
-def get_pipeline(request: Request) -> RewardPipeline:
+async def get_pipeline(request: Request) -> RewardPipeline:
     pipeline = _state(request, "pipeline")
     assert isinstance(pipeline, RewardPipeline)
     return pipeline
 
 
-def get_coalescer(request: Request) -> Coalescer:
+async def get_coalescer(request: Request) -> Coalescer:
     coalescer = _state(request, "coalescer")
     assert isinstance(coalescer, Coalescer)
     return coalescer
 
 
-def get_quotas(request: Request) -> QuotaGate:
+async def get_quotas(request: Request) -> QuotaGate:
     quotas = _state(request, "quotas")
     assert isinstance(quotas, QuotaGate)
     return quotas
 
 
-def get_metrics(request: Request) -> RewardMetrics:
+async def get_metrics(request: Request) -> RewardMetrics:
     metrics = request.app.state.metrics
     assert isinstance(metrics, RewardMetrics)
     return metrics
@@ -96,7 +98,7 @@ def get_metrics(request: Request) -> RewardMetrics:
 CALLER = "caller"
 
 
-def current_team(request: Request) -> Team:
+async def current_team(request: Request) -> Team:
     """The team owning the Bearer key; 401 without a valid one (unless the operator allowed
     key-less access, and then only when no key is sent: a wrong key is always 401)."""
     team = getattr(request.state, CALLER, None)

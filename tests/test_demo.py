@@ -3,6 +3,7 @@ real Redis, GRM and reward services, a worker and the DeepSpeed trainer as proce
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -223,3 +224,39 @@ def _readme_first_call(tmp_path: Path, state: dict[str, Any]) -> subprocess.Comp
     env = {**os.environ, "RLMEC_URL": state["urls"]["reward"], "RLMEC_API_KEY": state["api_key"]}
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env=env)  # fmt: skip
+
+
+def test_making_the_models_is_not_counted_in_the_budget(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The warm start and the GRM merge (minutes on a new machine) happen before the clock
+    of --minutes starts, as the demo says when it makes them."""
+    from rlmec.loop import demo
+
+    made: list[float] = []
+
+    def slow_models(args: Any) -> tuple[Path, Path]:
+        time.sleep(0.2)  # stands for the minutes of the warm start
+        made.append(time.monotonic())
+        return tmp_path / "policy", tmp_path / "grm"
+
+    clocks: list[Any] = []
+
+    def stop_at_first_eval(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # the clock exists by now; end the demo here
+
+    monkeypatch.setattr(demo, "resolve_models", slow_models)
+    monkeypatch.setattr(demo, "_start_eval", stop_at_first_eval)
+    monkeypatch.setattr(demo, "_stop_on_signals", lambda: None)
+
+    class Clock(demo._Clock):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            clocks.append(self)
+
+    monkeypatch.setattr(demo, "_Clock", Clock)
+    parser = argparse.ArgumentParser()
+    demo.add_commands(parser)
+    args = parser.parse_args(["--workdir", str(tmp_path / "work")])
+    assert demo.run(args) == 130
+    assert clocks and clocks[0].started >= made[0]

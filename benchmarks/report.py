@@ -22,6 +22,25 @@ def replace_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> None
     path.write_text("\n".join(new).rstrip("\n") + "\n", encoding="utf-8")
 
 
+def replace_subsection(heading: str, sub: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace ``### {sub}`` inside section ``## {heading}`` (up to the next ``### `` or ``## ``)
+    with ``body``; a new subsection goes before the section's first ``### `` (older runs stay
+    below it) or at its end."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"## {heading}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    title = f"### {sub}"
+    new = [title, "", *body.strip("\n").splitlines(), ""]
+    if title in lines[start:end]:
+        at = lines.index(title, start)
+        stop = next((i for i in range(at + 1, end) if lines[i].startswith(("### ", "## "))), end)
+        lines[at:stop] = new
+    else:
+        at = next((i for i in range(start, end) if lines[i].startswith("### ")), end)
+        lines[at:at] = new
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+
+
 def set_line(heading: str, prefix: str, line: str, path: Path = BENCHMARKS_MD) -> None:
     """Put ``line`` in section ``## {heading}``: in place of the line holding ``prefix``, else
     at the section's end (another benchmark's figure kept in that section)."""

@@ -20,74 +20,23 @@ teacher never guesses what such a line meant.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
 from rlmec.data.arith import Chain, parse_chain
+from rlmec.data.procedural.base import (
+    Correction,
+    Equation,
+    answer_line,
+    checked,
+    parse_solution,
+    states,
+)
+from rlmec.data.procedural.base import teach as _teach
+from rlmec.data.procedural.base import teach_many as _teach_many
 from rlmec.data.records import GrmRecord
-from rlmec.shared.answers import check_prediction
-from rlmec.shared.prompts import split_steps
 
 TEACHER_NAME = "arith-exact"
-
-# "38 - 31 = 7": the three numbers and the operator, with their positions for in-place edits.
-_STEP = re.compile(
-    r"^\s*(?P<a>-?\d+)\s*(?P<op>[-+*x×])\s*(?P<b>-?\d+)\s*=\s*(?P<c>-?\d+)\s*\.?\s*$"
-)
-_ANSWER = re.compile(r"^\s*The answer is:?\s*(?P<v>-?\d+)?\s*\.?\s*$", re.IGNORECASE)
-_OP_ALIASES = {"x": "*", "×": "*"}
-
-
-@dataclass(frozen=True)
-class Step:
-    line: str
-    match: re.Match[str]
-
-    @property
-    def op(self) -> str:
-        op = self.match["op"]
-        return _OP_ALIASES.get(op, op)
-
-    def numbers(self) -> tuple[int, int, int]:
-        return int(self.match["a"]), int(self.match["b"]), int(self.match["c"])
-
-    def rewritten(self, a: int, op: str, b: int, c: int) -> str:
-        """The line with its numbers and operator replaced in place (spacing kept); a line
-        already right comes back unchanged."""
-        written_op = self.match["op"] if _OP_ALIASES.get(self.match["op"]) == op else op
-        parts = {"a": str(a), "op": written_op, "b": str(b), "c": str(c)}
-        out, last = [], 0
-        for name in ("a", "op", "b", "c"):
-            start, end = self.match.span(name)
-            out += [self.line[last:start], parts[name]]
-            last = end
-        return "".join(out) + self.line[last:]
-
-
-@dataclass(frozen=True)
-class Correction:
-    """The first wrong step (0-based line index) and the minimal rewrite, or why there is none."""
-
-    step: int | None
-    rewrite: str | None
-    reason: str
-
-
-def _parse(prediction: str) -> tuple[list[Step], int | None, str | None]:
-    """The equation lines, the index of the answer line (or None), and a drop reason."""
-    steps: list[Step] = []
-    lines = split_steps(prediction)
-    for i, line in enumerate(lines):
-        if _ANSWER.match(line):
-            after = any(rest.strip() for rest in lines[i + 1 :])
-            return steps, i, "text_after_answer" if after else None
-        match = _STEP.match(line)
-        if match is None:
-            return steps, None, "unparsed_step"
-        steps.append(Step(line, match))
-    return steps, None, None
+Step = Equation  # one ``38 - 31 = 7`` line, edited in place
 
 
 def _first_wrong(chain: Chain, steps: list[Step]) -> int | None:
@@ -118,8 +67,13 @@ def correct(question: str, prediction: str, reference_answer: str) -> Correction
     chain = parse_chain(question)
     if chain is None:
         return Correction(None, None, "not_arith")
-    lines = split_steps(prediction)
-    steps, answer_at, problem = _parse(prediction)
+    parsed = parse_solution(prediction)
+    lines, steps, answer_at, problem = (
+        parsed.lines,
+        parsed.equations,
+        parsed.answer_at,
+        parsed.problem,
+    )
     if problem:
         return Correction(None, None, problem)
     wrong = _first_wrong(chain, steps)
@@ -130,46 +84,36 @@ def correct(question: str, prediction: str, reference_answer: str) -> Correction
                 return Correction(None, None, "no_step_to_fix")
         else:
             wrong = answer_at
-            if len(steps) == len(chain.ops) and _states(lines[answer_at], chain.answer):
+            if len(steps) == len(chain.ops) and states(lines[answer_at], str(chain.answer)):
                 return Correction(None, None, "prediction_correct")
     fixed = _corrected_steps(chain, steps, min(wrong, len(steps)))
-    answer_line = _answer_line(lines[answer_at] if answer_at is not None else None, chain.answer)
-    rewrite = "\n".join([*lines[: min(wrong, len(steps))], *fixed, answer_line])
-    if not check_prediction(rewrite, reference_answer, "math").correct:
-        return Correction(wrong, rewrite, "rewrite_incorrect")
-    return Correction(wrong, rewrite, "rewrite_reaches_reference")
+    said = lines[answer_at] if answer_at is not None else None
+    rewrite = "\n".join(
+        [*lines[: min(wrong, len(steps))], *fixed, answer_line(said, str(chain.answer))]
+    )
+    return checked(wrong, rewrite, reference_answer)
 
 
-def _states(line: str, value: int) -> bool:
-    match = _ANSWER.match(line)
-    return bool(match and match["v"] is not None and int(match["v"]) == value)
+class ArithTeacher:
+    """The :class:`~rlmec.data.procedural.base.ExactTeacher` of ``arith``."""
+
+    name = TEACHER_NAME
+
+    def correct(self, question: str, prediction: str, reference_answer: str) -> Correction:
+        return correct(question, prediction, reference_answer)
 
 
-def _answer_line(line: str | None, value: int) -> str:
-    """The policy's answer line with the right value (its wording kept), or the reference's."""
-    match = _ANSWER.match(line) if line is not None else None
-    if match is None or match["v"] is None or line is None:
-        return f"The answer is: {value}"
-    start, end = match.span("v")
-    return line[:start] + str(value) + line[end:]
+TEACHER = ArithTeacher()
 
 
 def teach(record: GrmRecord) -> GrmRecord:
     """A ``rlmec data distill`` record: the located step and rewrite, kept or dropped."""
-    fix = correct(record.question, record.prediction, record.reference_answer)
-    ok = fix.reason == "rewrite_reaches_reference"
-    meta = {**record.meta, "teacher": TEACHER_NAME}
-    update: dict[str, Any] = {"source": "teacher", "verdict": "accepted" if ok else "dropped",
-              "reason": fix.reason, "meta": meta}  # fmt: skip
-    if ok:
-        update |= {"error_step": fix.step, "rewrite": fix.rewrite}
-    return record.model_copy(update=update)
+    return _teach(record, TEACHER)
 
 
 def teach_many(records: list[GrmRecord]) -> tuple[list[GrmRecord], Counter[str]]:
     """Every wrong record taught; the outcome counts, as the model teachers report them."""
-    out = [teach(r) for r in records]
-    return out, Counter(f"{r.verdict}: {r.reason}" for r in out)
+    return _teach_many(records, TEACHER)
 
 
 def error_kind(question: str, prediction: str) -> str:
@@ -180,9 +124,10 @@ def error_kind(question: str, prediction: str) -> str:
     chain = parse_chain(question)
     if chain is None:
         return "not_arith"
-    steps, answer_at, problem = _parse(prediction)
-    if problem:
-        return problem
+    parsed = parse_solution(prediction)
+    steps, answer_at = parsed.equations, parsed.answer_at
+    if parsed.problem:
+        return parsed.problem
     k = _first_wrong(chain, steps)
     if k is None:
         if len(steps) < len(chain.ops):

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rlmec.data.procedural.registry import TASKS as EXACT_TEACHERS
 from rlmec.data.tasks import TASKS, resolve_tasks
 from rlmec.inference.settings import (
     add_engine_arguments,
@@ -69,9 +70,13 @@ def _add_distill(sub: Any) -> None:
     distill = sub.add_parser("distill", help="a teacher locates and rewrites the wrong samples")
     distill.add_argument("--input", type=Path, required=True, help="records (rlmec data sample)")
     distill.add_argument("--output", type=Path, required=True, help="JSONL of records (appended)")
-    distill.add_argument("--teacher", choices=["model", "arith"], default="model",
-                         help="model: a chat model at --url; arith: the exact, model-free "
-                         "teacher of the arith task (no endpoint, no key)")  # fmt: skip
+    distill.add_argument(
+        "--teacher",
+        choices=["model", *EXACT_TEACHERS],
+        default="model",
+        help="model: a chat model at --url; arith, lines, paths: the exact, model-free teacher "
+        "of that procedural task (no endpoint, no key)",
+    )
     distill.add_argument("--protocol", choices=["openai", "anthropic"], default="openai",
                          help="OpenAI chat completions or Anthropic Messages")  # fmt: skip
     distill.add_argument("--url", dest="base_url", default=None,
@@ -247,12 +252,12 @@ def _print_sample_summary(path: Path, counts: Counter[str]) -> None:
 def distill_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.teacher == "arith":
-        return _distill_arith(args)
+    if args.teacher in EXACT_TEACHERS:
+        return _distill_exact(args)
     checks = [
         (args.base_url is not None and args.teacher_model is not None,
-         "--teacher model needs --url and --teacher-model (or use --teacher arith for "
-         "the arith task)"),
+         "--teacher model needs --url and --teacher-model (or use the exact teacher of a "
+         f"procedural task: --teacher {'|'.join(EXACT_TEACHERS)})"),
         (args.concurrency >= 1, f"--concurrency ({args.concurrency}) must be at least 1"),
         (args.max_tokens >= 1, f"--max-tokens ({args.max_tokens}) must be at least 1"),
         (str(args.base_url).startswith(("http://", "https://")),
@@ -274,9 +279,11 @@ def distill_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distill_arith(args: argparse.Namespace) -> int:
-    """The exact arith teacher: the same records the model teachers write, instantly."""
-    from rlmec.data.arith_teacher import teach_many
+def _distill_exact(args: argparse.Namespace) -> int:
+    """An exact teacher (arith, lines, paths): the same records the model teachers write,
+    instantly."""
+    from rlmec.data.procedural.base import teach_many
+    from rlmec.data.procedural.registry import get
     from rlmec.shared.jsonl import append_rows, open_output
 
     try:
@@ -286,12 +293,13 @@ def _distill_arith(args: argparse.Namespace) -> int:
     done = {r["id"] for r in open_output(args.output)}
     todo = [r for r in records if r.id not in done]
     wrong = [r for r in todo if not r.correct]
-    taught, outcomes = teach_many(wrong)
+    teacher = get(args.teacher).teacher
+    taught, outcomes = teach_many(wrong, teacher)
     append_rows(args.output, [r for r in todo if r.correct] + taught)
     if args.released_output is not None:
         _write_released(args.output, args.released_output)
     print(json.dumps({
-        "output": str(args.output), "teacher": "arith (exact)", "wrong_sent": len(wrong),
+        "output": str(args.output), "teacher": teacher.name, "wrong_sent": len(wrong),
         "passed_through_correct": len(todo) - len(wrong), "outcomes": dict(outcomes),
     }, indent=1))  # fmt: skip
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlmec.data import arith
+from rlmec.data.procedural import registry as procedural
 from rlmec.shared.answers import reference_answer
 from rlmec.shared.prompts import TaskType, format_qa_problem
 
@@ -119,9 +120,9 @@ class TaskSpec:
     generate: Callable[[str], Sequence[dict[str, Any]]] | None = None  # full name → rows
 
 
-def _arith_rows(name: str) -> Sequence[dict[str, Any]]:
-    base, spec = arith.parse_name(name)
-    return arith.rows("test" if base == "arith" else "train", spec)
+def _procedural(test: bool) -> TaskSpec:
+    size = arith.TEST_SIZE if test else arith.TRAIN_SIZE
+    return TaskSpec(None, "math", _qa_math, size, procedural.rows_of)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -136,9 +137,13 @@ TASKS: dict[str, TaskSpec] = {
     "gsm8k_train": TaskSpec("gsm8k_train", "math", _gsm8k, 7473),
     "ecqa_train": TaskSpec("ecqa_train", "qa", _qa, 7598),
     "qasc_train": TaskSpec("qasc_train", "qa", _qa, 7747),
-    # Procedural (rlmec.data.arith): knobs ride on the name, "arith:steps=3:ops=+-*".
-    "arith": TaskSpec(None, "math", _qa_math, arith.TEST_SIZE, _arith_rows),
-    "arith_train": TaskSpec(None, "math", _qa_math, arith.TRAIN_SIZE, _arith_rows),
+    # Procedural (rlmec.data.arith, rlmec.data.procedural): knobs ride on the name,
+    # "arith:steps=3:ops=+-*", "lines:k=2", "paths:n=6".
+    **{
+        f"{name}{split}": _procedural(split == "")
+        for name in procedural.TASKS
+        for split in ("", "_train")
+    },
 }
 
 
@@ -158,8 +163,9 @@ def resolve_tasks(names: str) -> list[str]:
     for name in wanted:
         if ":" in name:
             if TASKS[base_name(name)].generate is None:
-                raise ValueError(f"task {name!r}: only procedural tasks (arith) take knobs")
-            arith.parse_name(name)  # a bad knob fails here, with its fix
+                known = ", ".join(procedural.TASKS)
+                raise ValueError(f"task {name!r}: only procedural tasks ({known}) take knobs")
+            procedural.get(name).parse_name(name)  # a bad knob fails here, with its fix
     return wanted
 
 

@@ -17,7 +17,7 @@ from rlmec.shared.schemas import TokenRewardsResponse
 
 # major.minor: within a major version, changes are additive only (new optional fields, new
 # unscored reasons); anything a consumer could break on is a new major version.
-CONTRACT_VERSION = "1.2"
+CONTRACT_VERSION = "1.3"
 SCHEMA_ID = "urn:rlmec:token-rewards:1"  # one id per major version
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from rlmec.shared.prompts import LocateStatus
-from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, RequestModel, StrictModel, Text
+from rlmec.shared.schemas import MAX_BATCH, NonEmptyText, RequestModel, ResponseModel, Text
 
 # Who a call is for (the reward service's team) and that team's weight: the GRM orders its
 # engine's work between tenants by them (rlmec.inference.tenants). They grant nothing.
@@ -34,7 +34,7 @@ class LocateRequest(RequestModel):
     max_new_tokens: int = Field(32, ge=1, le=256, description="Budget of the locate reply.")
 
 
-class LocateResult(StrictModel):
+class LocateResult(ResponseModel):
     status: LocateStatus
     step: int | None = Field(description="First wrong step (0-based) when status=located.")
     raw: str = Field(description="The GRM's reply, verbatim.")
@@ -43,7 +43,7 @@ class LocateResult(StrictModel):
     completion_tokens: int
 
 
-class LocateResponse(StrictModel):
+class LocateResponse(ResponseModel):
     model: str
     results: list[LocateResult]
 
@@ -64,7 +64,7 @@ class RewriteRequest(RequestModel):
 RewriteStatus = Literal["rewritten", "out_of_range"]
 
 
-class RewriteResult(StrictModel):
+class RewriteResult(ResponseModel):
     """``located_step`` is the step the rewrite starts from; when locating gave no step
     (``no_error``/``unparsed``) the GRM rewrites from step 0. ``out_of_range`` carries no
     rewrite: the GRM named a step the prediction does not have."""
@@ -80,7 +80,7 @@ class RewriteResult(StrictModel):
     completion_tokens: int = 0
 
 
-class RewriteResponse(StrictModel):
+class RewriteResponse(ResponseModel):
     model: str
     results: list[RewriteResult]
 
@@ -110,7 +110,7 @@ class ScoreRequest(RequestModel):
         return self
 
 
-class ScoreResult(StrictModel):
+class ScoreResult(ResponseModel):
     """Per output token (EOS last when added): id, string, character offsets in the output,
     teacher-forced log-prob."""
 
@@ -121,7 +121,7 @@ class ScoreResult(StrictModel):
     prompt_tokens: int
 
 
-class ScoreResponse(StrictModel):
+class ScoreResponse(ResponseModel):
     model: str
     results: list[ScoreResult]
 
@@ -137,7 +137,7 @@ class TokenizeRequest(RequestModel):
     add_eos: bool = Field(True, description="Append EOS, as /v1/score does with add_eos.")
 
 
-class TokenizeResult(StrictModel):
+class TokenizeResult(ResponseModel):
     """Per token (EOS last when added): id, string, character offsets in the text; the same
     values ``/v1/score`` returns for this text as an output."""
 
@@ -146,12 +146,12 @@ class TokenizeResult(StrictModel):
     offsets: list[tuple[int, int]]
 
 
-class TokenizeResponse(StrictModel):
+class TokenizeResponse(ResponseModel):
     model: str
     results: list[TokenizeResult]
 
 
-class ModelCard(StrictModel):
+class ModelCard(ResponseModel):
     id: str
     object: Literal["model"] = "model"
     revision: str = Field(description="Hash of the model directory's weights and config.")
@@ -163,7 +163,7 @@ class ModelCard(StrictModel):
     parent: str | None = Field(None, description="For a LoRA adapter: the base model's id.")
 
 
-class ModelList(StrictModel):
+class ModelList(ResponseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
@@ -179,7 +179,7 @@ class LoadAdapterRequest(RequestModel):
     path: str = Field(max_length=4096, description="Its directory on the GRM's machine.")
 
 
-class AdapterResponse(StrictModel):
+class AdapterResponse(ResponseModel):
     name: str
     revision: str | None = None
     status: str

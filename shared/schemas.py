@@ -62,6 +62,15 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ResponseModel(BaseModel):
+    """What a service answers, as a client or a trainer reads it: unknown fields are ignored,
+    because the service may be a minor version ahead, and the contract makes every change
+    within a major version additive (docs/token-rewards-contract.md). Tolerant readers,
+    strict writers: requests stay :class:`RequestModel`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class RequestModel(StrictModel):
     """What callers send: also no lax coercion, so ``false`` is not a 0 threshold, ``"0.3"``
     not a number and ``1`` not ``true`` (422 naming the field instead)."""
@@ -81,6 +90,12 @@ class RewardParams(RequestModel):
         "own rewrite does not keep (its §3.3 edit script), not only to the tokens the GRM "
         "finds unlikely after the prediction's own prefix, which misses later tokens that "
         "repeat a slip (docs/method.md §3.1).",
+    )
+    check_equations: bool = Field(
+        True,
+        description="Math: a rewrite that reaches the answer through a false equation (a "
+        "pure arithmetic left side that is not its right side, `62 - 47 = 25`) is unscored with "
+        "the reason rewrite_false_equation, so a trainer never imitates that line.",
     )
 
 
@@ -132,13 +147,13 @@ class Sample(RequestModel):
         return value
 
 
-class Span(StrictModel):
+class Span(ResponseModel):
     start: int = Field(ge=0, description="Character offset, inclusive.")
     end: int = Field(ge=0, description="Character offset, exclusive.")
     value: float
 
 
-class SpanValues(StrictModel):
+class SpanValues(ResponseModel):
     """Values over character spans of one text, tokenizer-free (§6); ``eos`` is the value of
     the end-of-sequence token, which has no characters."""
 
@@ -146,7 +161,7 @@ class SpanValues(StrictModel):
     eos: float
 
 
-class TokenValues(StrictModel):
+class TokenValues(ResponseModel):
     """Per-token values over one tokenizer; the last entry is EOS."""
 
     token_ids: list[int]
@@ -162,13 +177,13 @@ class TokenValues(StrictModel):
         return self
 
 
-class GrmInfo(StrictModel):
+class GrmInfo(ResponseModel):
     model_id: str
     revision: str
     tokenizer: str | None = None
 
 
-class PolicyProjection(StrictModel):
+class PolicyProjection(ResponseModel):
     """Token values projected onto a registered policy tokenizer (ready for training)."""
 
     tokenizer: str
@@ -178,6 +193,7 @@ class PolicyProjection(StrictModel):
 
 UnscoredReason = Literal[
     "rewrite_incorrect",
+    "rewrite_false_equation",
     "grm_out_of_range",
     "grm_error",
     "no_reference_answer",
@@ -187,17 +203,19 @@ UnscoredReason = Literal[
 ]
 
 
-class ScoredSample(StrictModel):
+class ScoredSample(ResponseModel):
     """RLMEC signals for one sample (§3). ``status == "unscored"`` carries a ``reason`` and no
     token values: the paper drops such samples; we report them."""
 
     id: str | None = None
-    status: Literal["scored", "unscored"]
+    # A newer service's new status or reason is kept as a string (known values first), and a
+    # consumer treats anything but "scored" as a sample to drop (the contract's rule).
+    status: Literal["scored", "unscored"] | str
     task: TaskType = "math"
     question: str
     prompt: str | None = Field(None, description="Policy prompt, echoed from the sample.")
     prediction: str
-    reason: UnscoredReason | None = None
+    reason: UnscoredReason | str | None = None
     message: str | None = Field(None, description="Human-readable detail of the reason.")
     correct: bool
     predicted_answer: str | None
@@ -222,6 +240,15 @@ class ScoredSample(StrictModel):
     behaviour_logprobs: list[float] | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _known_params(cls, value: Any) -> Any:
+        """The echoed params as this version knows them: a newer service echoes params this
+        reader has no field for (RewardParams itself stays strict for requests)."""
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if k in RewardParams.model_fields}
+        return value
+
 
 class TokenRewardsRequest(RequestModel):
     samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH)
@@ -231,12 +258,12 @@ class TokenRewardsRequest(RequestModel):
     )
 
 
-class TokenRewardsResponse(StrictModel):
+class TokenRewardsResponse(ResponseModel):
     results: list[ScoredSample]
     grm: GrmInfo
 
 
-class UsageResponse(StrictModel):
+class UsageResponse(ResponseModel):
     """A team's usage counters (``GET /v1/usage``): requests, samples, scored, unscored,
     cache hits, GRM errors, rate-limited requests."""
 

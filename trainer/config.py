@@ -59,6 +59,14 @@ class LossConfig(_Section):
     imitation_coef: float = Field(
         DEFAULT_IMITATION_COEF, ge=0.0, description="λ, weight of the imitation term L_IM."
     )
+    kl_coef: float = Field(
+        0.0,
+        ge=0.0,
+        description="β of a per-token KL term to the reference log-probs (k3 estimator) over "
+        "the prediction tokens, divided by the step's response tokens; offline, the reference "
+        "is the frozen start policy. 0: no KL term. Only for objectives that read predictions "
+        "(rlmec, sequence, partial, sequence_ref, grpo).",
+    )
     rl_tokens: RlTokens = Field(
         "rewarded",
         description="N_r of the RL term: 'rewarded' (§5: response tokens with a non-zero "
@@ -262,6 +270,19 @@ class TrainConfig(_Section):
             raise ValueError(
                 "online training needs optim.max_steps (the stream has no end, and the "
                 "cosine schedule needs a length); set e.g. --set optim.max_steps=1000"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kl_needs_predictions(self) -> TrainConfig:
+        from rlmec.trainer.objectives import get_objective
+
+        spec = get_objective(self.loss.objective)
+        if self.loss.kl_coef > 0 and not (spec.needs_reference_model and spec.passes != "regular"):
+            raise ValueError(
+                f"loss.kl_coef ({self.loss.kl_coef}) needs an objective that reads the policy's "
+                f"predictions, and {self.loss.objective!r} does not; set loss.kl_coef=0 or use "
+                "rlmec, sequence, partial, sequence_ref or grpo"
             )
         return self
 

@@ -57,6 +57,12 @@ class TokenRecord(StrictModel):
     reference_solution: Text | None = Field(
         None, description="A correct solution (the sft objective trains on it)."
     )
+    partial_credit: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="The share of the prediction's lines that are right (the partial objective).",
+    )
 
     @model_validator(mode="after")
     def _has_prompt(self) -> TokenRecord:
@@ -97,6 +103,7 @@ class TrainSample:
     reference_ids: tuple[int, ...] | None = None  # the reference solution then EOS
     group: str | None = None  # samples of one prompt (grpo's groups)
     advantage: float = 0.0  # grpo: set by rlmec.trainer.objectives.prepare_samples
+    partial_credit: float | None = None  # the share of right lines, when the record states it
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,7 @@ class RlmecBatch:
     ref_known: torch.Tensor
     correct: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
+    partial_credit: torch.Tensor | None = None  # [batch], 0 where unknown
 
     @property
     def size(self) -> int:
@@ -158,6 +166,7 @@ class RlmecBatch:
             self.ref_known.to(device),
             None if self.correct is None else self.correct.to(device),
             None if self.advantages is None else self.advantages.to(device),
+            None if self.partial_credit is None else self.partial_credit.to(device),
         )
 
 
@@ -241,6 +250,7 @@ def from_token_record(record: TokenRecord, tok: PolicyEncoder) -> TrainSample:
         correct=record.correct,
         reference_ids=_reference_ids(record.reference_solution, tok),
         group=prompt,
+        partial_credit=record.partial_credit,
     )
     return _truncate(sample, tok.max_length)
 
@@ -386,7 +396,8 @@ def collate(samples: Sequence[TrainSample], pad_id: int, side: PaddingSide = "ri
             ref[i, cols] = torch.tensor(s.ref_logprobs, dtype=torch.float32)
     correct = torch.tensor([bool(s.correct) for s in samples], dtype=torch.bool)
     advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return RlmecBatch(pred, regular, ref, known, correct, advantages)
+    credit = torch.tensor([s.partial_credit or 0.0 for s in samples], dtype=torch.float32)
+    return RlmecBatch(pred, regular, ref, known, correct, advantages, credit)
 
 
 def micro_batches(samples: Sequence[TrainSample], size: int) -> Iterator[list[TrainSample]]:

@@ -46,6 +46,7 @@ class RlmecLossOutput:
     mean_reward: torch.Tensor
     num_reward_tokens: torch.Tensor
     num_imitation_tokens: torch.Tensor
+    kl: torch.Tensor | None = None  # the KL term before its coefficient (loss.kl_coef > 0)
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -217,6 +218,34 @@ def rlmec_loss(
         num_reward_tokens=n_scored,
         num_imitation_tokens=n_im,
     )
+
+
+def kl_penalty(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    num_tokens: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """A per-token KL estimate of the policy to the reference, ``Σ_t k3_t / N``, with
+    ``k3_t = exp(d_t) - d_t - 1``, ``d_t = log π_ref(y_t) - log π_θ(y_t)`` (Schulman's
+    non-negative estimator, as DeepSeekMath's GRPO uses it). It keeps the policy near the
+    start while the RL term carries the learning at a small λ (issue 42: λ = 0 alone collapsed
+    the policy).
+
+    Args:
+        logprobs: ``[batch, seq]`` policy log-probs of the prediction tokens (with grad).
+        ref_logprobs: ``[batch, seq]`` the reference policy's log-probs of the same tokens.
+        loss_mask: ``[batch, seq]`` bool, True on response tokens (EOS included).
+        num_tokens: normaliser ``N``; ``None`` = this call's masked tokens.
+
+    Returns: scalar (0 when the policy equals the reference).
+    """
+    mask = loss_mask.bool()
+    diff = _masked(ref_logprobs, mask) - _masked(logprobs, mask)
+    per_token = torch.exp(diff) - diff - 1.0
+    n = mask.sum() if num_tokens is None else num_tokens
+    return _normalise(torch.where(mask, per_token, torch.zeros_like(per_token)).sum(), n)
 
 
 def sft_loss(

@@ -13,6 +13,14 @@ a function, and an unknown name fails with the supported list.
   regular-sequence slot, weight 1 per token).
 - ``grpo``: group-normalised outcome advantages (the samples of one prompt form a group) with
   the clipped ratio of PPO's surrogate against the behaviour log-probs.
+- ``partial``: ``sequence`` with a denser number, the share of the sample's right lines
+  (``partial_credit``), mapped between the two outcome rewards and put on every token. It
+  separates "a denser number" from "credit in the right place" (issue 42).
+- ``sequence_ref``: ``sequence`` imitating the reference solution instead of the rewrite (the
+  §3.3 weights taken against the prediction), to show what the minimal edit adds.
+
+``loss.kl_coef`` adds a KL term to the reference policy to any objective that reads the
+predictions (:func:`rlmec.trainer.loss.kl_penalty`).
 
 The λ = 0 ablation is ``rlmec`` with ``loss.imitation_coef: 0``.
 
@@ -30,6 +38,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from rlmec.shared.alignment import imitation_weights
 from rlmec.trainer.loss import (
     DEFAULT_EPSILON,
     RlmecLossOutput,
@@ -43,7 +52,7 @@ if TYPE_CHECKING:
     from rlmec.trainer.config import LossConfig
     from rlmec.trainer.data import RlmecBatch, TrainSample
 
-ObjectiveName = Literal["rlmec", "sequence", "rft", "sft", "grpo"]
+ObjectiveName = Literal["rlmec", "sequence", "rft", "sft", "grpo", "partial", "sequence_ref"]
 Passes = Literal["both", "prediction", "regular"]  # the sides an objective's loss reads
 Counts = tuple[float, float] | None  # the step's normalisers, or None: per micro-batch
 GRPO_STD_EPS = 1e-6
@@ -63,7 +72,24 @@ def outcome_rewards(
     Returns:
         ``[batch, seq]``: ``reward_correct`` or ``reward_wrong`` on the masked tokens, 0 elsewhere.
     """
-    per_sample = torch.where(correct.bool(), reward_correct, reward_wrong).float()
+    return score_rewards(
+        correct.bool().float(), loss_mask, reward_correct=reward_correct, reward_wrong=reward_wrong
+    )
+
+
+def score_rewards(
+    scores: torch.Tensor, loss_mask: torch.Tensor, *, reward_correct: float, reward_wrong: float
+) -> torch.Tensor:
+    """Every response token gets ``reward_wrong + s·(reward_correct - reward_wrong)`` for its
+    sample's score ``s`` in [0, 1] (``partial``: the share of right lines; ``sequence``: 0 or 1).
+
+    Args:
+        scores: ``[batch]`` float in [0, 1].
+        loss_mask: ``[batch, seq]`` bool, True on response tokens (EOS included).
+    Returns:
+        ``[batch, seq]``: the sample's reward on the masked tokens, 0 elsewhere.
+    """
+    per_sample = reward_wrong + scores.float() * (reward_correct - reward_wrong)
     return torch.where(loss_mask.bool(), per_sample[:, None], torch.zeros_like(loss_mask).float())
 
 
@@ -139,6 +165,7 @@ class ObjectiveSpec:
     needs_reference_model: bool = True  # samples without ref log-probs get the frozen policy's
     needs_outcome: bool = False  # records must say whether the sample is correct
     needs_reference_solution: bool = False  # records must carry the reference solution
+    needs_partial_credit: bool = False  # records must carry the share of right lines
     # The samples as this objective trains on them (e.g. sft's reference swap), or None.
     prepare: Callable[[list[TrainSample]], list[TrainSample]] | None = None
 
@@ -219,6 +246,26 @@ def _sequence_counts(batch: RlmecBatch, cfg: LossConfig) -> tuple[float, float]:
     return _num_reward_tokens(batch, cfg, _sequence_rewards(batch, cfg)), batch.counts()[1]
 
 
+def _partial_rewards(batch: RlmecBatch, cfg: LossConfig) -> torch.Tensor:
+    assert batch.partial_credit is not None
+    return score_rewards(
+        batch.partial_credit,
+        batch.prediction.loss_mask,
+        reward_correct=cfg.outcome_reward_correct,
+        reward_wrong=cfg.outcome_reward_wrong,
+    )
+
+
+def _partial(
+    pred_lp: torch.Tensor, reg_lp: torch.Tensor, batch: RlmecBatch, cfg: LossConfig, counts: Counts
+) -> RlmecLossOutput:
+    return _rlmec(pred_lp, reg_lp, batch, cfg, counts, _partial_rewards(batch, cfg))
+
+
+def _partial_counts(batch: RlmecBatch, cfg: LossConfig) -> tuple[float, float]:
+    return _num_reward_tokens(batch, cfg, _partial_rewards(batch, cfg)), batch.counts()[1]
+
+
 def _nll_on_prediction(
     pred_lp: torch.Tensor, reg_lp: torch.Tensor, batch: RlmecBatch, cfg: LossConfig, counts: Counts
 ) -> RlmecLossOutput:
@@ -290,6 +337,11 @@ def prepare_samples(samples: list[TrainSample], name: str) -> list[TrainSample]:
                 f"objective {name!r} needs each sample's outcome, and sample {s.sample_id!r} "
                 "has none; give records with 'correct' (ScoredSample or TokenRecord)"
             )
+        if spec.needs_partial_credit and s.partial_credit is None:
+            raise DataError(
+                f"objective {name!r} needs each sample's share of right lines, and sample "
+                f"{s.sample_id!r} has none; give TokenRecords with 'partial_credit'"
+            )
         if spec.needs_reference_solution and s.reference_ids is None:
             raise DataError(
                 f"objective {name!r} trains on reference solutions, and sample "
@@ -305,6 +357,22 @@ def _with_references(samples: list[TrainSample]) -> list[TrainSample]:
         assert s.reference_ids is not None
         ids = s.reference_ids
         out.append(replace(s, regular_ids=ids, imitation_weights=(1.0,) * len(ids)))
+    return out
+
+
+def _with_reference_for_wrong(samples: list[TrainSample]) -> list[TrainSample]:
+    """sequence_ref: a wrong sample imitates its reference solution, weighted by §3.3 against
+    the prediction (1.0 where the reference departs from it, 0.5 where it keeps it), as the
+    rewrite would be; a correct sample keeps its regular slot."""
+    out = []
+    for s in samples:
+        if s.correct:
+            out.append(s)
+            continue
+        assert s.reference_ids is not None
+        ids = s.reference_ids
+        weights = tuple(imitation_weights(s.prediction_ids, ids))
+        out.append(replace(s, regular_ids=ids, imitation_weights=weights))
     return out
 
 
@@ -325,6 +393,17 @@ register("sft", ObjectiveSpec(_nll_on_regular, _sft_counts, "regular",
                               prepare=_with_references))  # fmt: skip
 register("grpo", ObjectiveSpec(_grpo, _grpo_counts, "prediction", needs_outcome=True,
                                prepare=_with_group_advantages))  # fmt: skip
+register("partial", ObjectiveSpec(_partial, _partial_counts, needs_partial_credit=True))
+register(
+    "sequence_ref",
+    ObjectiveSpec(
+        _sequence,
+        _sequence_counts,
+        needs_outcome=True,
+        needs_reference_solution=True,
+        prepare=_with_reference_for_wrong,
+    ),
+)
 
 
 def prepare_step(micro: list[list[TrainSample]], name: str) -> list[list[TrainSample]]:

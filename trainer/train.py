@@ -29,7 +29,7 @@ from rlmec.trainer.checkpoint import load_checkpoint, save_checkpoint, save_fina
 from rlmec.trainer.config import RecipeConfig, TrainConfig
 from rlmec.trainer.data import PolicyEncoder, RlmecBatch, TrainSample, collate, read_jsonl
 from rlmec.trainer.distributed import all_reduce_sum, init_process_group
-from rlmec.trainer.loss import RlmecLossOutput, token_logprobs
+from rlmec.trainer.loss import RlmecLossOutput, kl_penalty, token_logprobs
 from rlmec.trainer.objectives import Passes, get_objective, prepare_samples, prepare_step
 from rlmec.trainer.packing import packed_logprobs
 from rlmec.trainer.publish import PolicyPublisher
@@ -54,6 +54,7 @@ class StepMetrics:
     tokens: int
     tokens_per_s: float
     step_time_s: float
+    kl: float = 0.0  # the KL term to the reference (loss.kl_coef > 0), before its coefficient
     # The online loop: time waiting for scored batches before the step, publishing after it,
     # and the step's wall time from the end of the previous one (checkpoints excluded).
     data_wait_s: float = 0.0
@@ -86,6 +87,7 @@ class StepSums:
     reward_x_resp: float = 0.0
     response_tokens: float = 0.0
     tokens: float = 0.0
+    kl: float = 0.0  # the KL term's share (loss.kl_coef > 0), before its coefficient
 
     def __add__(self, other: StepSums) -> StepSums:
         return StepSums(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -241,13 +243,24 @@ def policy_logprobs(
 
 
 def micro_batch_loss(
-    model: Any, batch: RlmecBatch, cfg: TrainConfig, counts: tuple[float, float] | None
+    model: Any,
+    batch: RlmecBatch,
+    cfg: TrainConfig,
+    counts: tuple[float, float] | None,
+    response_tokens: float | None = None,
 ) -> RlmecLossOutput:
-    """The configured objective's loss (``loss.objective``; RLMEC by default)."""
+    """The configured objective's loss (``loss.objective``; RLMEC by default), plus
+    ``loss.kl_coef`` times the KL to the reference log-probs over the step's
+    ``response_tokens`` (None: this micro-batch's)."""
     objective = get_objective(cfg.loss.objective)
     pred_lp, reg_lp = policy_logprobs(model, batch, objective.passes,
                                       packing=cfg.engine.packing)  # fmt: skip
-    return objective.loss(pred_lp, reg_lp, batch, cfg.loss, counts)
+    out = objective.loss(pred_lp, reg_lp, batch, cfg.loss, counts)
+    if not cfg.loss.kl_coef:
+        return out
+    p = batch.prediction
+    kl = kl_penalty(pred_lp, batch.ref_logprobs, p.loss_mask, num_tokens=response_tokens)
+    return replace(out, loss=out.loss + cfg.loss.kl_coef * kl, kl=kl.detach())
 
 
 # --- one optimizer step -------------------------------------------------------------------
@@ -268,19 +281,21 @@ def train_step(
     batches = [collate(m, pad_id, cfg.data.padding_side).to(device) for m in micro]
     step_mode = cfg.loss.normalization == "step"
     objective = get_objective(cfg.loss.objective)
-    counts = None
+    counts, n_resp = None, None
     if step_mode:
         # The objective's normalisers (N_r and N_c for RLMEC) of the whole step, all ranks,
         # before any loss (so any split adds up).
         per_batch = [objective.counts(b, cfg.loss) for b in batches]
         local = [sum(c[0] for c in per_batch), sum(c[1] for c in per_batch)]
-        n_r, n_c = all_reduce_sum(local, device)
+        n_r, n_c, n_resp = all_reduce_sum(
+            [*local, sum(float(b.prediction.loss_mask.sum()) for b in batches)], device
+        )
         counts = (n_r, n_c)
     sums = StepSums()
     for batch in batches:
         if objective.needs_reference_model:
             batch = reference.fill(batch)
-        out = micro_batch_loss(engine, batch, cfg, counts)
+        out = micro_batch_loss(engine, batch, cfg, counts, n_resp)
         if step_mode:
             # Each micro-batch loss is already its share of the step's loss: no division by
             # the accumulation steps, and × world to undo DeepSpeed's gradient averaging.
@@ -288,14 +303,15 @@ def train_step(
         else:
             engine.backward(out.loss)  # paper: mean over accumulation steps and ranks
         engine.step()
-        n_s, n_resp = float(out.num_reward_tokens), float(batch.prediction.loss_mask.sum())
+        n_s, n_resp_mb = float(out.num_reward_tokens), float(batch.prediction.loss_mask.sum())
         sums += StepSums(
             loss=out.loss.item(), rl_loss=out.rl_loss.item(),
             imitation_loss=out.imitation_loss.item(),
             ratio_x_scored=out.mean_ratio.item() * n_s,
             clipped_x_scored=out.clip_fraction.item() * n_s,
-            scored_tokens=n_s, reward_x_resp=out.mean_reward.item() * n_resp,
-            response_tokens=n_resp, tokens=float(batch.num_tokens()),
+            scored_tokens=n_s, reward_x_resp=out.mean_reward.item() * n_resp_mb,
+            response_tokens=n_resp_mb, tokens=float(batch.num_tokens()),
+            kl=0.0 if out.kl is None else out.kl.item(),
         )  # fmt: skip
     return sums.all_reduce(device)
 
@@ -311,6 +327,7 @@ def _metrics(
         loss=sums.loss * scale,
         rl_loss=sums.rl_loss * scale,
         imitation_loss=sums.imitation_loss * scale,
+        kl=sums.kl * scale,
         mean_ratio=sums.ratio_x_scored / scored,
         clip_fraction=sums.clipped_x_scored / scored,
         mean_reward=sums.reward_x_resp / max(sums.response_tokens, 1.0),

@@ -135,13 +135,13 @@ def parse_args() -> argparse.Namespace:
 # --- stages -------------------------------------------------------------------------------
 
 
-def train_config(work: Path, name: str, model: str, data: Path) -> Path:
+def train_config(work: Path, name: str, model: str, data: Path, max_length: int = 256) -> Path:
     """A config file for one run (constant lr after a fixed number of warmup steps: a run
     stopped at step k and resumed is the run that went on, which the curve's checkpoints rely
     on)."""
     cfg = {
         "model": model, "output_dir": str(work / name), "seed": 0,
-        "data": {"mode": "offline", "train_file": str(data), "max_length": 256},
+        "data": {"mode": "offline", "train_file": str(data), "max_length": max_length},
         "optim": {"lr_schedule": "constant", "warmup_ratio": 0.0, "epochs": 100,
                   "micro_batch_size": 8, "weight_decay": 0.0},
         "engine": {"zero_stage": 0, "precision": "autocast"},
@@ -212,16 +212,24 @@ def sample_set(args: argparse.Namespace, start: Path) -> Path:
     return sample_slice(start, args.work / "samples.jsonl", -args.problems, 0, args.n)
 
 
-def sample_slice(model: Path, out: Path, first: int, last: int, n: int) -> Path:
-    """The model's ``n`` solutions to ``arith_train[first:last]`` (resumed when cut short)."""
+def sample_slice(
+    model: Path,
+    out: Path,
+    first: int,
+    last: int,
+    n: int,
+    task: str = "arith_train",
+    max_new_tokens: int = 96,
+) -> Path:
+    """The model's ``n`` solutions to ``task[first:last]`` (resumed when cut short)."""
     wanted = ((last or 20_000) - first if first >= 0 else -first) * n
     if not out.is_file() or _lines(out) < wanted:
         code = (
             "import asyncio, sys; from benchmarks.learning.sampling import main; "
             "asyncio.run(main(*sys.argv[1:]))"
         )
-        subprocess.run([sys.executable, "-c", code, str(model), str(out), str(first), str(last),
-                        str(n)], check=True)  # fmt: skip
+        argv = [str(model), str(out), str(first), str(last), str(n), task, str(max_new_tokens)]
+        subprocess.run([sys.executable, "-c", code, *argv], check=True)
     return out
 
 

@@ -1,7 +1,8 @@
-"""The start policy's solutions to a slice of ``arith_train`` (the shared sample set: the last
-P problems; the GRM's data: a slice after the warm start's), through ``rlmec data sample``'s
-own code with an explicit problem list (its ``--limit`` draws a seeded subset, which could
-meet the warm start's problems). Run in a fresh process: vLLM spawns workers."""
+"""The start policy's solutions to a slice of a ``*_train`` split (``arith_train`` by default;
+the shared sample set: the last P problems; the GRM's data: a slice after the warm start's),
+through ``rlmec data sample``'s own code with an explicit problem list (its ``--limit`` draws
+a seeded subset, which could meet the warm start's problems). Run in a fresh process: vLLM
+spawns workers."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from rlmec.inference.settings import EngineSettings
 from rlmec.shared.checking import AnswerChecker
 
 
-async def main(model: str, output: str, first: str, last: str, n: str) -> None:
-    """Samples of ``arith_train[first:last]`` (Python slice bounds, negative allowed)."""
-    chosen = load_task("arith_train")[int(first) : int(last) or None]
+async def main(
+    model: str,
+    output: str,
+    first: str,
+    last: str,
+    n: str,
+    task: str = "arith_train",
+    max_new_tokens: str = "96",
+) -> None:
+    """Samples of ``task[first:last]`` (Python slice bounds, negative allowed)."""
+    chosen = load_task(task)[int(first) : int(last) or None]
     engine = create_engine(EngineSettings(model=model, engine="vllm", max_batch_size=256))
     await engine.start()
     try:
-        with AnswerChecker() as checker, tqdm(desc="sample arith_train", unit="problem") as bar:
-            config = SampleConfig(n=int(n), max_new_tokens=96, chunk_size=128)
+        with AnswerChecker() as checker, tqdm(desc=f"sample {task}", unit="problem") as bar:
+            config = SampleConfig(n=int(n), max_new_tokens=int(max_new_tokens), chunk_size=128)
             counts = await sample_problems(engine, checker, chosen, Path(output), config, bar)
     finally:
         await engine.close()

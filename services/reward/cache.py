@@ -63,10 +63,9 @@ def cache_key(
     material: dict[str, object] = {
         "v": CACHE_VERSION,
         "grm": [grm.model_id, grm.revision],
-        # edit_penalty is left out while off, so the keys made before it existed still hit.
-        "params": params.model_dump(
-            mode="json", exclude=None if params.edit_penalty else {"edit_penalty"}
-        ),
+        # edit_penalty is left out while off, so the keys made before it existed still hit;
+        # check_equations while off, since those keys were made without the check.
+        "params": params.model_dump(mode="json", exclude=_left_out(params)),
         "task": sample.task,
         "question": sample.question,
         "reference_solution": sample.reference_solution,
@@ -79,6 +78,11 @@ def cache_key(
         material["scope"] = scope
     canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return f"{prefix}:{{cache}}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def _left_out(params: RewardParams) -> set[str] | None:
+    out = {name for name in ("edit_penalty", "check_equations") if not getattr(params, name)}
+    return out or None
 
 
 class RewardCache:

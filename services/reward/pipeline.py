@@ -30,6 +30,7 @@ from rlmec.services.reward.settings import RewardSettings
 from rlmec.services.reward.usage import add_usage
 from rlmec.shared.checking import AnswerChecker, CheckFailure, CheckInput, Judgement
 from rlmec.shared.concurrency import gather_or_cancel
+from rlmec.shared.equations import false_equation
 from rlmec.shared.errors import ServiceUnavailableError
 from rlmec.shared.grm_schemas import GrmSampleInput, RewriteInput, RewriteResult
 from rlmec.shared.schemas import GrmInfo, RewardParams, Sample, ScoredSample, check_text
@@ -42,6 +43,7 @@ CACHEABLE_REASONS = {
     "grm_out_of_range",
     "no_reference_answer",
     "grm_input_too_long",
+    "rewrite_false_equation",
 }
 
 
@@ -182,6 +184,8 @@ class RewardPipeline:
         stages.add("answer_check", t0)
         await self._grm_rewrite_and_score(items, stages)
         await self._check_rewrites(items, stages)
+        if params.check_equations:
+            _refuse_false_equations(items)
         await self._tokenize_rewrites(items, stages)
         t0 = time.perf_counter()
         results = await asyncio.to_thread(
@@ -397,3 +401,18 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
         await grm.aclose()
         await redis.aclose()
         checker.close()
+
+
+def _refuse_false_equations(items: list[Item]) -> None:
+    """A math rewrite that reaches the answer through a false equation (``62 - 47 = 25``) is
+    unscored: the trainer would imitate that line (issue 42; :mod:`rlmec.shared.equations`)."""
+    for it in items:
+        if it.result is not None or it.correct or it.sample.task != "math":
+            continue
+        if (bad := false_equation(it.rewrite or "")) is not None:
+            it.result = assemble.unscored(
+                it,
+                "rewrite_false_equation",
+                f"the rewrite reaches the answer through a false equation ({bad!r}); a trainer "
+                "would imitate it, so the sample is dropped (params.check_equations)",
+            )

@@ -10,7 +10,14 @@ from pydantic import Field
 
 from rlmec.shared.errors import QueueFullError as QueueFullError  # where 0.1 defined it
 from rlmec.shared.queue.keys import BatchId, TeamName
-from rlmec.shared.schemas import MAX_BATCH, RewardParams, Sample, ScoredSample, StrictModel
+from rlmec.shared.schemas import (
+    MAX_BATCH,
+    ResponseModel,
+    RewardParams,
+    Sample,
+    ScoredSample,
+    StrictModel,
+)
 
 BatchState = Literal["queued", "scoring", "scored", "dead_lettered"]
 
@@ -32,7 +39,7 @@ class RolloutBatch(StrictModel):
     created_at: float = Field(description="Unix time of the push.")
 
 
-class ScoredBatch(StrictModel):
+class ScoredBatch(ResponseModel):
     """A scored batch (one entry of ``rlmec:{T}:scored``), results in sample order."""
 
     batch_id: BatchId
@@ -50,23 +57,23 @@ class ScoredBatch(StrictModel):
         return [r.id for r in self.results]
 
 
-class ScoredDelivery(StrictModel):
+class ScoredDelivery(ResponseModel):
     """A scored batch handed to an HTTP trainer; acknowledge ``entry_id`` after the step."""
 
     entry_id: str = Field(description="Stream entry id: what POST /v1/scored/ack takes.")
     batch: ScoredBatch
 
 
-class PullResponse(StrictModel):
+class PullResponse(ResponseModel):
     deliveries: list[ScoredDelivery]
 
 
-class AckResult(StrictModel):
+class AckResult(ResponseModel):
     acked: list[str] = Field(description="Entry ids acknowledged (again: acks are idempotent).")
     unknown: list[str] = Field(description="Entry ids not in your team's scored stream.")
 
 
-class BatchStatus(StrictModel):
+class BatchStatus(ResponseModel):
     """What ``GET /v1/rollouts/{batch_id}`` answers."""
 
     batch_id: str
@@ -80,14 +87,14 @@ class BatchStatus(StrictModel):
     consumed: bool = Field(False, description="A trainer acknowledged the scored batch.")
 
 
-class QueueDepth(StrictModel):
+class QueueDepth(ResponseModel):
     queued_samples: int = Field(description="Pushed, not yet scored or dead-lettered.")
     scored_samples: int = Field(description="Scored, not yet acknowledged by a trainer.")
     queued_bytes: int = Field(0, description="Bytes of the queued samples' batches.")
     scored_bytes: int = Field(0, description="Bytes of the scored, unacknowledged batches.")
 
 
-class PushResult(StrictModel):
+class PushResult(ResponseModel):
     batch_id: str
     team: str
     status: BatchState

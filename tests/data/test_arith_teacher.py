@@ -142,7 +142,7 @@ def test_a_model_teacher_without_an_endpoint_names_the_fix(
     code = main(["data", "distill", "--input", str(tmp_path / "x.jsonl"),
                  "--output", str(tmp_path / "y.jsonl")])  # fmt: skip
     assert code == 2
-    assert "needs --url and --teacher-model (or use --teacher arith" in capsys.readouterr().err
+    assert "needs --url and --teacher-model (or use the exact teacher" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from rlmec.shared.grm_schemas import LocateRequest, RewriteInput, ScoreRequest
 from rlmec.shared.schemas import (
     MAX_BATCH,
     MAX_TEXT_CHARS,
+    RewardParams,
     Sample,
     ScoredSample,
     TokenRewardsRequest,
@@ -108,12 +109,18 @@ def test_request_fields_are_documented() -> None:
     assert [name for name in props if not props[name].get("description")] == []
 
 
-def test_unscored_reasons_are_a_closed_set() -> None:
+def test_readers_keep_a_new_reason_as_a_string_and_ignore_new_fields() -> None:
     base = {"status": "unscored", "question": "q", "prediction": "p", "correct": False,
             "predicted_answer": None, "reference_answer": "5"}  # fmt: skip
     assert ScoredSample(**base, reason="grm_out_of_range").reason == "grm_out_of_range"
-    with pytest.raises(ValidationError):
-        ScoredSample(**base, reason="because")
+    newer = ScoredSample.model_validate(
+        {**base, "reason": "because", "novel": 1, "params": {"cap": 0.4, "novel_knob": True}}
+    )
+    assert newer.reason == "because" and newer.params.cap == 0.4
+    assert not hasattr(newer, "novel")
+    # writers stay strict: a request with a typo is still refused
+    with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
+        RewardParams.model_validate({"cap": 0.4, "novel_knob": True})
 
 
 def test_grm_inputs_bounds() -> None:

@@ -151,3 +151,23 @@ def test_warmup_steps_override_the_ratio() -> None:
     assert OptimConfig(warmup_ratio=0.03, warmup_steps=4).warmup(24) == 4
     assert OptimConfig(warmup_ratio=0.03, warmup_steps=4).warmup(48) == 4
     assert OptimConfig(warmup_steps=0).warmup(48) == 0
+
+
+def test_a_token_records_share_of_right_lines_reaches_the_batch(
+    tok: PolicyEncoder, tmp_path: Path
+) -> None:
+    from rlmec.trainer.data import collate
+
+    rows = [
+        token_record(tok.tokenizer, 1) | {"partial_credit": 0.75},
+        token_record(tok.tokenizer, 2),
+    ]
+    samples = read_jsonl(write_jsonl(tmp_path / "a.jsonl", rows), tok)
+    assert [s.partial_credit for s in samples] == [0.75, None]
+    batch = collate(samples, pad_id=0)
+    assert batch.partial_credit is not None and batch.partial_credit.tolist() == [0.75, 0.0]
+    bad = write_jsonl(
+        tmp_path / "b.jsonl", [token_record(tok.tokenizer, 1) | {"partial_credit": 2}]
+    )
+    with pytest.raises(DataError, match=r"b.jsonl:1: (?s:.)*partial_credit"):
+        read_jsonl(bad, tok)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlmec.trainer.data import RlmecBatch, TrainSample, collate
-from rlmec.trainer.loss import imitation_loss, rl_loss, rlmec_loss, token_logprobs
+from rlmec.trainer.loss import imitation_loss, kl_penalty, rl_loss, rlmec_loss, token_logprobs
 
 NAN = float("nan")
 
@@ -193,3 +193,21 @@ def test_step_normalisation_is_invariant_to_the_split(model_and_samples) -> None
     with torch.no_grad():
         paper = sum(_batch_loss(model, b) for b in parts) / len(parts)
     assert abs(float(paper) - float(loss_whole.detach())) > 1e-4
+
+
+def test_kl_penalty_by_hand_is_zero_at_the_reference_and_ignores_padding() -> None:
+    lp = torch.tensor([[-1.0, -2.0, float("nan")], [-0.5, -0.5, -0.5]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -2.0, 7.0], [-0.5, -0.5, -0.5]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    d = -0.5  # ref - lp of the one token that differs; k3 = e^d - d - 1
+    expected = (math.exp(d) - d - 1) / 3
+    kl = kl_penalty(lp, ref, mask)
+    assert float(kl.detach()) == pytest.approx(expected, abs=1e-7)
+    assert float(kl_penalty(lp, ref, mask, num_tokens=6)) == pytest.approx(expected / 2)
+    kl.backward()
+    assert lp.grad is not None and torch.isfinite(lp.grad).all()
+    # d k3 / d lp = 1 - e^d at that token, over N; 0 where the policy equals the reference
+    assert float(lp.grad[0, 0]) == pytest.approx((1 - math.exp(d)) / 3, abs=1e-7)
+    assert float(lp.grad[0, 1]) == 0.0 and float(lp.grad[0, 2]) == 0.0
+    same = kl_penalty(ref, ref, torch.ones_like(mask))
+    assert float(same) == 0.0

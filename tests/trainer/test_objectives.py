@@ -5,6 +5,7 @@ each objective needs is checked, and every objective trains the tiny model under
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from rlmec.trainer.objectives import (
     group_advantages,
     outcome_rewards,
     prepare_samples,
+    score_rewards,
 )
 from tests.trainer.test_train import make_config
 
@@ -71,6 +73,7 @@ def _sample(i: int, *, correct: bool, n: int = 3) -> TrainSample:
         imitation_weights=tuple(1.0 if j == 0 else 0.5 for j in range(len(reg))),
         ref_logprobs=tuple(-1.0 - 0.1 * j for j in range(n)), sample_id=f"s{i}",
         correct=correct, reference_ids=(30, 31, 32 + i), group=f"p{i // 2}",
+        partial_credit=1.0 if correct else (i % 4) / 4,
     )  # fmt: skip
 
 
@@ -160,6 +163,40 @@ def test_grpo_sets_group_advantages_from_the_outcomes() -> None:
     assert _loss("grpo", batch) == pytest.approx(float(expected), abs=1e-6)
 
 
+def test_partial_puts_the_share_of_right_lines_between_the_outcome_rewards() -> None:
+    # sample 1 is wrong with 1 of 4 lines right: -0.1 + 0.25 * (0.5 - -0.1) = 0.05 a token
+    samples = [_sample(0, correct=True), _sample(1, correct=False)]
+    batch = collate(prepare_samples(samples, "partial"), pad_id=0)
+    pred_lp, reg_lp = _logprobs(batch, 0)
+    p, r = batch.prediction, batch.regular
+    rewards = torch.where(p.loss_mask, torch.tensor([[0.5], [0.05]]), 0.0)
+    expected = rlmec_loss(pred_lp, batch.ref_logprobs, rewards, p.loss_mask, reg_lp, r.values,
+                          r.loss_mask)  # fmt: skip
+    assert _loss("partial", batch) == pytest.approx(float(expected.loss), abs=1e-6)
+    # all-or-nothing shares make it sequence
+    whole = [replace(s, partial_credit=float(bool(s.correct))) for s in samples]
+    batch = collate(prepare_samples(whole, "partial"), pad_id=0)
+    assert _loss("partial", batch) == pytest.approx(_loss("sequence", batch), abs=1e-6)
+    assert score_rewards(torch.tensor([0.0, 1.0]), torch.ones(2, 1, dtype=torch.bool),
+                         reward_correct=0.5, reward_wrong=-0.1).flatten().tolist() == (
+        pytest.approx([-0.1, 0.5])
+    )  # fmt: skip
+
+
+def test_sequence_ref_imitates_the_reference_weighted_against_the_prediction() -> None:
+    wrong = replace(_sample(1, correct=False), prediction_ids=(30, 31, 40))
+    right = _sample(0, correct=True)
+    prepared = prepare_samples([right, wrong], "sequence_ref")
+    assert prepared[0] == right  # a correct sample keeps its regular slot
+    # the reference (30, 31, 33) keeps 30 and 31 of the prediction (0.5) and edits 33 (1.0)
+    assert prepared[1].regular_ids == (30, 31, 33)
+    assert prepared[1].imitation_weights == (0.5, 0.5, 1.0)
+    batch = collate(prepared, pad_id=0)
+    seq = collate(prepare_samples([right, wrong], "sequence"), pad_id=0)
+    assert _loss("sequence_ref", batch) == pytest.approx(_loss("sequence", batch), abs=1e-6)
+    assert _loss("sequence_ref", batch) != pytest.approx(_loss("sequence", seq), abs=1e-4)
+
+
 @pytest.mark.parametrize("rl_tokens", ["rewarded", "response"])
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_padding_changes_nothing_and_any_split_adds_up(name: str, rl_tokens: str) -> None:
@@ -183,17 +220,19 @@ def test_padding_changes_nothing_and_any_split_adds_up(name: str, rl_tokens: str
 def test_unknown_objectives_and_missing_data_are_named() -> None:
     with pytest.raises(ValueError, match="objective 'ppo' is unknown; choose from rlmec, seq"):
         get_objective("ppo")
-    with pytest.raises(ValidationError, match="'rlmec', 'sequence', 'rft', 'sft' or 'grpo'"):
+    with pytest.raises(ValidationError, match="'grpo', 'partial' or 'sequence_ref'"):
         LossConfig(objective="ppo")  # type: ignore[arg-type]
     unknown = TrainSample((1,), (2,), (2,), (0.0,), (1.0,), None, sample_id="x")
     with pytest.raises(DataError, match="needs each sample's outcome, and sample 'x' has none"):
         prepare_samples([unknown], "rft")
     with pytest.raises(DataError, match="trains on reference solutions, and sample 'x'"):
         prepare_samples([unknown], "sft")
+    with pytest.raises(DataError, match="share of right lines, and sample 'x' has none"):
+        prepare_samples([unknown], "partial")
     assert prepare_samples([unknown], "rlmec") == [unknown]
 
 
-@pytest.mark.parametrize("name", ["sequence", "rft", "sft", "grpo"])
+@pytest.mark.parametrize("name", ["sequence", "rft", "sft", "grpo", "sequence_ref"])
 def test_every_objective_trains_the_tiny_model(
     name: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -220,3 +259,31 @@ def test_every_objective_trains_the_tiny_model(
     if name in ("rft", "sft"):  # plain NLL on fixed targets: it goes down
         assert losses[-1] < losses[0]
     assert result.final_dir is not None and (result.final_dir / "config.json").is_file()
+
+
+def test_kl_coef_needs_an_objective_that_reads_predictions(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"loss.kl_coef \(0.1\) needs an objective .* 'sft'"):
+        make_config(tmp_path, tmp_path, tmp_path / "x", loss={"objective": "sft", "kl_coef": 0.1})
+    ok = make_config(
+        tmp_path, tmp_path, tmp_path / "x", loss={"objective": "partial", "kl_coef": 1}
+    )
+    assert ok.loss.kl_coef == 1
+
+
+def test_the_kl_term_trains_the_tiny_model_and_is_reported(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from rlmec.trainer.train import train
+    from tests.trainer.records import scored_sample, write_jsonl
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [scored_sample(tok, i).model_dump(mode="json") for i in range(16)]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    loss = {"imitation_coef": 0.1, "kl_coef": 0.5}
+    cfg = make_config(tiny_model_dir, tmp_path / "run", data, loss=loss, optim={"epochs": 2})
+    history = train(cfg).history
+    # the first step starts at the reference policy (KL 0); once it moved, the KL is positive
+    assert history[0].kl == pytest.approx(0.0, abs=1e-6)
+    assert all(m.kl > 0 for m in history[1:]) and all(math.isfinite(m.loss) for m in history)

@@ -87,6 +87,18 @@ def test_wrong_prediction_with_given_rewrite(client: httpx.Client, grm_url: str)
     assert 1.0 in result.imitation_weights.values and 0.5 in result.imitation_weights.values
 
 
+def test_a_rewrite_through_a_false_equation_is_not_taught(client: httpx.Client) -> None:
+    false = "Natalia sold 48/2 = 26 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is: 72"
+    resp = score(client, sample(WRONG, id="f", rewrite=false), sample(WRONG, rewrite=REWRITE))
+    assert resp.status_code == 200, resp.text
+    bad, good = TokenRewardsResponse.model_validate(resp.json()).results
+    assert (bad.status, bad.reason, bad.rewards) == ("unscored", "rewrite_false_equation", None)
+    assert "48/2 = 26" in (bad.message or "") and bad.rewrite == false
+    assert good.status == "scored" and good.params is not None and good.params.check_equations
+    off = score(client, sample(WRONG, rewrite=false), params={"check_equations": False})
+    assert off.json()["results"][0]["status"] == "scored"
+
+
 def test_grm_rewrite_missing_reference_is_unscored(client: httpx.Client) -> None:
     """The tiny random GRM never writes a correct solution: reported, not dropped."""
     resp = score(client, sample(WRONG, id="w"), sample(CORRECT, id="c"))

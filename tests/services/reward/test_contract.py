@@ -33,3 +33,15 @@ def test_responses_validate_against_the_committed_schema(client: httpx.Client) -
             assert rewards["offsets"][-1] == [len(result["prediction"])] * 2  # EOS
     assert unscored["status"] == "unscored" and unscored["reason"] == "no_reference_answer"
     assert unscored["rewards"] is None and unscored["policy"] is None
+
+
+def test_the_oldest_supported_sdk_reads_todays_responses(client: httpx.Client) -> None:
+    from tests.clients import frozen_sdk
+
+    body = {"samples": [sample(WRONG), sample(CORRECT)], "policy_tokenizer": "tiny"}
+    resp = client.post("/v1/token-rewards", json=body, headers=auth("alpha"))
+    assert resp.status_code == 200, resp.text
+    got = frozen_sdk.TokenRewardsResponse.model_validate(resp.json())
+    assert [r.correct for r in got.results] == [False, True]
+    assert all(r.status in ("scored", "unscored") for r in got.results)
+    assert got.results[1].policy is not None and got.results[1].rewards is not None

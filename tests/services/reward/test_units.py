@@ -103,14 +103,18 @@ def test_cache_key_covers_every_input() -> None:
     variants += [
         cache_key(base, RewardParams(cap=0.4), GRM, None, prefix="p"),
         cache_key(base, RewardParams(edit_penalty=True), GRM, None, prefix="p"),
+        cache_key(base, RewardParams(check_equations=False), GRM, None, prefix="p"),
         cache_key(base, params, GrmInfo(model_id="m", revision="r2"), None, prefix="p"),
         cache_key(base, params, GRM, "tiny", prefix="p"),
     ]
     assert len({key, *variants}) == len(variants) + 1
     same = base.model_copy(update={"id": "other", "metadata": {"a": 1}})
     assert cache_key(same, params, GRM, None, prefix="p") == key
-    # edit_penalty off leaves the key as it was before the option existed (made at 0c4353d).
-    assert key == LEGACY_KEY
+    # The equation check (on by default since 1.3) changes what a key may hold, so the default
+    # key is new; with it off, the key is the one made before either option existed (0c4353d).
+    assert key != LEGACY_KEY
+    off = cache_key(base, RewardParams(check_equations=False), GRM, None, prefix="p")
+    assert off == LEGACY_KEY
 
 
 def _result(i: int) -> ScoredSample:

@@ -28,12 +28,14 @@ from __future__ import annotations
 import operator
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
-TEST_SIZE = 1000
-TRAIN_SIZE = 20_000
-TRAIN_SEED_BASE = 1_000_000
+from rlmec.data.procedural.base import TEST_SIZE as TEST_SIZE  # the split sizes, re-exported
+from rlmec.data.procedural.base import TRAIN_SEED_BASE as TRAIN_SEED_BASE
+from rlmec.data.procedural.base import TRAIN_SIZE as TRAIN_SIZE
+from rlmec.data.procedural.base import parse_knobs, seeded_rows
+
 OPS = "+-*"
 _APPLY: dict[str, Callable[[int, int], int]] = {
     "+": operator.add,
@@ -136,40 +138,15 @@ def parse_chain(question: str) -> Chain | None:
 
 def parse_name(name: str) -> tuple[str, ArithSpec]:
     """``arith_train:steps=3:ops=+-*`` → ``("arith_train", ArithSpec(steps=3, ops="+-*"))``."""
-    base, *knobs = name.split(":")
-    known = {f.name: f.type for f in fields(ArithSpec)}
-    values: dict[str, int | str] = {}
-    for knob in knobs:
-        key, sep, raw = knob.partition("=")
-        if not sep or key not in known:
-            raise ValueError(
-                f"arith knob {knob!r} is not KEY=VALUE with KEY one of {', '.join(known)}; "
-                "e.g. arith:steps=3:high=999:ops=+-*"
-            )
-        if key == "ops":
-            values[key] = raw
-        elif raw.isdigit():
-            values[key] = int(raw)
-        else:
-            raise ValueError(f"arith knob {key} ({raw!r}) must be a whole number")
-    return base, replace(ArithSpec(), **values)  # type: ignore[arg-type]
+    return parse_knobs(name, ArithSpec, "arith:steps=3:high=999:ops=+-*")
 
 
 @lru_cache(maxsize=8)
 def rows(split: str, spec: ArithSpec, size: int | None = None) -> tuple[dict[str, str], ...]:
     """The split's problems as ``{"question", "solution", "answer"}`` rows, in seed order."""
-    if split == "test":
-        chains = [make_chain(spec, i) for i in range(size or TEST_SIZE)]
-    else:
-        test = {make_chain(spec, i).question() for i in range(TEST_SIZE)}
-        chains = []
-        seed = TRAIN_SEED_BASE
-        while len(chains) < (size or TRAIN_SIZE):
-            chain = make_chain(spec, seed)
-            seed += 1
-            if chain.question() not in test:
-                chains.append(chain)
-    return tuple(
-        {"question": c.question(), "solution": c.solution(), "answer": str(c.answer)}
-        for c in chains
-    )
+
+    def make(seed: int) -> dict[str, str]:
+        c = make_chain(spec, seed)
+        return {"question": c.question(), "solution": c.solution(), "answer": str(c.answer)}
+
+    return seeded_rows(make, split, size)

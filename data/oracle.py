@@ -11,7 +11,8 @@ its rewrite keeps and ``p_t = 0`` to the others, so:
 
 The learning benchmark trains "RLMEC with the exact teacher" on these records, beside "RLMEC
 with the GRM" on the reward service's, to show what the GRM costs. The records also carry the
-outcome and the reference solution, so every baseline objective reads the same file.
+outcome, the reference solution and the share of right lines, so every baseline objective
+reads the same file.
 """
 
 from __future__ import annotations
@@ -51,4 +52,16 @@ def oracle_record(
         "imitation_weights": imitation_weights(pred, reg),
         "correct": record.correct,
         "reference_solution": record.reference_solution,
+        "partial_credit": partial_credit(record),
     }
+
+
+def partial_credit(record: GrmRecord) -> float:
+    """The share of the prediction's right lines for a task with lines (``lines``), else the
+    outcome (1 or 0): the ``partial`` objective's score."""
+    from rlmec.data.procedural import registry
+
+    family = registry.family(record.task)
+    scores = registry.TASKS[family].line_scores if family in registry.TASKS else None
+    got = scores(record.question, record.prediction) if scores is not None else None
+    return float(record.correct) if got is None else got[0] / got[1]

@@ -129,6 +129,8 @@ def format_table(document: dict[str, Any]) -> str:
             f"{task:<12} {100 * r['accuracy']:>8.1f}% {r['correct']:>8} {r['total']:>6} "
             f"{rate:>9.0f}"
         )
+        if "line_accuracy" in r:  # a task with lines: K trials a problem
+            lines.append(f"{'  per line':<12} {100 * r['line_accuracy']:>8.1f}% of {r['lines']}")
     if rows:
         mean = sum(r["accuracy"] for r in rows.values()) / len(rows)
         lines.append(f"{'mean':<12} {100 * mean:>8.1f}%")

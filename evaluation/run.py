@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,19 @@ class TaskResult:
     correct: int = 0
     total: int = 0
     unchecked: int = 0  # answer check over budget: counted wrong, listed here
+    lines_right: int = 0  # tasks with lines (``lines``): lines right, of ``lines``
+    lines: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+    @property
+    def line_accuracy(self) -> float | None:
+        """The share of right lines, for a task whose problems have lines (else None)."""
+        return self.lines_right / self.lines if self.lines else None
 
     @property
     def stderr(self) -> float:
@@ -107,6 +114,8 @@ def _count(result: TaskResult, row: dict[str, Any]) -> None:
     result.correct += bool(row["correct"])
     result.unchecked += row.get("check_error") is not None
     result.generated_tokens += int(row.get("num_tokens", 0))
+    result.lines_right += int(row.get("lines_right") or 0)
+    result.lines += int(row.get("lines") or 0)
 
 
 async def _generate_and_check(
@@ -123,16 +132,28 @@ async def _generate_and_check(
         [(g.text, p.reference_answer, p.task_type) for g, p in zip(outputs, chunk, strict=True)]
     )
     rows = []
+    scores = line_check(chunk[0].task)
     for p, prompt, gen, check in zip(chunk, prompts, outputs, checks, strict=True):
         judged = check if isinstance(check, AnswerCheck) else None
+        right, total = (scores(p.question, gen.text.strip()) if scores else None) or (None, None)
         rows.append({
             "id": p.id, "task": p.task, "prompt": prompt, "output": gen.text,
             "predicted_answer": judged.predicted_answer if judged else None,
             "reference_answer": p.reference_answer, "correct": bool(judged and judged.correct),
             "check_error": check.message if isinstance(check, CheckFailure) else None,
             "num_tokens": gen.num_tokens, "finish_reason": gen.finish_reason,
+            "lines_right": right, "lines": total,
         })  # fmt: skip
     return rows
+
+
+def line_check(task: str) -> Callable[[str, str], tuple[int, int] | None] | None:
+    """The per-line check of a procedural task with lines (``lines``), or None."""
+    from rlmec.data.procedural import registry
+
+    if registry.family(task) not in registry.TASKS:
+        return None
+    return registry.get(task).line_scores
 
 
 def results_document(
@@ -163,7 +184,7 @@ def _task_summary(r: TaskResult) -> dict[str, Any]:
         "accuracy": r.accuracy, "correct": r.correct, "total": r.total,
         "unchecked": r.unchecked, "generated_tokens": r.generated_tokens,
         "seconds": r.seconds, "task_type": r.task_type,
-    }  # fmt: skip
+    } | ({"line_accuracy": r.line_accuracy, "lines": r.lines} if r.lines else {})  # fmt: skip
 
 
 def write_results(out_dir: Path, document: dict[str, Any]) -> Path:

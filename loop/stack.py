@@ -227,10 +227,13 @@ def _wait_gone(pid: int, seconds: float) -> None:
 
 def port_or_free(preferred: int) -> tuple[int, bool]:
     """``preferred`` when nothing listens on it on loopback, else a free port; (port, whether
-    it is the preferred one)."""
+    it is the preferred one). The probe binds with ``SO_REUSEADDR``, as the servers do: the
+    TIME_WAIT connections a stopped server leaves for a minute do not make its port taken
+    (``rlmec down`` then ``up`` moved the ports before; issue 44)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", preferred))
         except OSError:

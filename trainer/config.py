@@ -46,7 +46,9 @@ class LossConfig(_Section):
         description="rlmec (§5: token rewards + imitation); the baselines: sequence (the same "
         "loss with one outcome reward on every token), rft (NLL on the correct samples), sft "
         "(NLL on the reference solutions), grpo (group-normalised outcome advantages, clipped "
-        "ratio). The λ=0 ablation is rlmec with imitation_coef 0.",
+        "ratio), partial (sequence with the share of right lines, records' partial_credit), "
+        "sequence_ref (sequence imitating the reference instead of the rewrite). The λ=0 "
+        "ablation is rlmec with imitation_coef 0.",
     )
     outcome_reward_correct: float = Field(
         0.5, description="sequence: every token's reward in a correct sample (default: §3.1's cap)."

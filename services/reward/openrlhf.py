@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import get_args
 
 from rlmec.services.reward.schemas import GetRewardRequest, GetRewardResponse, Label
 from rlmec.shared.chat import ChatMarkup
 from rlmec.shared.prompts import TaskType
-from rlmec.shared.schemas import MAX_TEXT_CHARS, Sample, ScoredSample, check_text
+from rlmec.shared.schemas import MAX_TEXT_CHARS, Sample, ScoredSample, UnscoredReason, check_text
 
 # Why a query was not judged (each a 0/1 column ``rlmec_unscored_<reason>`` in extra_logs).
 QUERY_REASONS = (
@@ -41,6 +42,9 @@ LOG_NAMES = (
     "rlmec_edit_fraction",
     "rlmec_unscored",
     *(f"rlmec_unscored_{reason}" for reason in QUERY_REASONS),
+    # The service's own reasons too (issue 44): an answer-only label leaves every wrong sample
+    # unscored with rewrite_incorrect when the GRM needs a worked reference, and says so here.
+    *(f"rlmec_unscored_{reason}" for reason in get_args(UnscoredReason)),
 )
 
 # Special tokens as chat templates and tokenizers spell them (<|im_end|>, <|endoftext|>, </s>,
@@ -136,6 +140,8 @@ def _summary(result: ScoredSample | Unjudged) -> dict[str, float]:
     logs["rlmec_correct"] = float(result.correct)
     logs["rlmec_scored"] = float(result.status == "scored")
     logs["rlmec_unscored"] = float(result.status == "unscored")
+    if result.status == "unscored" and f"rlmec_unscored_{result.reason}" in logs:
+        logs[f"rlmec_unscored_{result.reason}"] = 1.0
     logs["rlmec_cached"] = float(result.cached)
     if result.rewards is not None and result.rewards.values:
         values = result.rewards.values

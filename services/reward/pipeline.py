@@ -11,6 +11,7 @@ come back ``unscored`` with a reason. The API and the queue workers both call :m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,36 +84,53 @@ class RewardPipeline:
         self._grm_info: dict[str, GrmInfo] = {}  # model id (base or adapter) -> its identity
         self._base_id = ""
         self._grm_info_at = 0.0
-        self._info_lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None  # the one model-card fetch in flight
 
     async def grm_info(self, adapter: str | None = None) -> GrmInfo:
         """Model id and revision of the GRM, or of one of its adapters (the cache key needs
-        them, so no team gets a reward another adapter made). Refetched after
-        ``grm_info_ttl_s``; while the GRM is down the last known ones keep serving cache hits."""
-        async with self._info_lock:
-            fresh = time.monotonic() - self._grm_info_at < self.grm_info_ttl_s
-            if not (self._grm_info and fresh):
-                try:
-                    cards = await self.grm.model_cards()
-                except ServiceUnavailableError:
-                    if not self._grm_info:
-                        raise
-                else:
-                    self._grm_info = {
-                        c.id: GrmInfo(model_id=c.id, revision=c.revision, tokenizer=c.tokenizer)
-                        for c in cards
-                    }
-                    self._base_id = cards[0].id
-                    self._grm_info_at = time.monotonic()
-            info = self._grm_info.get(adapter or self._base_id)
-            if info is None:
-                raise ServiceUnavailableError(
-                    f"the GRM does not serve adapter {adapter!r} (it serves "
-                    f"{sorted(self._grm_info)}); the operator must load it (rlmec grm serve "
-                    "--adapter) or fix the team's grm_adapter",
-                    code="grm_adapter_missing",
-                )
-            return info
+        them, so no team gets a reward another adapter made). Refetched in the background
+        after ``grm_info_ttl_s`` while the last known ones keep serving, so no request waits
+        for a refresh and no lock is held across a GRM call; only the very first request
+        waits for the first answer. While the GRM is down the last known ones keep serving
+        cache hits."""
+        age = time.monotonic() - self._grm_info_at
+        stale = not self._grm_info or age >= self.grm_info_ttl_s
+        if stale and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_info())
+        if not self._grm_info and self._refresh is not None:
+            await asyncio.shield(self._refresh)  # a first fetch that failed raises here
+        info = self._grm_info.get(adapter or self._base_id)
+        if info is None:
+            raise ServiceUnavailableError(
+                f"the GRM does not serve adapter {adapter!r} (it serves "
+                f"{sorted(self._grm_info)}); the operator must load it (rlmec grm serve "
+                "--adapter) or fix the team's grm_adapter",
+                code="grm_adapter_missing",
+            )
+        return info
+
+    async def _refresh_info(self) -> None:
+        try:
+            cards = await self.grm.model_cards()
+        except ServiceUnavailableError:
+            if not self._grm_info:
+                raise
+            # keep serving the last known cards; try again in a second, not at every request
+            self._grm_info_at = time.monotonic() - self.grm_info_ttl_s + 1.0
+            return
+        self._grm_info = {
+            c.id: GrmInfo(model_id=c.id, revision=c.revision, tokenizer=c.tokenizer)
+            for c in cards
+        }
+        self._base_id = cards[0].id
+        self._grm_info_at = time.monotonic()
+
+    async def aclose(self) -> None:
+        """Stop a model-card refresh still in flight (the service is shutting down)."""
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ServiceUnavailableError):
+                await self._refresh
 
     async def score(
         self,
@@ -384,8 +402,9 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
         max_entries=settings.cache_max_entries,
         enabled=settings.cache_enabled,
     )
+    pipeline: RewardPipeline | None = None
     try:
-        yield RewardPipeline(
+        pipeline = RewardPipeline(
             grm,
             cache,
             tokenizers,
@@ -397,7 +416,10 @@ async def open_pipeline(settings: RewardSettings) -> AsyncIterator[RewardPipelin
             max_new_tokens=settings.grm_max_new_tokens,
             grm_info_ttl_s=settings.grm_info_ttl_s,
         )
+        yield pipeline
     finally:
+        if pipeline is not None:
+            await pipeline.aclose()
         await grm.aclose()
         await redis.aclose()
         checker.close()

@@ -59,3 +59,16 @@ def test_the_trainer_reads_them_for_every_objective(tiny_model_dir: Path) -> Non
     assert all(s is not None for s in samples)
     for name in OBJECTIVES:
         assert len(prepare_samples([s for s in samples if s is not None], name)) == 2
+
+
+def test_the_share_of_right_lines_is_the_partial_credit() -> None:
+    from rlmec.data.oracle import partial_credit
+
+    q = "Compute each: 47 + 38; 91 - 26."
+    lines = GrmRecord(id="lines_train:k=2/0#0", task="lines_train:k=2", task_type="math",
+                      question=q, reference_solution="", reference_answer="85; 65",
+                      prediction="47 + 38 = 85\n91 - 26 = 64\nThe answer is: 85; 64",
+                      correct=False)  # fmt: skip
+    assert partial_credit(lines) == 0.5
+    assert partial_credit(_record(REF, True)) == 1.0  # arith has no lines: the outcome
+    assert partial_credit(_record("17 + 21 = 39\n39 - 31 = 8\nThe answer is: 8", False)) == 0.0

@@ -31,8 +31,18 @@ def samples(out: Path, task: str) -> list[dict[str, Any]]:
 @pytest.mark.integration
 def test_hf_engine_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "hf"
-    code = run_eval(tiny_model_dir, out, "--engine", "hf", "--tasks", "gsm8k,arc_easy",
-                    "--limit", "3", "--dtype", "float32")  # fmt: skip
+    code = run_eval(
+        tiny_model_dir,
+        out,
+        "--engine",
+        "hf",
+        "--tasks",
+        "gsm8k,arc_easy",
+        "--limit",
+        "3",
+        "--dtype",
+        "float32",
+    )
     assert code == 0
     doc = json.loads((out / "results.json").read_text())
     assert list(doc["tasks"]) == ["gsm8k", "arc_easy"]
@@ -87,8 +97,18 @@ def test_an_unreachable_server_is_a_clear_error(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    code = run_eval(tiny_model_dir, tmp_path / "o", "--engine", "remote", "--upstream", dead,
-                    "--tasks", "gsm8k", "--limit", "1")  # fmt: skip
+    code = run_eval(
+        tiny_model_dir,
+        tmp_path / "o",
+        "--engine",
+        "remote",
+        "--upstream",
+        dead,
+        "--tasks",
+        "gsm8k",
+        "--limit",
+        "1",
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no upstream server answered" in err and dead in err
@@ -142,13 +162,71 @@ def test_vllm_and_remote_engines_agree(
     for key, value in VLLM_ENV.items():
         os.environ.setdefault(key, value)
     common = ("--tasks", "gsm8k,qasc", "--limit", "2", "--dtype", "float32")
-    assert run_eval(tiny_model_dir, tmp_path / "vllm", "--engine", "vllm",
-                    "--kv-cache-gib", "1", "--max-model-len", "4096", *common) == 0  # fmt: skip
-    assert run_eval(tiny_model_dir, tmp_path / "remote", "--engine", "remote",
-                    "--upstream", vllm_server, *common) == 0  # fmt: skip
+    assert (
+        run_eval(
+            tiny_model_dir,
+            tmp_path / "vllm",
+            "--engine",
+            "vllm",
+            "--kv-cache-gib",
+            "1",
+            "--max-model-len",
+            "4096",
+            *common,
+        )
+        == 0
+    )
+    assert (
+        run_eval(
+            tiny_model_dir,
+            tmp_path / "remote",
+            "--engine",
+            "remote",
+            "--upstream",
+            vllm_server,
+            *common,
+        )
+        == 0
+    )
     for task in ("gsm8k", "qasc"):
         local, remote = samples(tmp_path / "vllm", task), samples(tmp_path / "remote", task)
         assert [r["id"] for r in local] == [r["id"] for r in remote]
         # Greedy decoding of the same fp32 model: the same text either way.
         assert [r["output"] for r in local] == [r["output"] for r in remote]
         assert all(r["num_tokens"] > 0 for r in local)
+
+
+@pytest.mark.integration
+def test_a_task_with_lines_reports_per_line_accuracy(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlmec.evaluation.run import line_check
+
+    out = tmp_path / "lines"
+    code = run_eval(
+        tiny_model_dir,
+        out,
+        "--engine",
+        "hf",
+        "--tasks",
+        "lines:k=2",
+        "--limit",
+        "3",
+        "--dtype",
+        "float32",
+        "--max-new-tokens",
+        "8",
+    )
+    assert code == 0
+    rows = samples(out, "lines:k=2")
+    assert [r["lines"] for r in rows] == [2, 2, 2]
+    summary = json.loads((out / "results.json").read_text())["tasks"]["lines:k=2"]
+    assert summary["lines"] == 6
+    assert summary["line_accuracy"] == sum(r["lines_right"] for r in rows) / 6
+    assert "per line" in capsys.readouterr().out
+    check = line_check("lines:k=2")
+    assert check is not None and line_check("gsm8k") is None
+    assert check("Compute each: 1 + 2; 5 - 3.", "1 + 2 = 3\n5 - 3 = 1\nThe answer is: 3; 1") == (
+        1,
+        2,
+    )

@@ -89,6 +89,26 @@ def test_a_taken_port_falls_back_to_a_free_one() -> None:
     assert port_or_free(busy) == (busy, True)
 
 
+def test_a_port_a_stopped_server_left_in_time_wait_is_free() -> None:
+    """A server that closed its side first leaves TIME_WAIT on its port for a minute; `rlmec
+    down` then `up` moved the ports because the probe counted it as taken (issue 44)."""
+    port = free_port()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server closes first: its side of the connection goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:  # what the probe did
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    assert port_or_free(port) == (port, True)
+
+
 def test_down_stops_every_group_and_waits_until_it_is_gone(tmp_path: Path) -> None:
     # A child that ignores SIGTERM: only the SIGKILL after the grace period ends the group.
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"

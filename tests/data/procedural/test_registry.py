@@ -33,13 +33,22 @@ def test_distill_with_an_exact_teacher(
     task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     question, prediction, answer, name = CASES[task]
-    record = GrmRecord(id=f"{task}/0#0", task=task, task_type="math", question=question,
-                       reference_solution="", reference_answer=answer, prediction=prediction,
-                       correct=False)  # fmt: skip
+    record = GrmRecord(
+        id=f"{task}/0#0",
+        task=task,
+        task_type="math",
+        question=question,
+        reference_solution="",
+        reference_answer=answer,
+        prediction=prediction,
+        correct=False,
+    )
     samples, out = tmp_path / "samples.jsonl", tmp_path / "taught.jsonl"
     samples.write_text(json.dumps(record.model_dump(mode="json")) + "\n")
-    assert main(["data", "distill", "--teacher", task, "--input", str(samples),
-                 "--output", str(out)]) == 0  # fmt: skip
+    assert (
+        main(["data", "distill", "--teacher", task, "--input", str(samples), "--output", str(out)])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["teacher"] == name == TASKS[task].teacher.name
     assert summary["outcomes"] == {"accepted: rewrite_reaches_reference": 1}

@@ -118,6 +118,8 @@ def test_2025_protocol_left_padded_batch(client: httpx.Client) -> None:
     out = get_reward(client, body).json()
     assert out["rewards"] == [1.0, 0.0]
     assert out["extra_logs"]["rlmec_unscored_prompt_not_in_query"] == [0.0, 0.0]
+    # the tiny GRM's rewrite misses the answer: the service's own reason has its column too
+    assert out["extra_logs"]["rlmec_unscored_rewrite_incorrect"] == [0.0, 1.0]
 
 
 def test_a_batch_over_1024_queries_is_scored(client: httpx.Client) -> None:

@@ -3,9 +3,11 @@ client's batching and failure isolation (fake GRM over httpx.MockTransport), the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -392,3 +394,80 @@ async def test_ready_asks_the_grm_engine_not_only_its_model_list() -> None:
     with pytest.raises(ServiceUnavailableError, match=r"not ready \(503\): engine not ready"):
         await client.ready()
     await client.aclose()
+
+
+def _card(model: str, revision: str) -> ModelCard:
+    return ModelCard(id=model, revision=revision, tokenizer="t", max_model_len=2048,
+                     engine="vllm", eos_token="</s>", eos_token_id=2)  # fmt: skip
+
+
+def _slow_grm(release: asyncio.Event, cards: list[str]) -> httpx.MockTransport:
+    """A GRM whose /v1/score waits for ``release``; /v1/models answers ``cards`` at once."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            data = [_card(c, "r") for c in cards]
+            return httpx.Response(200, json=ModelList(data=data).model_dump())
+        await release.wait()
+        samples = json.loads(request.content)["samples"]
+        return httpx.Response(200, json={"model": "m", "results": [
+            _score_result(s["prediction"]) for s in samples]})  # fmt: skip
+
+    return httpx.MockTransport(handler)
+
+
+async def test_model_cards_never_queue_behind_a_teams_backlog() -> None:
+    """Issue 45, P1: the refresh went through the caller's lane of the GRM slots, so a busy
+    team's backlog held it, and every team waited on it."""
+    release = asyncio.Event()
+    client = GrmBackend(["http://grm"], max_concurrency=1, transport=_slow_grm(release, ["m"]))
+    token = current_team.set("busy")
+    try:
+        backlog = [asyncio.create_task(client.score_rlmec(_inputs("a"))) for _ in range(3)]
+        await asyncio.sleep(0.05)  # the one slot is taken, two calls wait
+        cards = await asyncio.wait_for(client.model_cards(), timeout=2)
+    finally:
+        current_team.reset(token)
+        release.set()
+    assert [c.id for c in cards] == ["m"]
+    await asyncio.gather(*backlog)
+    await client.aclose()
+
+
+async def test_stale_grm_info_is_served_while_a_refresh_runs_in_the_background() -> None:
+    from rlmec.services.reward.pipeline import RewardPipeline
+
+    answered = asyncio.Event()
+    fetches: list[int] = []
+
+    class Grm:
+        async def model_cards(self) -> list[ModelCard]:
+            fetches.append(1)
+            if len(fetches) > 1:
+                await answered.wait()  # the second fetch hangs until told
+            return [_card("m", f"r{len(fetches)}")]
+
+    grm: Any = Grm()
+    pipeline = RewardPipeline(grm, None, None, None, redis=None, grm_info_ttl_s=0.05)  # type: ignore[arg-type]
+    assert (await pipeline.grm_info()).revision == "r1"  # the first request waits for it
+    await asyncio.sleep(0.06)  # stale now
+    stale = await asyncio.wait_for(pipeline.grm_info(), timeout=0.5)
+    assert stale.revision == "r1" and len(fetches) == 2  # served at once; one refresh started
+    await pipeline.grm_info()
+    assert len(fetches) == 2  # never two refreshes at once
+    answered.set()
+    await asyncio.sleep(0.01)
+    assert (await pipeline.grm_info()).revision == "r2"
+    await pipeline.aclose()
+
+
+async def test_the_first_grm_info_is_fetched_whatever_the_ttl() -> None:
+    from rlmec.services.reward.pipeline import RewardPipeline
+
+    class Grm:
+        async def model_cards(self) -> list[ModelCard]:
+            return [_card("m", "r1")]
+
+    grm: Any = Grm()
+    pipeline = RewardPipeline(grm, None, None, None, redis=None, grm_info_ttl_s=1e9)  # type: ignore[arg-type]
+    assert (await pipeline.grm_info()).revision == "r1"

@@ -258,7 +258,18 @@ def teacher_summary(args: argparse.Namespace) -> dict[str, Any]:
         "wrong": len(wrong),
         "outcomes": dict(Counter(r.get("reason") for r in wrong)),
         "rewrite_not_reference": not_ref / max(len(kept), 1),
+        "order_not_reference": _other_order(rows) if args.family == "paths" else None,
     }
+
+
+def _other_order(rows: list[dict[str, Any]]) -> float:
+    """``paths``: the share of samples adding the numbers in an order other than their
+    problem's reference (the warm start learnt many orders; the minimal edit keeps the
+    policy's)."""
+    from rlmec.data.procedural.paths import order_of
+
+    other = [order_of(r["prediction"]) != order_of(r["reference_solution"]) for r in rows]
+    return sum(other) / max(len(other), 1)
 
 
 def gradient_ratios(args: argparse.Namespace, start: Path, data: Path) -> dict[str, float]:
@@ -369,7 +380,14 @@ def report(
         f"Data: {args.problems} problems x {args.n} samples (temperature 0.7): "
         f"{teacher['correct']} correct, {teacher['wrong']} wrong; the exact teacher's outcomes "
         f"{teacher['outcomes']}; its rewrite differs from the reference in "
-        f"{100 * teacher['rewrite_not_reference']:.0f}% of the kept ones. Every arm: "
+        f"{100 * teacher['rewrite_not_reference']:.0f}% of the kept ones"
+        + (
+            f"; {100 * teacher['order_not_reference']:.0f}% of the samples add in an order "
+            "other than their reference's"
+            if teacher.get("order_not_reference") is not None
+            else ""
+        )
+        + ". Every arm: "
         f"{args.steps} steps of {args.batch}, lr {args.lr}, `N_r` = every response token; "
         f"`*{LOW}` arms: λ = {args.low_lambda} and a KL term to the start policy "
         f"(`loss.kl_coef={args.kl_coef}`).",
@@ -452,7 +470,9 @@ def main(argv: list[str] | None = None) -> None:
         for arm, runs in raw_finals.items():
             slips[arm] = slips_by_position([r for run in runs for r in run.values()], questions)
     grads = gradient_ratios(args, start, data)
-    png = WRITES_PNG / f"credit-{args.task.replace(':', '-').replace('=', '')}.png"
+    # One subsection and one PNG per task and lr: a pilot's lrs sit side by side.
+    name = f"{args.task.replace(':', '-').replace('=', '')}-lr{args.lr:g}"
+    png = WRITES_PNG / f"credit-{name}.png"
     if not args.no_write:
         plot(curves, start_score, args, png)
     body = report(
@@ -468,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(body)
     if not args.no_write:
-        replace_subsection("learning", f"Credit study: {args.task}", body)
+        replace_subsection("learning", f"Credit study: {args.task}, lr {args.lr:g}", body)
 
 
 if __name__ == "__main__":

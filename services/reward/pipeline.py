@@ -119,8 +119,7 @@ class RewardPipeline:
             self._grm_info_at = time.monotonic() - self.grm_info_ttl_s + 1.0
             return
         self._grm_info = {
-            c.id: GrmInfo(model_id=c.id, revision=c.revision, tokenizer=c.tokenizer)
-            for c in cards
+            c.id: GrmInfo(model_id=c.id, revision=c.revision, tokenizer=c.tokenizer) for c in cards
         }
         self._base_id = cards[0].id
         self._grm_info_at = time.monotonic()

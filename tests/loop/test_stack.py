@@ -103,9 +103,9 @@ def test_a_port_a_stopped_server_left_in_time_wait_is_free() -> None:
     client.recv(1)
     client.close()
     server.close()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:  # what the probe did
-        with pytest.raises(OSError):
-            plain.bind(("127.0.0.1", port))
+    plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # what the probe did
+    with plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
     assert port_or_free(port) == (port, True)
 
 

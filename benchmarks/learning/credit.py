@@ -366,6 +366,7 @@ def report(
     grads: dict[str, float],
 ) -> str:
     measure = "per-line accuracy" if args.family == "lines" else "accuracy"
+    paired = versus(next(iter(finals.values())), [start])  # the start on the final problems
     lines = [
         f"Machine: {machine()}; CPU flags: {cpu_flags()}. Date: {today()}.",
         f"Command: `.venv/bin/python -m benchmarks.learning.credit --task {args.task} "
@@ -392,10 +393,11 @@ def report(
         f"`*{LOW}` arms: λ = {args.low_lambda} and a KL term to the start policy "
         f"(`loss.kl_coef={args.kl_coef}`).",
         "",
-        f"| arm | {measure} after | vs start (points, 95% interval) | area under the curve "
+        f"| arm | {measure} after (the {paired['rows']} final test problems) | vs start "
+        "(points, 95% interval) | area under the curve (its points' test problems) "
         "| ‖∇ RL‖ / ‖∇ λ·IM‖ at the start |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| start policy | {100 * sum(start.values()) / len(start):.1f}% | | | |",
+        f"| start policy | {100 * paired['a']:.1f}% | | | |",
     ]
     for arm, runs in finals.items():
         v = versus(runs, [start])
@@ -403,6 +405,13 @@ def report(
             f"| {arm} | {100 * v['b']:.1f}% | {_pts(v)} | {auc(curves[arm], start):.1f} "
             f"| {grads.get(arm, float('nan')):.2f} |"
         )
+    seeds = len(args.seeds.split(","))
+    if seeds < 4:
+        lines += [
+            "",
+            f"**A pilot** ({seeds} seed{'s' * (seeds > 1)}): it chooses the settings; "
+            "the comparison the issue asks for runs at least 4 seeds of every arm.",
+        ]
     lines += ["", f"Figure lines ({measure}, paired over test problems, seeds averaged):"]
     for label, b, a in headline_pairs(args):
         if b in finals and a in finals:

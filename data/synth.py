@@ -19,16 +19,15 @@ record. Everything is seeded per problem id: the same rows for every run and mac
 
 from __future__ import annotations
 
-import ast
-import operator
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from rlmec.data.records import GrmRecord
 from rlmec.data.tasks import Problem
+from rlmec.shared.equations import arithmetic
 from rlmec.shared.prompts import split_steps
 
 Kind = Literal["number", "operation", "arithmetic"]
@@ -45,12 +44,6 @@ _EQUATION = re.compile(
 _OPERAND = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _OPERATOR = re.compile(r"(?<=[\d)\s])[-+*/×x÷](?=[\s(\d$])")
 _SWAPS = {"+": "-", "-": "+", "*": "+", "×": "+", "x": "+", "/": "*", "÷": "*"}
-_BINOPS: dict[type, Callable[[float, float], float]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
 
 
 def policy_solution(reference: str) -> str | None:
@@ -67,20 +60,7 @@ def evaluate(expr: str) -> float | None:
     """Value of a plain arithmetic expression (numbers, + - * / and parentheses), else None."""
     text = expr.replace("$", "").replace(",", "").replace("×", "*").replace("÷", "/")
     text = re.sub(r"(?<=[\d)\s])x(?=[\s(\d])", "*", text)
-    try:
-        return _eval(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
-        return None
-
-
-def _eval(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand)
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        return _BINOPS[type(node.op)](_eval(node.left), _eval(node.right))
-    raise ValueError("not plain arithmetic")
+    return arithmetic(text)
 
 
 def fmt(value: float) -> str:

@@ -54,6 +54,15 @@ def _value(node: ast.AST) -> float:
     raise ValueError("not a pure arithmetic expression")
 
 
+def arithmetic(text: str) -> float | None:
+    """The value of ``text`` read as numbers, ``+ - * /`` and parentheses only, else None (a
+    parsed tree is walked; nothing is executed)."""
+    try:
+        return _value(ast.parse(text.strip(), mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        return None
+
+
 def evaluate(expression: str) -> float | None:
     """The value of a pure arithmetic expression (``x``/``×`` as multiplication, thousands
     separators dropped), or None when it is not one (or divides by zero)."""
@@ -65,10 +74,7 @@ def evaluate(expression: str) -> float | None:
         or not re.search(r"\d\s*[-+*/]\s*[\d(]", text)
     ):
         return None
-    try:
-        return _value(ast.parse(text, mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
-        return None
+    return arithmetic(text)
 
 
 def _holds(value: float, right: str) -> bool:

@@ -59,9 +59,8 @@ def oracle_record(
 def partial_credit(record: GrmRecord) -> float:
     """The share of the prediction's right lines for a task with lines (``lines``), else the
     outcome (1 or 0): the ``partial`` objective's score."""
-    from rlmec.data.procedural import registry
+    from rlmec.data.procedural.registry import line_check
 
-    family = registry.family(record.task)
-    scores = registry.TASKS[family].line_scores if family in registry.TASKS else None
+    scores = line_check(record.task)
     got = scores(record.question, record.prediction) if scores is not None else None
     return float(record.correct) if got is None else got[0] / got[1]

@@ -13,11 +13,12 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlmec.data.procedural.registry import line_check
 from rlmec.data.tasks import Problem, load_task
 from rlmec.inference.engine import Engine, generate_in_context
 from rlmec.shared.answers import AnswerCheck
@@ -145,15 +146,6 @@ async def _generate_and_check(
             "lines_right": right, "lines": total,
         })  # fmt: skip
     return rows
-
-
-def line_check(task: str) -> Callable[[str, str], tuple[int, int] | None] | None:
-    """The per-line check of a procedural task with lines (``lines``), or None."""
-    from rlmec.data.procedural import registry
-
-    if registry.family(task) not in registry.TASKS:
-        return None
-    return registry.get(task).line_scores
 
 
 def results_document(

@@ -150,9 +150,9 @@ def training_file(args: argparse.Namespace, samples: Path, start: Path) -> Path:
 
 def line_score(family: str) -> Callable[[str, str], float | None]:
     """(question, prediction) -> the share of right lines, or None for a task without lines."""
-    from rlmec.data.procedural.registry import TASKS
+    from rlmec.data.procedural.registry import line_check
 
-    scores = TASKS[family].line_scores
+    scores = line_check(family)
 
     def share(question: str, prediction: str) -> float | None:
         got = scores(question, prediction) if scores is not None else None

@@ -43,6 +43,11 @@ def get(name: str) -> ProceduralTask:
     return TASKS[family(name)]
 
 
+def line_check(task: str) -> Callable[[str, str], tuple[int, int] | None] | None:
+    """The per-line check of a task with lines (``lines``, any split or knobs), else None."""
+    return TASKS[family(task)].line_scores if family(task) in TASKS else None
+
+
 def rows_of(name: str) -> Sequence[dict[str, str]]:
     """The rows of a task name with its knobs: ``lines:k=2`` (test) or ``lines_train:k=2``."""
     base, spec = get(name).parse_name(name)
